@@ -1,0 +1,110 @@
+"""One exception hierarchy for every layer.
+
+Each class carries the gRPC status code it maps to, so the service layer
+translates errors in exactly one place (``rpc``) without a lookup table that
+could drift from this file.
+"""
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Base class of every error Shoal raises on purpose."""
+
+    grpc_code = "INTERNAL"
+
+
+class InvalidArgumentError(ShoalError, ValueError):
+    """An argument has the wrong type, shape, range or value."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class DimensionMismatchError(InvalidArgumentError):
+    """Vectors do not have the collection's / index's dimension."""
+
+
+class InvalidVectorError(InvalidArgumentError):
+    """Vectors contain NaN or infinity, or cannot be converted to float32."""
+
+
+class DuplicateIdError(InvalidArgumentError):
+    """The same id appears twice in one batch."""
+
+
+class FilterError(InvalidArgumentError):
+    """A metadata filter is malformed: unknown operator or wrong operand type."""
+
+
+class InvalidSpecError(InvalidArgumentError):
+    """An index spec string or option set cannot be built."""
+
+
+class NotFoundError(ShoalError, KeyError):
+    """Something named by the caller does not exist."""
+
+    grpc_code = "NOT_FOUND"
+
+    def __str__(self) -> str:  # KeyError would print repr(message)
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionNotFoundError(NotFoundError):
+    """No collection with that name."""
+
+
+class IdNotFoundError(NotFoundError):
+    """One or more ids are not stored in the collection."""
+
+
+class AlreadyExistsError(ShoalError):
+    """Something with that name already exists."""
+
+    grpc_code = "ALREADY_EXISTS"
+
+
+class CollectionExistsError(AlreadyExistsError):
+    """A collection with that name already exists."""
+
+
+class FailedPreconditionError(ShoalError):
+    """The call is valid but the object is not in a state to serve it."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class NotTrainedError(FailedPreconditionError):
+    """The index must be trained before vectors can be added or searched."""
+
+
+class ReadOnlyError(FailedPreconditionError):
+    """A write was attempted on a database opened read-only."""
+
+
+class StorageError(ShoalError, OSError):
+    """Data files cannot be read or written."""
+
+    grpc_code = "INTERNAL"
+
+
+class CorruptionError(StorageError):
+    """A data file fails its checksum or structure checks."""
+
+    grpc_code = "DATA_LOSS"
+
+
+class FormatVersionError(StorageError):
+    """A data file has an unknown format version or is of the wrong kind."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class LockedError(StorageError):
+    """Another process holds the write lock on this data directory."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class ResourceExhaustedError(ShoalError):
+    """A request exceeds a configured size, memory or rate limit."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"

@@ -1,0 +1,263 @@
+"""The metadata filter language, validated once and evaluated as numpy masks.
+
+Grammar (MongoDB-style, as in Chroma and Qdrant's JSON filters)::
+
+    filter   := {field: value}                      equality
+              | {field: {op: operand, ...}}          several ops on one field are ANDed
+              | {"$and": [filter, ...]} | {"$or": [filter, ...]} | {"$not": filter}
+              | {clause, clause, ...}                several keys are ANDed
+    op       := $eq $ne $gt $gte $lt $lte $in $nin $exists
+
+* Equality operands are str, int, float, bool or None. ``{f: None}`` matches rows
+  where f is null or missing. Booleans never equal numbers (JSON semantics).
+* Range operands are numbers (compared with numeric values) or strings
+  (compared lexicographically with string values).
+* ``$in`` / ``$nin`` take a list of equality operands; ``$exists`` takes a bool.
+* ``$ne`` and ``$nin`` match rows where the field is missing; ``$not`` negates.
+* On a list-valued field, equality and ``$in`` match when any element matches.
+* ``{}`` matches every row.
+"""
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import FilterError
+from .metadata import Column, MetadataStore
+
+EQ_TYPES = (str, int, float, bool, type(None))
+_RANGE_OPS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+FIELD_OPS = ("$eq", "$ne", "$in", "$nin", "$exists", *_RANGE_OPS)
+LOGICAL_OPS = ("$and", "$or", "$not")
+
+
+class Node:
+    """A compiled filter node; ``mask(store)`` returns a boolean array over its rows."""
+
+    def mask(self, store: MetadataStore) -> np.ndarray:
+        raise NotImplementedError
+
+    def matches(self, payload: Mapping[str, Any]) -> bool:
+        """Row-wise evaluation (the reference semantics; used for complex values and tests)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class And(Node):
+    children: tuple[Node, ...]
+
+    def mask(self, store):
+        out = np.ones(len(store), bool)
+        for child in self.children:
+            out &= child.mask(store)
+        return out
+
+    def matches(self, payload):
+        return all(c.matches(payload) for c in self.children)
+
+
+@dataclass(frozen=True)
+class Or(Node):
+    children: tuple[Node, ...]
+
+    def mask(self, store):
+        out = np.zeros(len(store), bool)
+        for child in self.children:
+            out |= child.mask(store)
+        return out
+
+    def matches(self, payload):
+        return any(c.matches(payload) for c in self.children)
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    child: Node
+
+    def mask(self, store):
+        return ~self.child.mask(store)
+
+    def matches(self, payload):
+        return not self.child.matches(payload)
+
+
+def _scalar_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+def _value_equal(stored: Any, operand: Any) -> bool:
+    if isinstance(stored, list):
+        return any(_value_equal(v, operand) for v in stored)
+    return _scalar_equal(stored, operand)
+
+
+@dataclass(frozen=True)
+class In(Node):
+    """Field equals any of ``values`` (``$eq`` is In with one value)."""
+
+    field: str
+    values: tuple[Any, ...]
+
+    def mask(self, store):
+        n = len(store)
+        col = store.column(self.field)
+        want_null = any(v is None for v in self.values)
+        if col is None:
+            return np.full(n, want_null)
+        out = np.zeros(n, bool)
+        nums = [float(v) for v in self.values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if nums:
+            out |= col.is_num[:n] & np.isin(col.num[:n], nums)
+        strs = {v for v in self.values if isinstance(v, str)}
+        if strs:
+            lut = col.string_lut(lambda vocab: np.fromiter((s in strs for s in vocab), bool, len(vocab)))
+            out |= lut[col.str_code[:n]]
+        for b in {v for v in self.values if isinstance(v, bool)}:
+            out |= col.boolean[:n] == int(b)
+        if want_null:
+            out |= col.is_null[:n] | ~col.present[:n]
+        for row, value in col.complex_rows.items():
+            if row < n and any(_value_equal(value, v) for v in self.values):
+                out[row] = True
+        return out
+
+    def matches(self, payload):
+        if self.field not in payload:
+            return any(v is None for v in self.values)
+        stored = payload[self.field]
+        if stored is None:
+            return any(v is None for v in self.values)
+        return any(_value_equal(stored, v) for v in self.values if v is not None)
+
+
+@dataclass(frozen=True)
+class Range(Node):
+    field: str
+    op: str
+    operand: float | str
+
+    def mask(self, store):
+        n = len(store)
+        col = store.column(self.field)
+        if col is None:
+            return np.zeros(n, bool)
+        cmp = _RANGE_OPS[self.op]
+        if isinstance(self.operand, str):
+            lut = col.string_lut(lambda vocab: np.fromiter((cmp(s, self.operand) for s in vocab), bool, len(vocab)))
+            return lut[col.str_code[:n]]
+        with np.errstate(invalid="ignore"):
+            return col.is_num[:n] & cmp(col.num[:n], float(self.operand))
+
+    def matches(self, payload):
+        v = payload.get(self.field)
+        cmp = _RANGE_OPS[self.op]
+        if isinstance(self.operand, str):
+            return isinstance(v, str) and cmp(v, self.operand)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and cmp(float(v), float(self.operand))
+
+
+@dataclass(frozen=True)
+class Exists(Node):
+    field: str
+    want: bool
+
+    def mask(self, store):
+        n = len(store)
+        col: Column | None = store.column(self.field)
+        present = np.zeros(n, bool) if col is None else col.present[:n]
+        return present if self.want else ~present
+
+    def matches(self, payload):
+        return (self.field in payload) == self.want
+
+
+class MatchAll(Node):
+    def mask(self, store):
+        return np.ones(len(store), bool)
+
+    def matches(self, payload):
+        return True
+
+
+def compile_filter(spec: Any) -> Node:
+    """Validate a filter and compile it; raises FilterError naming the bad part."""
+    return _compile(spec, "filter")
+
+
+def _compile(spec: Any, where: str) -> Node:
+    if isinstance(spec, Node):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise FilterError(f"{where} must be a dict, got {type(spec).__name__}: {spec!r}")
+    clauses: list[Node] = []
+    for key, value in spec.items():
+        if not isinstance(key, str):
+            raise FilterError(f"{where}: keys must be strings, got {key!r}")
+        if key.startswith("$"):
+            clauses.append(_logical(key, value, f"{where}.{key}"))
+        else:
+            clauses.append(_field(key, value, f"{where}.{key}"))
+    if not clauses:
+        return MatchAll()
+    return clauses[0] if len(clauses) == 1 else And(tuple(clauses))
+
+
+def _logical(op: str, value: Any, where: str) -> Node:
+    if op in ("$and", "$or"):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise FilterError(f"{where} takes a non-empty list of filters, got {value!r}")
+        children = tuple(_compile(v, f"{where}[{i}]") for i, v in enumerate(value))
+        return And(children) if op == "$and" else Or(children)
+    if op == "$not":
+        return Not(_compile(value, where))
+    raise FilterError(f"unknown operator {op!r} at {where}; logical operators are {', '.join(LOGICAL_OPS)}")
+
+
+def _eq_operand(value: Any, where: str) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if not isinstance(value, EQ_TYPES) or (isinstance(value, float) and not np.isfinite(value)):
+        raise FilterError(f"{where}: operand must be a string, finite number, bool or null, got {value!r}")
+    return value
+
+
+def _field(field: str, value: Any, where: str) -> Node:
+    if not isinstance(value, Mapping):
+        return In(field, (_eq_operand(value, where),))
+    if not value:
+        raise FilterError(f"{where}: empty operator dict; use a value for equality or ops like $gt")
+    nodes: list[Node] = []
+    for op, operand in value.items():
+        at = f"{where}.{op}"
+        if op == "$eq":
+            nodes.append(In(field, (_eq_operand(operand, at),)))
+        elif op == "$ne":
+            nodes.append(Not(In(field, (_eq_operand(operand, at),))))
+        elif op in ("$in", "$nin"):
+            if not isinstance(operand, (list, tuple)):
+                raise FilterError(f"{at} takes a list, got {operand!r}")
+            node = In(field, tuple(_eq_operand(v, at) for v in operand))
+            nodes.append(node if op == "$in" else Not(node))
+        elif op in _RANGE_OPS:
+            if isinstance(operand, np.generic):
+                operand = operand.item()
+            ok = isinstance(operand, str) or (isinstance(operand, (int, float)) and not isinstance(operand, bool)
+                                              and np.isfinite(operand))
+            if not ok:
+                raise FilterError(f"{at} takes a finite number or a string, got {operand!r}")
+            nodes.append(Range(field, op, operand))
+        elif op == "$exists":
+            if not isinstance(operand, bool):
+                raise FilterError(f"{at} takes true or false, got {operand!r}")
+            nodes.append(Exists(field, operand))
+        else:
+            raise FilterError(f"unknown operator {op!r} at {where}; field operators are {', '.join(FIELD_OPS)}")
+    return nodes[0] if len(nodes) == 1 else And(tuple(nodes))

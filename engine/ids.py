@@ -1,0 +1,37 @@
+"""External ids (ints or strings) ↔ dense internal ids."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DuplicateIdError, InvalidArgumentError
+
+ExternalId = int | str
+
+
+def check_ids(ids: Any, name: str = "ids") -> list[ExternalId]:
+    """Normalise ids to a list of Python ints/strs; one id alone is a batch of one."""
+    if isinstance(ids, (str, int, np.integer)) and not isinstance(ids, bool):
+        ids = [ids]
+    if isinstance(ids, np.ndarray):
+        ids = ids.tolist()
+    try:
+        out = list(ids)
+    except TypeError:
+        raise InvalidArgumentError(f"{name} must be an id or a sequence of ids (int or str), got {type(ids).__name__}") from None
+    for i, value in enumerate(out):
+        if isinstance(value, np.generic):
+            value = out[i] = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise InvalidArgumentError(f"{name}[{i}] must be an int or a str, got {value!r}")
+        if isinstance(value, str) and not value:
+            raise InvalidArgumentError(f"{name}[{i}] is an empty string")
+    return out
+
+
+def check_unique(ids: list[ExternalId], name: str = "ids") -> None:
+    seen: set[ExternalId] = set()
+    dups = [i for i in ids if i in seen or seen.add(i)]
+    if dups:
+        raise DuplicateIdError(f"{name} contain duplicates within one batch: {dups[:5]}")

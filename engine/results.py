@@ -1,0 +1,67 @@
+"""Result types returned by searches and gets: small, printable, numpy-friendly."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: Any
+    distance: float
+    score: float
+    metadata: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass
+class QueryResult:
+    """The hits of one query, best first. ``len()`` may be < k when fewer rows match."""
+
+    ids: list[Any]
+    distances: np.ndarray
+    scores: np.ndarray
+    metadata: list[dict[str, Any]] | None = None
+    vectors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        for i, ext in enumerate(self.ids):
+            yield Hit(ext, float(self.distances[i]), float(self.scores[i]),
+                      None if self.metadata is None else self.metadata[i],
+                      None if self.vectors is None else self.vectors[i])
+
+    def __getitem__(self, i: int) -> Hit:
+        return list(self)[i]
+
+    def to_numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, distances)`` as arrays (ids as an object array when they are strings)."""
+        return np.asarray(self.ids), np.asarray(self.distances)
+
+    def __repr__(self) -> str:
+        lines = [f"QueryResult({len(self)} hits)"]
+        for rank, hit in enumerate(self):
+            meta = "" if hit.metadata is None else f"  {hit.metadata}"
+            lines.append(f"  {rank + 1:>3}. id={hit.id!r:<12} distance={hit.distance:.6g}{meta}")
+        return "\n".join(lines)
+
+
+@dataclass
+class GetResult:
+    """Stored records for the requested ids, in request order."""
+
+    ids: list[Any]
+    vectors: np.ndarray
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"GetResult({len(self)} records, dim={self.vectors.shape[1] if self.vectors.ndim == 2 else 0})"

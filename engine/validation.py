@@ -1,0 +1,59 @@
+"""Input checks shared by every public entry point.
+
+They run before anything is changed, so a rejected call leaves no trace.
+Messages name the argument, what was expected and what was received.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import DimensionMismatchError, DuplicateIdError, InvalidArgumentError, InvalidVectorError
+
+
+def as_matrix(x: Any, dim: int | None, name: str = "vectors", allow_empty: bool = False) -> np.ndarray:
+    """Convert to a C-contiguous float32 ``(n, dim)`` matrix; 1-D input is one row."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"{name} must be numeric (float32-convertible): {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise DimensionMismatchError(f"{name} must be 1-D or 2-D, got an array of shape {arr.shape}")
+    if arr.shape[0] == 0 and not allow_empty:
+        raise InvalidArgumentError(f"{name} is an empty batch; pass at least one vector")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(f"{name} have dimension {arr.shape[1]}, expected {dim}")
+    if arr.size and not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise InvalidVectorError(f"{name} contain NaN or infinity (first at row {bad}); only finite values are allowed")
+    return np.ascontiguousarray(arr)
+
+
+def check_k(k: Any) -> int:
+    """k must be a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def as_labels(ids: Any, n: int | None = None, name: str = "ids") -> np.ndarray:
+    """Integer labels for the index layer: int64, 1-D, unique, length n."""
+    try:
+        arr = np.asarray(ids)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{name} must be integers: {exc}") from None
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidArgumentError(f"{name} must be a 1-D sequence of integers, got dtype {arr.dtype} shape {arr.shape}")
+    arr = arr.astype(np.int64, copy=False)
+    if n is not None and arr.shape[0] != n:
+        raise InvalidArgumentError(f"got {arr.shape[0]} {name} for {n} vectors; lengths must match")
+    if arr.size and (arr < 0).any():
+        raise InvalidArgumentError(f"{name} must be non-negative")
+    if np.unique(arr).size != arr.size:
+        raise DuplicateIdError(f"{name} contain duplicates within one batch")
+    return arr

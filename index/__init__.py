@@ -1,0 +1,10 @@
+"""Index families behind one interface (:class:`Index`), plus the spec factory.
+
+Importing a family module registers its spec patterns with the factory.
+"""
+from .base import Index, RangeResult
+from .factory import known_specs, make_index, register_spec
+from .flat import FlatIndex
+from .io import load_index
+
+__all__ = ["Index", "RangeResult", "FlatIndex", "make_index", "register_spec", "known_specs", "load_index"]

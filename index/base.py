@@ -1,0 +1,281 @@
+"""The Index interface every index family implements, and the helpers they share.
+
+Conventions (same as FAISS): ``search`` returns ``(distances, ids)`` of shape
+``(nq, k)``, distances ascending (see :mod:`shoal.engine.metrics`), padded with
+``inf`` / ``-1`` when fewer than k results exist. Ties break by lower id.
+Search parameters are per call (``params={"ef_search": 64}``); indices hold no
+mutable query settings.
+
+``allowed`` filters a search: either a boolean mask indexed by id (ids beyond
+its length are not allowed) or an array of allowed ids.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..engine.backend import Backend, get_backend
+from ..engine.errors import IdNotFoundError, InvalidArgumentError, NotTrainedError
+from ..engine.metrics import check_metric, prepare
+from ..engine.validation import as_labels, as_matrix, check_k
+
+RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(lims, distances, ids)``: results of query i are ``[lims[i]:lims[i+1]]``, sorted."""
+
+
+class Index(abc.ABC):
+    """Abstract base: validation lives here, families implement the ``_`` methods."""
+
+    #: 8-character tag written in saved files, unique per family.
+    KIND: ClassVar[str]
+    #: Format version written by ``save``; ``load`` accepts ``SUPPORTED_VERSIONS``.
+    VERSION: ClassVar[int] = 1
+    #: Names accepted in ``params`` of ``search``.
+    SEARCH_PARAMS: ClassVar[frozenset[str]] = frozenset()
+    #: Metrics the family can serve.
+    METRICS: ClassVar[tuple[str, ...]] = ("l2", "cosine", "ip")
+    #: Exact indices return the true top-k (the planner relies on it).
+    EXACT: ClassVar[bool] = False
+
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
+        self.metric = check_metric(metric)
+        if self.metric not in self.METRICS:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} cannot serve metric {self.metric!r}; it supports {', '.join(self.METRICS)}")
+        self.backend = get_backend(backend)
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def is_trained(self) -> bool:
+        """Indices that learn codebooks/centroids override this."""
+        return True
+
+    def train(self, vectors: Any) -> None:
+        """Learn what the index needs from sample vectors (no-op by default)."""
+        as_matrix(vectors, self.dim)
+
+    def add(self, vectors: Any, ids: Any) -> None:
+        """Add vectors under integer ids; an id already present is replaced (upsert)."""
+        x = as_matrix(vectors, self.dim)
+        labels = as_labels(ids, x.shape[0])
+        if not self.is_trained:
+            raise NotTrainedError(f"{type(self).__name__} must be trained before add()")
+        self._add(prepare(x, self.metric), labels)
+
+    def search(self, queries: Any, k: int, *, params: Mapping[str, Any] | None = None,
+               allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of each query: ``(distances, ids)``, both ``(nq, k)``."""
+        q = as_matrix(queries, self.dim, name="queries")
+        k = check_k(k)
+        p = self._check_params(params)
+        if not self.is_trained:
+            raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
+        return self._search(prepare(q, self.metric), k, p, self._allowed_mask(allowed))
+
+    def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
+                     allowed: Any = None) -> RangeResult:
+        """All stored vectors with distance < radius, per query, sorted by distance."""
+        q = as_matrix(queries, self.dim, name="queries")
+        if not np.isfinite(radius):
+            raise InvalidArgumentError(f"radius must be finite, got {radius!r}")
+        p = self._check_params(params)
+        return self._range_search(prepare(q, self.metric), float(radius), p, self._allowed_mask(allowed))
+
+    def remove(self, ids: Any) -> int:
+        """Remove ids; unknown ids raise IdNotFoundError and nothing is removed."""
+        labels = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        missing = labels[~self.contains(labels)]
+        if missing.size:
+            raise IdNotFoundError(f"ids not in index: {missing[:10].tolist()}{' ...' if missing.size > 10 else ''}")
+        return self._remove(labels)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to one file with a versioned header (see storage.arrayfile)."""
+        from ..storage.arrayfile import write_arrays
+
+        arrays, meta = self._state()
+        meta = {"dim": self.dim, "metric": self.metric, **meta}
+        write_arrays(path, self.KIND, self.VERSION, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> "Index":
+        """Load a file written by ``save`` of this class (memory-mapped by default)."""
+        from ..storage.arrayfile import read_arrays
+
+        version, meta, arrays = read_arrays(path, cls.KIND, cls.SUPPORTED_VERSIONS(), mmap=mmap)
+        return cls._from_state(meta, arrays, version=version, backend=backend)
+
+    @classmethod
+    def SUPPORTED_VERSIONS(cls) -> tuple[int, ...]:
+        return (cls.VERSION,)
+
+    def __len__(self) -> int:
+        return self.ntotal
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the index's arrays (vectors, codes, graph, bookkeeping)."""
+        arrays, _ = self._state()
+        return int(sum(a.nbytes for a in arrays.values()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim}, metric={self.metric!r}, ntotal={self.ntotal})"
+
+    # ------------------------------------------------------------ family hooks
+    @property
+    @abc.abstractmethod
+    def ntotal(self) -> int:
+        """Number of live (not removed) vectors."""
+
+    @abc.abstractmethod
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean array: which of ``ids`` are live in the index."""
+
+    @abc.abstractmethod
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
+                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
+                      allowed: np.ndarray | None) -> RangeResult: ...
+
+    @abc.abstractmethod
+    def _remove(self, labels: np.ndarray) -> int: ...
+
+    @abc.abstractmethod
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON-able metadata that fully describe the index."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, version: int,
+                    backend: str | Backend | None) -> "Index": ...
+
+    # ----------------------------------------------------------------- helpers
+    def _check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        p = dict(params or {})
+        unknown = set(p) - self.SEARCH_PARAMS
+        if unknown:
+            allowed = ", ".join(sorted(self.SEARCH_PARAMS)) or "none"
+            raise InvalidArgumentError(
+                f"unknown search parameter(s) {sorted(unknown)} for {type(self).__name__}; allowed: {allowed}")
+        return p
+
+    @staticmethod
+    def _allowed_mask(allowed: Any) -> np.ndarray | None:
+        """Normalise ``allowed`` to a boolean mask indexed by id (or None)."""
+        if allowed is None:
+            return None
+        arr = np.asarray(allowed)
+        if arr.dtype == bool:
+            if arr.ndim != 1:
+                raise InvalidArgumentError("allowed mask must be 1-D")
+            return np.ascontiguousarray(arr)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidArgumentError(f"allowed must be a boolean mask or integer ids, got dtype {arr.dtype}")
+        ids = arr.astype(np.int64).ravel()
+        ids = ids[ids >= 0]
+        mask = np.zeros(int(ids.max()) + 1 if ids.size else 0, dtype=bool)
+        mask[ids] = True
+        return mask
+
+
+def positive_int_param(params: Mapping[str, Any], name: str, default: int) -> int:
+    """Read an integer search parameter, rejecting non-positive values."""
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise InvalidArgumentError(f"search parameter {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def allowed_rows(allowed: np.ndarray | None, labels: np.ndarray) -> np.ndarray | None:
+    """Map an id-indexed mask onto a row-indexed mask for rows holding ``labels``."""
+    if allowed is None:
+        return None
+    inside = labels < allowed.shape[0]
+    rows = np.zeros(labels.shape[0], dtype=bool)
+    rows[inside] = allowed[labels[inside]]
+    return rows
+
+
+def pad_results(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty result arrays: distances inf, ids -1."""
+    return np.full((nq, k), np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
+
+
+class LabelTable:
+    """Rows of an index ↔ external integer labels, with tombstones.
+
+    Rows are append-only; removing marks a row deleted. Upserting a label
+    tombstones its old row. ``row_of`` is a dict because labels may be sparse.
+    """
+
+    def __init__(self, labels: np.ndarray | None = None, deleted: np.ndarray | None = None) -> None:
+        self.labels = np.asarray(labels if labels is not None else np.zeros(0, np.int64), dtype=np.int64)
+        self.deleted = np.asarray(deleted if deleted is not None else np.zeros(self.labels.shape[0], bool))
+        self._size = self.labels.shape[0]
+        live = np.flatnonzero(~self.deleted)
+        self.row_of: dict[int, int] = dict(zip(self.labels[live].tolist(), live.tolist()))
+
+    @property
+    def size(self) -> int:
+        """Rows used, including deleted ones."""
+        return self._size
+
+    @property
+    def live_count(self) -> int:
+        return len(self.row_of)
+
+    def append(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Assign rows to new labels; returns ``(new_rows, replaced_rows)``."""
+        n = labels.shape[0]
+        start = self._size
+        self._reserve(start + n)
+        rows = np.arange(start, start + n, dtype=np.int64)
+        self.labels[start:start + n] = labels
+        self.deleted[start:start + n] = False
+        self._size += n
+        replaced = [self.row_of[lab] for lab in labels.tolist() if lab in self.row_of]
+        replaced_rows = np.asarray(replaced, dtype=np.int64)
+        self.deleted[replaced_rows] = True
+        self.row_of.update(zip(labels.tolist(), rows.tolist()))
+        return rows, replaced_rows
+
+    def remove(self, labels: np.ndarray) -> np.ndarray:
+        rows = np.asarray([self.row_of.pop(lab) for lab in labels.tolist() if lab in self.row_of], dtype=np.int64)
+        self.deleted[rows] = True
+        return rows
+
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        return np.fromiter((lab in self.row_of for lab in np.asarray(labels).tolist()), dtype=bool,
+                           count=np.asarray(labels).size)
+
+    def row_mask(self, allowed: np.ndarray | None) -> np.ndarray:
+        """Rows that are live and allowed (a view-free boolean array of length size)."""
+        live = ~self.deleted[: self._size]
+        rows = allowed_rows(allowed, self.labels[: self._size])
+        return live if rows is None else (live & rows)
+
+    def _reserve(self, n: int) -> None:
+        cap = self.labels.shape[0]
+        if n <= cap and self.labels.flags.writeable and self.deleted.flags.writeable:
+            return
+        new_cap = max(n, 2 * cap, 16)
+        labels = np.zeros(new_cap, np.int64)
+        deleted = np.ones(new_cap, bool)
+        labels[: self._size] = self.labels[: self._size]
+        deleted[: self._size] = self.deleted[: self._size]
+        self.labels, self.deleted = labels, deleted
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"labels": self.labels[: self._size], "deleted": self.deleted[: self._size]}

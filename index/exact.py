@@ -1,0 +1,35 @@
+"""Exact search over rows held elsewhere: the planner's fallback and the Flat path.
+
+Uses the backend's flat kernels. When few rows match, the matching rows are
+gathered first so the cost follows the selectivity, not the segment size.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.backend import Backend, load_kernels
+from .base import pad_results
+
+#: Gather matching rows instead of masking when at most this fraction matches.
+GATHER_FRACTION = 0.5
+
+
+class ExactSearcher:
+    """Exact top-k over ``(vectors, squared norms)`` restricted by a row mask."""
+
+    def __init__(self, metric: str, backend: Backend) -> None:
+        self.metric = metric
+        self.kernels = load_kernels("shoal.index.kernels", "flat", backend)
+
+    def search(self, x: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int,
+               mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ``(distances, rows)`` of ``q`` among rows of ``x`` where ``mask`` holds."""
+        n = x.shape[0]
+        n_match = n if mask is None else int(mask.sum())
+        if n_match == 0:
+            return pad_results(q.shape[0], k)
+        if n_match <= GATHER_FRACTION * n:
+            rows = np.flatnonzero(mask)
+            return self.kernels.knn(q, np.ascontiguousarray(x[rows]), norms[rows], rows, None, k, self.metric)
+        rows = np.arange(n, dtype=np.int64)
+        return self.kernels.knn(q, x, norms, rows, None if n_match == n else mask, k, self.metric)

@@ -1,0 +1,66 @@
+"""Build an index from a short spec string, FAISS-style: ``"Flat"``, ``"HNSW32"``, ``"IVF256,PQ16"``.
+
+Each index family registers the spec patterns it understands with
+:func:`register_spec`; the factory knows no family by name. Matching is
+case-insensitive and anchored, so ``"flat"`` and ``"Flat"`` are the same.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..engine.errors import InvalidSpecError
+from .base import Index
+
+Builder = Callable[[re.Match[str], int, str, dict[str, Any]], Index]
+_SPECS: list[tuple[re.Pattern[str], str, Builder]] = []
+
+
+def register_spec(pattern: str, example: str) -> Callable[[Builder], Builder]:
+    """Register ``builder(match, dim, metric, options)`` for specs matching ``pattern``."""
+
+    def deco(builder: Builder) -> Builder:
+        _SPECS.append((re.compile(pattern, re.IGNORECASE), example, builder))
+        return builder
+
+    return deco
+
+
+def known_specs() -> list[str]:
+    """One example per registered family, for error messages and ``--help``."""
+    return [example for _, example, _ in _SPECS]
+
+
+def make_index(spec: str, dim: int, metric: str = "l2", **options: Any) -> Index:
+    """Build an (untrained) index from ``spec``; ``options`` go to the family constructor."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidSpecError(f"index spec must be a non-empty string, got {spec!r}")
+    text = spec.strip().replace(" ", "")
+    for pattern, _, builder in _SPECS:
+        match = pattern.fullmatch(text)
+        if match:
+            try:
+                return builder(match, dim, metric, dict(options))
+            except TypeError as exc:  # unexpected keyword options
+                raise InvalidSpecError(f"bad options for index {spec!r}: {exc}") from None
+    raise InvalidSpecError(f"unknown index spec {spec!r}; known forms: {', '.join(known_specs())}")
+
+
+@register_spec(r"flat", "Flat")
+def _flat(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> Index:
+    from .flat import FlatIndex
+
+    return FlatIndex(dim, metric, **options)
+
+
+#: Dimensions at or below which ``index="auto"`` prefers a k-d tree (when registered).
+AUTO_KDTREE_MAX_DIM = 16
+
+
+def auto_spec(dim: int) -> str:
+    """The spec ``index="auto"`` resolves to: k-d tree for low dimensions, else HNSW, else Flat."""
+    for candidate in (["KDTree"] if dim <= AUTO_KDTREE_MAX_DIM else []) + ["HNSW32", "Flat"]:
+        if any(p.fullmatch(candidate) for p, _, _ in _SPECS):
+            return candidate
+    return "Flat"

@@ -1,0 +1,26 @@
+"""Load any saved index: the file's kind tag picks the class."""
+from __future__ import annotations
+
+import os
+
+from ..engine.backend import Backend
+from ..engine.errors import FormatVersionError
+from ..storage.arrayfile import read_kind
+from .base import Index
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def load_index(path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> Index:
+    """Load an index file written by any family's ``save``."""
+    kind = read_kind(path)
+    for cls in _all_subclasses(Index):
+        if getattr(cls, "KIND", None) == kind:
+            return cls.load(path, mmap=mmap, backend=backend)
+    raise FormatVersionError(f"{path}: unknown index kind {kind!r}")

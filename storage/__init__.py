@@ -1,0 +1,1 @@
+"""Durable storage: versioned array files, segments, write-ahead log, manifest, recovery."""
