@@ -66,7 +66,7 @@ def write_arrays(path: str | os.PathLike, kind: str, version: int, arrays: dict[
         for off, a in prepared:
             f.seek(data_start + off)
             f.write(a.tobytes())
-        f.truncate(data_start + offset)
+        f.truncate(data_start + (prepared[-1][0] + prepared[-1][1].nbytes if prepared else 0))
         if fsync:
             f.flush()
             os.fsync(f.fileno())
@@ -80,8 +80,11 @@ def write_arrays(path: str | os.PathLike, kind: str, version: int, arrays: dict[
 
 
 def read_arrays(path: str | os.PathLike, kind: str, versions: tuple[int, ...] | int,
-                mmap: bool = True) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+                mmap: bool = True, verify: bool = True) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by :func:`write_arrays`; returns ``(version, meta, arrays)``.
+
+    ``verify`` checks each array's CRC32 (one sequential read), so a flipped
+    byte is reported instead of answered from.
 
     Raises FormatVersionError for a wrong kind or unknown version and
     CorruptionError for a damaged header or truncated data.

@@ -1,0 +1,39 @@
+"""Shared fixtures. Keeps Numba's cache in a writable place for every test process."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def brute_force(queries: np.ndarray, data: np.ndarray, k: int, metric: str,
+                labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The plain numpy reference: float64 distances, stable argsort (ties -> lower id)."""
+    from shoal.engine.metrics import reference_distances
+
+    labels = np.arange(data.shape[0]) if labels is None else labels
+    d = reference_distances(queries, data, metric)
+    order = np.lexsort((np.broadcast_to(labels, d.shape), d), axis=1)[:, :k]
+    return np.take_along_axis(d, order, 1), labels[order]
+
+
+def assert_knn_equal(d: np.ndarray, i: np.ndarray, ref_d: np.ndarray, ref_i: np.ndarray,
+                     atol: float = 1e-4) -> None:
+    """Distances equal to tolerance; ids equal except where distances tie within tolerance."""
+    k = ref_d.shape[1]
+    np.testing.assert_allclose(d[:, :k], ref_d, atol=atol, rtol=1e-4)
+    for row in range(ref_i.shape[0]):
+        for col in range(k):
+            if i[row, col] != ref_i[row, col]:
+                # must be a tie: the id we returned has (nearly) the reference distance at this rank
+                assert abs(d[row, col] - ref_d[row, col]) <= atol + 1e-4 * abs(ref_d[row, col])
+                assert i[row, col] in set(ref_i[row][np.abs(ref_d[row] - ref_d[row, col]) <= 2 * atol + 1e-4 * abs(ref_d[row, col])]) or col == k - 1
