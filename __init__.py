@@ -19,4 +19,15 @@ __all__ = [
     "ShoalError", "InvalidArgumentError", "DimensionMismatchError", "InvalidVectorError", "DuplicateIdError",
     "FilterError", "InvalidSpecError", "NotFoundError", "CollectionNotFoundError", "IdNotFoundError",
     "AlreadyExistsError", "CollectionExistsError", "StorageError", "CorruptionError", "FormatVersionError",
+    "Client",
 ]
+
+
+def __getattr__(name: str):
+    """``shoal.Client`` (gRPC SDK) is imported on first use, so ``import shoal`` does not load grpc."""
+    if name == "Client":
+        from .rpc.client import Client
+
+        return Client
+    raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+

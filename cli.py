@@ -15,6 +15,9 @@ from . import __version__
 
 COMMAND_MODULES = (
     "shoal.demo",
+    "shoal.bench.cli",
+    "shoal.rag.cli",
+    "shoal.rpc.cli",
 )
 
 

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=200_000, help="number of word vectors to load (default 200000)")
     p.add_argument("--index", default="hnsw", help="index spec of the approximate collection (default hnsw)")
     p.add_argument("--queries", type=int, default=500, help="held-out query words for recall (default 500)")
+    p.add_argument("--rag-embedder", default="minilm", help="embedder of the RAG section: minilm (default) or bloom")
+    p.add_argument("--rag-tokens", type=int, default=48, help="answer budget of SmolLM2 in the RAG section (default 48)")
+    p.add_argument("--no-rag", action="store_true", help="skip the retrieval-augmented answering section")
     p.set_defaults(func=run)
 
 
@@ -72,4 +75,49 @@ def run(args: argparse.Namespace) -> int:
     found_f = approx.search(data.test, k=k, filter=flt, include=())
     rf = recall_at_k([res.ids for res in found_f], [res.ids for res in truth_f], k)
     print(f"  filtered recall@{k}: {rf:.4f}")
+    if not args.no_rag:
+        _rag_section(db, args)
     return 0
+
+
+RAG_TOPICS = ("for", "while", "if", "try", "with", "raise", "break", "continue")
+RAG_WORDS = 250  # first words of each topic: MiniLM on 2 shared cores embeds a few chunks per second
+RAG_QUESTIONS = ("What does the else clause of a for loop do?", "What does a try statement do when an exception occurs?")
+
+
+def _rag_section(db, args: argparse.Namespace) -> None:
+    """Retrieval-augmented answering on Python's own reference topics (pydoc_data, ships offline)."""
+    import pydoc_data.topics
+
+    from shoal.rag import Answer, Document, RagPipeline, load_embedder
+    from shoal.rag.generation import SamplingParams, load_generator
+
+    print(f"\nRetrieval-augmented answering over {len(RAG_TOPICS)} Python reference topics (pydoc_data):")
+    t0 = time.perf_counter()
+    embedder = load_embedder(args.rag_embedder)
+    generator = load_generator()
+    print(f"  loaded embedder {embedder.name!r} and generator {generator.name!r} in {time.perf_counter() - t0:.1f}s")
+    try:
+        col = db.create_collection("python_docs", dim=embedder.dim, metric="cosine", index="flat")
+        rag = RagPipeline(col, embedder, generator, sampling=SamplingParams(max_new_tokens=args.rag_tokens))
+        meta = {"language": "en", "category": "reference"}
+        docs = [Document(" ".join(pydoc_data.topics.topics[t].split()[:RAG_WORDS]), f"pydoc:{t}", {**meta, "title": t})
+                for t in RAG_TOPICS]
+        report = rag.ingest(docs)
+        print(f"  ingested {report.documents} topics as {report.chunks} chunks in {report.seconds:.1f}s")
+        for question in RAG_QUESTIONS:
+            print(f"\n  Q: {question}\n  A: ", end="", flush=True)
+            # SmolLM2-135M answers best from few sources, greedily (repetition penalties made it ramble here).
+            for event in rag.ask_stream(question, k=2, min_score=0.2):
+                if isinstance(event, Answer):
+                    print()
+                    for c in event.cited:
+                        print(f"     [{c.number}] {c.source} chunk {c.chunk} (score {c.score:.2f})")
+                    t = event.timings
+                    print(f"     retrieval {t['embed_ms'] + t['search_ms']:.0f} ms, first token "
+                          f"{t.get('first_token_ms', 0):.0f} ms, answer {t.get('generate_ms', 0) / 1e3:.1f} s")
+                else:
+                    print(event, end="", flush=True)
+            print()
+    finally:
+        generator.close()

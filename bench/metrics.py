@@ -1,6 +1,7 @@
 """Benchmark metrics: recall against ground truth, latency percentiles."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,3 +19,37 @@ def recall_at_k(found: Sequence[Sequence[Any]], truth: Sequence[Sequence[Any]], 
         hits += len(set(list(f)[:k]) & set(t))
         total += len(t)
     return hits / total if total else 1.0
+
+
+def recall_ids(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Vectorised :func:`recall_at_k` for ``(nq, ≥k)`` id arrays (negative ids are padding)."""
+    found = np.asarray(found)[:, :k]
+    truth = np.asarray(truth)[:, :k]
+    valid = truth >= 0
+    total = int(valid.sum())
+    if total == 0:
+        return 1.0
+    hit = (found[:, :, None] == truth[:, None, :]) & valid[:, None, :] & (found[:, :, None] >= 0)
+    return float(hit.any(axis=1).sum()) / total
+
+
+def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 of per-query latencies, in milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (peak RSS where /proc is unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -54,6 +54,7 @@ def gpu_available() -> bool:
     raises, so the smoke computation is what tells. Logged once.
     """
     reason = ""
+    level = logging.WARNING  # cupy is installed, so a GPU was expected
     try:
         import cupy
 
@@ -61,15 +62,18 @@ def gpu_available() -> bool:
             reason = "no CUDA device"
         else:
             x = cupy.arange(8, dtype=cupy.float32)
-            if float((x * x).sum()) != 140.0:
+            # a reduction and a cuBLAS GEMM: the two things every GPU kernel needs
+            if float((x * x).sum()) != 140.0 or float((x[None, :] @ x[:, None])[0, 0]) != 140.0:
                 reason = "GPU smoke computation returned a wrong result"
     except ImportError:
         reason = "cupy is not installed (pip install 'shoal[gpu]')"
+        level = logging.INFO
     except Exception as exc:  # CUDARuntimeError, driver errors, OOM at start-up
         reason = f"{type(exc).__name__}: {exc}"
     if reason:
-        log.info("shoal: no usable GPU (%s); using the CPU backend", reason)
+        log.log(level, "shoal: no usable GPU (%s); using the CPU backend", reason)
         return False
+    log.info("shoal: using the GPU (CuPy %s, device 0)", cupy.__version__)
     return True
 
 

@@ -6,7 +6,9 @@ call leaves the collection exactly as it was.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..index.factory import make_index
 from .backend import Backend, get_backend
-from .errors import IdNotFoundError, InvalidArgumentError
+from .errors import FailedPreconditionError, IdNotFoundError, InvalidArgumentError
 from .filters import Node, compile_filter
 from .ids import ExternalId, check_ids, check_unique
 from .locks import RWLock
@@ -28,12 +30,12 @@ from .validation import as_matrix, check_k
 INCLUDE_FIELDS = ("metadata", "distance", "vector")
 
 
-def resolve_index_spec(index: str, dim: int) -> str:
+def resolve_index_spec(index: str, dim: int, metric: str = "l2") -> str:
     """Map a collection's ``index`` argument to a factory spec (``auto`` by dimension)."""
     if index.lower() == "auto":
         from ..index.factory import auto_spec
 
-        return auto_spec(dim)
+        return auto_spec(dim, metric)
     return index
 
 
@@ -48,14 +50,17 @@ class Collection:
         self.dim = int(dim)
         self.metric = check_metric(metric)
         self.backend = get_backend(backend)
-        self.index_spec = resolve_index_spec(index, self.dim)
+        self.index_spec = resolve_index_spec(index, self.dim, self.metric)
         self.index_options = dict(index_options)
-        make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())  # validate now
+        #: An empty index of the collection's family: validates options now and search params per call.
+        self._template = make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
         self._exact = ExactSearcher(self.metric, self.backend)
         self._lock = RWLock()
         self._id_to_internal: dict[ExternalId, int] = {}
         self._external: list[ExternalId | None] = []
         self.segments: list[Segment] = [self._new_segment(0)]
+        #: Persistence (storage.collection_store.CollectionStore) of a durable database; None in memory.
+        self._store: Any = None
 
     # --------------------------------------------------------------- plumbing
     def _index_kwargs(self) -> dict[str, Any]:
@@ -63,7 +68,8 @@ class Collection:
 
     def _new_index(self) -> Index | None:
         index = make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
-        return None if index.EXACT else index
+        # exact indices are a scan the segment does itself, unless they replace it (k-d tree)
+        return None if index.EXACT and not getattr(index, "REPLACES_SCAN", False) else index
 
     def _new_segment(self, start: int) -> Segment:
         return Segment(start, self.dim, self.metric, self._exact, self._new_index)
@@ -93,7 +99,12 @@ class Collection:
         """Insert or replace records; returns how many were written."""
         ids_list, x, payloads = self._check_upsert(ids, vectors, metadata)
         with self._lock.write():
+            if self._store is not None:
+                self._store.log_upsert(ids_list, x, payloads)  # durable before it is applied/acknowledged
             self._apply_upsert(ids_list, x, payloads)
+            if self._store is not None:
+                self._store.after_write()
+        self._maybe_compact()
         return len(ids_list)
 
     def _check_upsert(self, ids: Any, vectors: Any, metadata: Any
@@ -133,7 +144,10 @@ class Collection:
         node = None if filter is None else compile_filter(filter)
         with self._lock.write():
             internal = self._select_for_delete(ids_list, node)
+            if self._store is not None and internal.size:
+                self._store.log_delete([self._external[i] for i in internal.tolist()])
             self._apply_delete(internal)
+        self._maybe_compact()
         return int(internal.size)
 
     def _select_for_delete(self, ids_list: list[ExternalId] | None, node: Node | None) -> np.ndarray:
@@ -157,6 +171,37 @@ class Collection:
     def _delete_internal(self, internal: np.ndarray) -> None:
         for seg, _, rows in self._locate(internal):
             seg.delete(rows)
+
+    # ------------------------------------------------------------ persistence
+    def _maybe_compact(self) -> None:
+        """Automatic compaction once a sealed segment's deleted fraction passes the threshold."""
+        if self._store is not None and self._store.needs_compaction():
+            self._store.compact(force=False)
+
+    def compact(self) -> bool:
+        """Merge segments dropping deleted rows and rebuild the index (durable databases only).
+
+        Readers keep searching meanwhile. Returns whether anything changed.
+        """
+        if self._store is None:
+            raise FailedPreconditionError(f"collection {self.name!r} is in memory; compaction applies to durable databases")
+        return self._store.compact(force=True)
+
+    def flush(self) -> None:
+        """Seal the growing segment to disk and checkpoint the write-ahead log."""
+        if self._store is not None:
+            with self._lock.write():
+                self._store.checkpoint()
+
+    def snapshot(self, dest: str | os.PathLike) -> None:
+        """Write a consistent copy of this collection to ``dest`` (a new directory)."""
+        from ..storage.collection_store import write_snapshot
+
+        if self._store is not None:
+            self._store.snapshot(Path(dest))
+        else:
+            with self._lock.read():
+                write_snapshot(self, Path(dest))
 
     # ------------------------------------------------------------------ reads
     def __len__(self) -> int:
@@ -197,7 +242,7 @@ class Collection:
         bad = [f for f in include if f not in INCLUDE_FIELDS]
         if bad:
             raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
-        params = dict(params or {})
+        params = self._template.check_params(params)
         with self._lock.read():
             d, internal = self._search_internal(q, k, node, params)
             results = [self._result_row(d[i], internal[i], include) for i in range(q.shape[0])]

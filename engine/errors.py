@@ -108,3 +108,27 @@ class ResourceExhaustedError(ShoalError):
     """A request exceeds a configured size, memory or rate limit."""
 
     grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class AuthenticationError(ShoalError):
+    """The server requires an API key and the call had none or a wrong one."""
+
+    grpc_code = "UNAUTHENTICATED"
+
+
+class UnavailableError(ShoalError, ConnectionError):
+    """The server cannot be reached or is shutting down; idempotent calls may be retried."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class DeadlineExceededError(ShoalError, TimeoutError):
+    """A remote call did not finish within its timeout."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class UnimplementedError(ShoalError, NotImplementedError):
+    """The operation is not available in this build or configuration of the server."""
+
+    grpc_code = "UNIMPLEMENTED"

@@ -14,7 +14,8 @@ Grammar (MongoDB-style, as in Chroma and Qdrant's JSON filters)::
   (compared lexicographically with string values).
 * ``$in`` / ``$nin`` take a list of equality operands; ``$exists`` takes a bool.
 * ``$ne`` and ``$nin`` match rows where the field is missing; ``$not`` negates.
-* On a list-valued field, equality and ``$in`` match when any element matches.
+* On a list-valued field, equality and ``$in`` match when any element matches
+  (so ``{f: None}`` also matches a list holding null).
 * ``{}`` matches every row.
 """
 from __future__ import annotations
@@ -135,7 +136,7 @@ class In(Node):
         stored = payload[self.field]
         if stored is None:
             return any(v is None for v in self.values)
-        return any(_value_equal(stored, v) for v in self.values if v is not None)
+        return any(_value_equal(stored, v) for v in self.values)
 
 
 @dataclass(frozen=True)

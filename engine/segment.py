@@ -18,6 +18,7 @@ import numpy as np
 from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..index.kernels.topk import sq_norms
+from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
 
@@ -41,10 +42,39 @@ class Segment:
         self.live = np.zeros(0, bool)
         self.meta = MetadataStore()
         self.n = 0
+        #: Sealed segments are immutable on disk (memory-mapped) and accept only deletes.
+        self.sealed = False
+        #: The storage layer's record of this segment's files (None while in memory only).
+        self.disk: dict[str, Any] | None = None
+
+    @classmethod
+    def restore(cls, start: int, dim: int, metric: str, exact: ExactSearcher,
+                index_factory: Callable[[], Index | None], vectors: np.ndarray, norms: np.ndarray,
+                live: np.ndarray, payloads: list[dict[str, Any]], index: Index | None) -> "Segment":
+        """A sealed segment from stored arrays; ``index`` None rebuilds it from the live rows."""
+        seg = cls(start, dim, metric, exact, index_factory)
+        seg.vectors, seg.norms, seg.n = vectors, norms, vectors.shape[0]
+        seg.live = np.ones(seg.n, bool)
+        seg.meta.append([p if ok else {} for p, ok in zip(payloads, live.tolist())])
+        if index is not None:
+            seg.index = index
+        seg.delete(np.flatnonzero(~live))
+        if index is None:
+            seg._sync_index(np.flatnonzero(live))
+        seg.sealed = True
+        return seg
+
+    def seal(self, vectors: np.ndarray, norms: np.ndarray) -> None:
+        """Swap in the stored (memory-mapped) copies of the arrays once they are on disk."""
+        self.vectors, self.norms = vectors, norms
+        self.live = self.live[: self.n].copy()
+        self.sealed = True
 
     # ----------------------------------------------------------------- writes
     def append(self, x: np.ndarray, payloads: list[dict[str, Any]]) -> np.ndarray:
         """Append prepared vectors; returns their row numbers."""
+        if self.sealed:
+            raise FailedPreconditionError("a sealed segment accepts only deletes")
         rows = np.arange(self.n, self.n + x.shape[0], dtype=np.int64)
         self._reserve(self.n + x.shape[0])
         self.vectors[rows] = x

@@ -6,5 +6,11 @@ from .base import Index, RangeResult
 from .factory import known_specs, make_index, register_spec
 from .flat import FlatIndex
 from .io import load_index
+from .hnsw import HNSWIndex
+from .kdtree import KDTreeIndex
+from .ivf import IVFIndex
+from .pq import PQIndex
+from .sq import SQIndex
 
-__all__ = ["Index", "RangeResult", "FlatIndex", "make_index", "register_spec", "known_specs", "load_index"]
+__all__ = ["Index", "RangeResult", "FlatIndex", "HNSWIndex", "make_index", "register_spec", "known_specs", "load_index",
+           "KDTreeIndex", "IVFIndex", "PQIndex", "SQIndex"]

@@ -163,13 +163,22 @@ class Index(abc.ABC):
 
     # ----------------------------------------------------------------- helpers
     def _check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Reject unknown names and bad values, so a bad call fails whichever path serves it."""
         p = dict(params or {})
         unknown = set(p) - self.SEARCH_PARAMS
         if unknown:
             allowed = ", ".join(sorted(self.SEARCH_PARAMS)) or "none"
             raise InvalidArgumentError(
                 f"unknown search parameter(s) {sorted(unknown)} for {type(self).__name__}; allowed: {allowed}")
+        self._check_param_values(p)
         return p
+
+    def check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Validate per-call search parameters without searching (the Collection's planner uses it)."""
+        return self._check_params(params)
+
+    def _check_param_values(self, params: dict[str, Any]) -> None:
+        """Families with parameters validate their values here."""
 
     @staticmethod
     def _allowed_mask(allowed: Any) -> np.ndarray | None:

@@ -57,7 +57,7 @@ def reference(flt, row):
     def field_eq(f, v):
         if f not in row or row[f] is None:
             return v is None
-        return v is not None and eq(row[f], v)
+        return eq(row[f], v)
 
     def rng(f, op, v):
         s = row.get(f)

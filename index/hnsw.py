@@ -1,0 +1,257 @@
+"""HNSW (Malkov & Yashunin): a layered proximity graph searched best-first.
+
+* Graph in flat arrays: level-0 adjacency ``(n, 2M)`` int32, upper levels in a
+  pooled ``(slots, M)`` array addressed through ``up_off``.
+* Build in batches: new nodes search the current graph in parallel (Numba
+  ``prange``), then are linked serially with the neighbour-selection
+  heuristic. A batch is at most 1/16 of the graph, so nodes rarely miss a
+  peer from their own batch. Levels come from a generator seeded with
+  ``(seed, rows so far)``: the same adds in the same order give the same graph,
+  whatever the thread count.
+* Filters and deletions go into the kernel as an allowed mask: the beam holds
+  only allowed nodes and looks through disallowed ones two hops deep (ACORN
+  spirit). When few rows are allowed, or traversal finds fewer than k, the
+  index answers by exact search over the allowed rows, so k results are
+  returned whenever k rows match.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numba
+import numpy as np
+
+from ..engine.backend import Backend, load_kernels
+from ..engine.errors import InvalidArgumentError
+from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
+from .factory import register_spec
+from .kernels import hnsw_numba as kernels
+from .kernels.topk import sq_norms
+
+#: Below this fraction of allowed rows the index searches the allowed rows exactly.
+EXACT_FRACTION = 0.02
+#: Nodes inserted one at a time before batching starts.
+SERIAL_PREFIX = 32
+MAX_BATCH = 4096
+_NO_MASK = np.zeros(1, bool)
+#: A batch is at most this fraction (1/BATCH_DIVISOR) of the graph built so far.
+BATCH_DIVISOR = 16
+
+
+class HNSWIndex(Index):
+    """Approximate k-NN over an HNSW graph; ``params={"ef_search": 64}`` per call."""
+
+    KIND = "HNSW"
+    SEARCH_PARAMS = frozenset({"ef_search"})
+
+    def __init__(self, dim: int, metric: str = "l2", *, M: int = 16, ef_construction: int = 200,
+                 ef_search: int = 64, seed: int = 0, backend: str | Backend | None = None) -> None:
+        super().__init__(dim, metric, backend=backend)
+        for name, value in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (2 if name == "M" else 1):
+                raise InvalidArgumentError(f"{name} must be an integer >= {2 if name == 'M' else 1}, got {value!r}")
+        self.M = int(M)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = int(ef_search)
+        self.seed = int(seed)
+        self._code = 0 if self.metric == "l2" else 1
+        self._flat = load_kernels("shoal.index.kernels", "flat", self.backend)
+        self._table = LabelTable()
+        self._x = np.zeros((0, self.dim), np.float32)
+        self._nbr0 = np.zeros((0, 2 * self.M), np.int32)
+        self._cnt0 = np.zeros(0, np.int32)
+        self._levels = np.zeros(0, np.int32)
+        self._up_off = np.zeros(0, np.int64)
+        self._nbr_up = np.zeros((0, self.M), np.int32)
+        self._cnt_up = np.zeros(0, np.int32)
+        self._up_used = 0
+        self._entry = -1
+        self._max_level = -1
+        self._visited = np.zeros((0, 0), np.int32)
+        self._tags = np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ build
+    @property
+    def ntotal(self) -> int:
+        return self._table.live_count
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self._table.contains(ids)
+
+    def _draw_levels(self, start: int, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, start])
+        u = 1.0 - rng.random(n)  # (0, 1]
+        return np.minimum((-np.log(u) / math.log(self.M)).astype(np.int32), 30)
+
+    def _reserve(self, n_rows: int, n_up: int) -> None:
+        def grow(arr: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+            if n <= arr.shape[0] and arr.flags.writeable:
+                return arr
+            new = np.full((max(n, 2 * arr.shape[0], 64),) + arr.shape[1:], fill, arr.dtype)
+            new[: arr.shape[0]] = arr
+            return new
+
+        self._x = grow(self._x, n_rows)
+        self._nbr0 = grow(self._nbr0, n_rows)
+        self._cnt0 = grow(self._cnt0, n_rows)
+        self._levels = grow(self._levels, n_rows)
+        self._up_off = grow(self._up_off, n_rows)
+        self._nbr_up = grow(self._nbr_up, n_up)
+        self._cnt_up = grow(self._cnt_up, n_up)
+
+    def _scratch(self, n_rows: int) -> None:
+        threads = numba.get_num_threads()
+        if self._visited.shape[0] != threads or self._visited.shape[1] < n_rows:
+            self._visited = np.zeros((threads, max(n_rows, 2 * self._visited.shape[1])), np.int32)
+            self._tags = np.zeros(threads, np.int64)
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        rows, _ = self._table.append(labels)
+        start = int(rows[0])
+        levels = self._draw_levels(start, rows.size)
+        n_up = self._up_used + int(levels.sum())
+        self._reserve(start + rows.size, n_up)
+        self._x[rows] = x
+        self._levels[rows] = levels
+        self._cnt0[rows] = 0
+        offsets = self._up_used + np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
+        self._up_off[rows] = offsets
+        self._cnt_up[self._up_used:n_up] = 0
+        self._up_used = n_up
+        self._scratch(start + rows.size)
+        self._insert(rows)
+
+    def _insert(self, rows: np.ndarray) -> None:
+        from tqdm.auto import tqdm
+
+        pos = 0
+        bar = tqdm(total=rows.size, desc="HNSW build", unit="vec", disable=rows.size < 50_000, leave=False)
+        while pos < rows.size:
+            if self._entry < 0:
+                self._entry = int(rows[pos])
+                self._max_level = int(self._levels[self._entry])
+                pos += 1
+                bar.update(1)
+                continue
+            built = int(rows[pos])
+            size = 1 if built < SERIAL_PREFIX else min(MAX_BATCH, max(1, built // BATCH_DIVISOR))
+            batch = rows[pos:pos + size]
+            self._insert_batch(batch)
+            pos += batch.size
+            bar.update(batch.size)
+        bar.close()
+
+    def _insert_batch(self, batch: np.ndarray) -> None:
+        levels = self._levels[batch]
+        stored = np.minimum(levels, self._max_level) + 1
+        cand_off = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
+        total = int(stored.sum())
+        ef = self.ef_construction
+        cand_ids = np.zeros((total, ef), np.int64)
+        cand_d = np.zeros((total, ef), np.float32)
+        cand_cnt = np.zeros(total, np.int64)
+        kernels.insertion_candidates(self._x, batch, levels, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up,
+                                     self._up_off, self._entry, self._max_level, self._code, self._visited,
+                                     self._tags, cand_off, cand_ids, cand_d, cand_cnt)
+        kernels.link_batch(self._x, batch, levels, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up, self._up_off,
+                           self._max_level, self.M, self._code, cand_off, cand_ids, cand_d, cand_cnt)
+        top = int(np.argmax(levels))
+        if levels[top] > self._max_level:
+            self._max_level = int(levels[top])
+            self._entry = int(batch[top])
+
+    # ----------------------------------------------------------------- search
+    def _check_param_values(self, params: dict[str, Any]) -> None:
+        if "ef_search" in params:
+            positive_int_param(params, "ef_search", self.ef_search)
+
+    def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
+                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        n = self._table.size
+        if self._table.live_count == 0:
+            return pad_results(q.shape[0], k)
+        ef = max(positive_int_param(params, "ef_search", self.ef_search), k)
+        use_filter = allowed is not None or self._table.live_count < n
+        mask = self._table.row_mask(allowed) if use_filter else _NO_MASK
+        if use_filter:
+            n_allowed = int(mask.sum())
+            if n_allowed <= k or n_allowed < EXACT_FRACTION * n:
+                return self._exact(q, k, mask)
+        self._scratch(n)
+        out_d = np.full((q.shape[0], k), np.inf, np.float32)
+        out_rows = np.full((q.shape[0], k), -1, np.int64)
+        kernel = kernels.search_serial if q.shape[0] <= 2 else kernels.search_batch
+        kernel(self._x, q, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up, self._up_off,
+               self._entry, self._max_level, ef, k, self._code, self._visited, self._tags, mask, use_filter,
+               out_d, out_rows)
+        short = np.flatnonzero(out_rows[:, k - 1] < 0)
+        if short.size:  # traversal found fewer than k allowed rows: answer those queries exactly
+            d_ex, i_ex = self._exact(q[short], k, mask if use_filter else self._table.row_mask(None))
+            out_d[short], out_rows[short] = d_ex, -1
+            found = i_ex >= 0
+            return self._finish(out_d, out_rows, short, i_ex, found)
+        return self._finish(out_d, out_rows)
+
+    def _finish(self, d: np.ndarray, rows: np.ndarray, short: np.ndarray | None = None,
+                exact_ids: np.ndarray | None = None, found: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.where(rows >= 0, self._table.labels[np.maximum(rows, 0)], -1)
+        if short is not None:
+            ids[short] = np.where(found, exact_ids, -1)
+        if self.metric == "cosine":
+            d = np.where(ids >= 0, d + np.float32(1.0), np.inf).astype(np.float32)
+            if short is not None:
+                d[short] -= np.float32(1.0)  # exact rows already carry cosine distances
+        return d, ids
+
+    def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            return pad_results(q.shape[0], k)
+        x = np.ascontiguousarray(self._x[rows])
+        return self._flat.knn(q, x, sq_norms(x), self._table.labels[rows], None, k, self.metric)
+
+    def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
+                      allowed: np.ndarray | None) -> RangeResult:
+        n = self._table.size
+        mask = self._table.row_mask(allowed)
+        x = self._x[:n]
+        return self._flat.range_search(q, x, sq_norms(x), self._table.labels[:n], mask, radius, self.metric)
+
+    def _remove(self, labels: np.ndarray) -> int:
+        return int(self._table.remove(labels).size)
+
+    @property
+    def entry_point(self) -> int:
+        """Label of the node searches start from (navigation continues through removed nodes)."""
+        return int(self._table.labels[self._entry]) if self._entry >= 0 else -1
+
+    # ------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        n = self._table.size
+        arrays = {"vectors": self._x[:n], "nbr0": self._nbr0[:n], "cnt0": self._cnt0[:n],
+                  "levels": self._levels[:n], "up_off": self._up_off[:n],
+                  "nbr_up": self._nbr_up[: self._up_used], "cnt_up": self._cnt_up[: self._up_used],
+                  **self._table.state()}
+        meta = {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                "seed": self.seed, "entry": self._entry, "max_level": self._max_level}
+        return arrays, meta
+
+    @classmethod
+    def _from_state(cls, meta, arrays, *, version, backend):
+        index = cls(meta["dim"], meta["metric"], M=meta["M"], ef_construction=meta["ef_construction"],
+                    ef_search=meta["ef_search"], seed=meta["seed"], backend=backend)
+        index._table = LabelTable(np.array(arrays["labels"]), np.array(arrays["deleted"]))
+        for name in ("x", "nbr0", "cnt0", "levels", "up_off", "nbr_up", "cnt_up"):
+            setattr(index, f"_{name}", arrays["vectors" if name == "x" else name])
+        index._up_used = int(arrays["nbr_up"].shape[0])
+        index._entry, index._max_level = int(meta["entry"]), int(meta["max_level"])
+        return index
+
+
+@register_spec(r"hnsw(?P<M>\d+)?", "HNSW32")
+def _build(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> Index:
+    if match.group("M"):
+        options.setdefault("M", int(match.group("M")))
+    return HNSWIndex(dim, metric, **options)

@@ -1,0 +1,356 @@
+"""Continuous-batching generation engine.
+
+One scheduler thread owns the model and the paged KV cache. Requests queue up
+(``submit``); between two steps the scheduler admits waiting requests while
+KV blocks allow, runs one batched forward step over every running request
+(one token for decoding requests, a chunk of the prompt for prefilling ones:
+chunked prefill keeps each step within ``max_step_tokens``, which bounds the
+attention scratch memory and keeps long prompts from stalling the decodes),
+samples, streams each new token to its request's queue, and retires finished
+requests, returning their blocks to the pool. When the pool
+runs dry mid-decode, the most recently admitted request is preempted: its
+blocks are freed and it is re-queued to be recomputed from prompt + generated
+tokens (vLLM's recompute preemption), so running requests never deadlock.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ...engine.errors import FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError, ShoalError
+from ..models.kv_cache import SequenceCache
+from ..models.llama import LlamaModel
+from ..models.ops import to_numpy
+from .sampling import sample_token
+from .types import GenerationResult, SamplingParams, TokenEvent
+
+log = logging.getLogger("shoal.rag.generation")
+
+_DONE = object()
+
+
+class TextStream:
+    """Incremental detokenisation with stop strings.
+
+    Releases only text that is final: not ending in an incomplete UTF-8
+    character (decoded as U+FFFD) and not a possible beginning of a stop string.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stops: Sequence[str]) -> None:
+        self.decode = decode
+        self.stops = tuple(stops)
+        self.released = 0
+        self.text = ""
+
+    def push(self, ids: Sequence[int], final: bool) -> tuple[str, bool]:
+        """Text newly released for the token list ``ids``, and whether a stop string was hit."""
+        full = self.decode(ids)
+        hits = [i for i in (full.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            limit, hit = min(hits), True
+        else:
+            limit, hit = len(full), False
+            if not final:
+                limit = len(full.rstrip("\ufffd"))
+                for k in range(min(limit, max((len(s) for s in self.stops), default=1) - 1), 0, -1):
+                    if any(s.startswith(full[limit - k : limit]) for s in self.stops):
+                        limit -= k
+                        break
+        limit = max(limit, self.released)
+        out = full[self.released : limit]
+        self.released = limit
+        self.text = full[:limit]
+        return out, hit
+
+
+class _Request:
+    def __init__(self, rid: int, prompt: list[int], params: SamplingParams, decode: Callable[[Sequence[int]], str]) -> None:
+        self.rid = rid
+        self.prompt = prompt
+        self.params = params
+        self.generated: list[int] = []
+        self.pending: list[int] = list(prompt)  # tokens the next step feeds in
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.cancelled = False
+        self.seq: SequenceCache | None = None
+        self.rng = np.random.default_rng(params.seed)
+        self.stream = TextStream(decode, params.stop)
+        self.result: GenerationResult | None = None
+        self.t_submit = time.perf_counter()
+        self.prefill_s = 0.0
+        self.t_first = self.t_last = 0.0
+
+
+class RequestHandle:
+    """A submitted request: iterate for TokenEvents as they are produced; ``result`` once done.
+
+    Leaving the iteration early (break, exception, garbage collection) cancels the request.
+    """
+
+    def __init__(self, request: _Request, engine: "GenerationEngine") -> None:
+        self._req = request
+        self._engine = engine
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        done = False
+        try:
+            while True:
+                item = self._req.events.get()
+                if item is _DONE:
+                    done = True
+                    return
+                if isinstance(item, BaseException):
+                    done = True
+                    raise item
+                yield item
+        finally:
+            if not done:
+                self.cancel()
+
+    def cancel(self) -> None:
+        self._req.cancelled = True
+        self._engine._wake()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        return self._req.result
+
+    def wait(self) -> GenerationResult:
+        """Consume the remaining events and return the result."""
+        for _ in self:
+            pass
+        assert self._req.result is not None
+        return self._req.result
+
+
+class TokenStream(Iterator[TokenEvent]):
+    """What ``Generator.stream`` returns: an iterator of TokenEvents whose
+    ``result`` (finish reason, token ids, speeds) is set once it is exhausted.
+    Closing it (or dropping it) before the end cancels the request."""
+
+    def __init__(self, handle: RequestHandle) -> None:
+        self._handle = handle
+        self._events = iter(handle)
+
+    def __next__(self) -> TokenEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        return self._handle.result
+
+
+class GenerationEngine:
+    """Scheduler thread + paged KV cache around a :class:`LlamaModel`."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        decode: Callable[[Sequence[int]], str],
+        end_ids: frozenset[int] | set[int],
+        cache_tokens: int = 8192,
+        block_size: int = 16,
+        max_batch_size: int = 16,
+        max_step_tokens: int = 512,
+    ) -> None:
+        if max_batch_size < 1 or max_step_tokens < 1:
+            raise InvalidArgumentError("max_batch_size and max_step_tokens must be >= 1")
+        self.model = model
+        self.decode = decode
+        self.end_ids = frozenset(end_ids)
+        self.cache = model.new_cache(-(-cache_tokens // block_size), block_size)
+        self.max_batch_size = max_batch_size
+        self.max_step_tokens = max_step_tokens
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []
+        self._cv = threading.Condition()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "preemptions": 0}
+
+    # -- public ----------------------------------------------------------
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> RequestHandle:
+        params.validate()
+        prompt = [int(t) for t in prompt_ids]
+        ctx = self.model.config.context_length
+        if not prompt:
+            raise InvalidArgumentError("the prompt has no tokens")
+        if len(prompt) >= ctx:
+            raise InvalidArgumentError(f"prompt of {len(prompt)} tokens does not fit the model's context of {ctx}")
+        if min(prompt) < 0 or max(prompt) >= self.model.config.vocab_size:
+            raise InvalidArgumentError(f"token ids must be in [0, {self.model.config.vocab_size})")
+        need = min(len(prompt) + params.max_new_tokens, ctx)
+        if need > self.cache.capacity_tokens:
+            raise ResourceExhaustedError(
+                f"prompt + max_new_tokens = {need} tokens exceeds the KV cache of {self.cache.capacity_tokens} tokens"
+            )
+        req = _Request(next(self._ids), prompt, params, self.decode)
+        with self._cv:
+            if self._closed:
+                raise FailedPreconditionError("the generation engine is closed")
+            self._waiting.append(req)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="shoal-generation", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return RequestHandle(req, self)
+
+    def close(self) -> None:
+        """Stop the scheduler; unfinished requests end with FailedPreconditionError."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- scheduler -------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._waiting and not self._running:
+                    self._cv.wait()
+                if self._closed:
+                    err = FailedPreconditionError("the generation engine was closed")
+                    for r in list(self._waiting) + self._running:
+                        self._finish(r, error=err)
+                    self._waiting.clear()
+                    self._running.clear()
+                    return
+                self._admit()
+            try:
+                self._step()
+            except Exception as exc:  # a failed step ends its requests, never the engine
+                log.exception("generation step failed")
+                err = exc if isinstance(exc, ShoalError) else ShoalError(f"generation failed: {exc}")
+                for r in self._running:
+                    self._finish(r, error=err)
+                self._running.clear()
+
+    def _admit(self) -> None:
+        """Move waiting requests into the batch while slots and KV blocks allow (FIFO); a whole
+        prompt's blocks are taken at admission so prefill chunks never run short."""
+        spare = self.cache.free_blocks - len(self._running)  # keep a block per running request for growth
+        while self._waiting and len(self._running) < self.max_batch_size:
+            r = self._waiting[0]
+            if r.cancelled:
+                self._waiting.popleft()
+                self._finish(r, error=None)
+                continue
+            blocks = self.cache.blocks_for(len(r.pending) + 1)
+            if blocks > (spare if self._running else self.cache.free_blocks):
+                break  # alone, a request always fits: submit checked it against the empty pool
+            self._waiting.popleft()
+            r.seq = SequenceCache(self.cache)
+            r.seq.reserve(len(r.pending))
+            self._running.append(r)
+            spare -= blocks
+
+    def _reserve_all(self) -> None:
+        """Give every running request room for its pending tokens, preempting the newest on shortage."""
+        i = 0
+        while i < len(self._running):
+            r = self._running[i]
+            try:
+                r.seq.reserve(len(r.pending))
+                i += 1
+            except ResourceExhaustedError:
+                victim = self._running.pop()
+                victim.seq.free()
+                victim.seq = None
+                victim.pending = victim.prompt + victim.generated
+                self.stats["preemptions"] += 1
+                with self._cv:
+                    self._waiting.appendleft(victim)
+                if victim is r:
+                    continue
+
+    def _step(self) -> None:
+        for r in [r for r in self._running if r.cancelled]:
+            self._running.remove(r)
+            self._finish(r, error=None)
+        if not self._running:
+            return
+        self._reserve_all()
+        # Decoding requests first (one token each), then prompt chunks in admission order.
+        # At least one prompt token per step, so prefill progresses however many requests decode.
+        budget = max(self.max_step_tokens - sum(len(r.pending) == 1 for r in self._running), 1)
+        feeds: dict[int, int] = {}
+        for r in self._running:
+            n = len(r.pending)
+            if n > 1:
+                n = min(n, budget)
+                budget -= n
+            if n > 0:
+                feeds[r.rid] = n
+        batch = [r for r in self._running if r.rid in feeds]
+        t0 = time.perf_counter()
+        logits = self.model.forward([(r.seq, r.pending[: feeds[r.rid]]) for r in batch])
+        host = to_numpy(self.model.xp.concatenate(logits, axis=0))
+        t1 = time.perf_counter()
+        self.stats["steps"] += 1
+        self.stats["tokens"] += sum(feeds.values())
+        self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
+        ctx = self.model.config.context_length
+        for r, row in zip(batch, host):
+            if not r.generated:
+                r.prefill_s += t1 - t0
+            if feeds[r.rid] < len(r.pending):  # a prompt chunk: nothing to sample yet
+                r.pending = r.pending[feeds[r.rid] :]
+                continue
+            p = r.params
+            tok = sample_token(row, itertools.chain(r.prompt, r.generated), p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.rng)
+            r.generated.append(tok)
+            r.t_last = t1
+            if len(r.generated) == 1:
+                r.t_first = t1
+            reason = None
+            if tok in self.end_ids:
+                reason = "stop"
+            elif len(r.generated) >= p.max_new_tokens or r.seq.length >= ctx:
+                reason = "length"
+            text_ids = r.generated[:-1] if reason == "stop" else r.generated
+            piece, hit = r.stream.push(text_ids, final=reason is not None)
+            if hit:
+                reason = "stop_string"
+            r.events.put(TokenEvent(token_id=tok, text=piece))
+            if reason is None:
+                r.pending = [tok]
+            else:
+                self._running.remove(r)
+                self._finish(r, reason=reason)
+
+    def _finish(self, r: _Request, reason: str | None = None, error: BaseException | None = None) -> None:
+        if r.seq is not None:
+            r.seq.free()
+            r.seq = None
+        if reason is not None:
+            n = len(r.generated)
+            r.result = GenerationResult(
+                text=r.stream.text,
+                token_ids=list(r.generated),
+                finish_reason=reason,
+                prompt_tokens=len(r.prompt),
+                prefill_tokens_per_s=len(r.prompt) / r.prefill_s if r.prefill_s > 0 else 0.0,
+                decode_tokens_per_s=(n - 1) / (r.t_last - r.t_first) if n > 1 and r.t_last > r.t_first else 0.0,
+                timings={"prefill_s": r.prefill_s, "total_s": r.t_last - r.t_submit},
+            )
+        if error is not None:
+            r.events.put(error)
+        r.events.put(_DONE)

@@ -1,0 +1,61 @@
+"""Plain data types of the generation API."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...engine.errors import InvalidArgumentError
+
+FINISH_REASONS = ("stop", "length", "stop_string")
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens and when to stop. ``temperature=0`` is greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def validate(self) -> "SamplingParams":
+        """Raise InvalidArgumentError on out-of-range values; returns self for chaining."""
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise InvalidArgumentError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0:
+            raise InvalidArgumentError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidArgumentError(f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not self.repetition_penalty > 0:
+            raise InvalidArgumentError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
+        if isinstance(self.stop, str):
+            raise InvalidArgumentError("stop must be a tuple of strings, not a single string")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise InvalidArgumentError("stop strings must be non-empty strings")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise InvalidArgumentError(f"seed must be an integer or None, got {self.seed!r}")
+        return self
+
+
+@dataclass
+class TokenEvent:
+    """One generated token and the text it released (may be empty while a
+    multi-byte character or a possible stop string is incomplete)."""
+
+    token_id: int
+    text: str
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # one of FINISH_REASONS
+    prompt_tokens: int
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,9 @@
+"""Kernels of the query layer's models, one module per backend
+(``<family>_numpy`` / ``_cupy``; Numba falls back to numpy), picked by
+``shoal.engine.backend.load_kernels``.
+
+- ``qlinear``: linear layers over GGUF weights, dequantised once to float32
+  and multiplied with BLAS / cuBLAS. (A Numba kernel multiplying Q4_1 blocks
+  directly used 5x less memory but decoded at 16 tok/s against BLAS's 27 on
+  one core, so float32 stays the CPU path.)
+"""

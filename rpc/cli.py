@@ -1,0 +1,93 @@
+"""``shoal serve``: run the shoal.v1 gRPC server until SIGTERM/SIGINT, then drain and close."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("shoal.rpc")
+LISTENING = "listening on"
+
+
+def spawn(args: list[str], *, stderr: IO[Any] | int | None = None, timeout: float = 60.0
+          ) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m shoal serve ARGS`` (add ``--port 0`` for a free port) and return it with its bound port.
+
+    Used by the tests and the benchmark; the port is read from the line ``serve`` prints.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        match = re.match(rf"{LISTENING} \S+:(\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"shoal serve did not start (exit code {proc.wait()})")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="serve a database over gRPC (shoal.v1)",
+                              description="Serve a Shoal database over gRPC. Prints 'listening on HOST:PORT' once bound.")
+    p.add_argument("--data", help="data directory (durable); omitted: in memory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="require this key ('authorization: Bearer KEY' or 'x-api-key')")
+    key.add_argument("--api-key-file", help="read the API key from this file")
+    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
+    p.add_argument("--workers", type=int, default=None, help="thread pool size (default: 4 per core, at most 64)")
+    p.add_argument("--max-message-mb", type=float, default=64.0, help="largest request/response in MiB")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to let running calls finish on shutdown")
+    from ..rag.cli import add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.database import Database
+    from ..engine.errors import InvalidArgumentError
+    from .server import build_server
+
+    api_key = args.api_key
+    if args.api_key_file:
+        api_key = Path(args.api_key_file).read_text().strip()
+        if not api_key:
+            raise InvalidArgumentError(f"API key file {args.api_key_file} is empty")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise InvalidArgumentError("--tls-cert and --tls-key must be given together")
+    cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
+    tls_key = Path(args.tls_key).read_bytes() if args.tls_key else None
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    db = Database(args.data) if args.data else Database()
+    from .query_service import enable_from_args
+
+    enable_from_args(args)
+    server = build_server(db, args.host, args.port, api_key=api_key, tls_cert=cert, tls_key=tls_key,
+                          workers=args.workers, max_message_bytes=int(args.max_message_mb * 1024 * 1024))
+    print(f"{LISTENING} {args.host}:{server.port}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    log.info("shutdown requested: draining running calls (up to %.1f s)", args.grace)
+    server.stop(args.grace)
+    log.info("stopped; database closed")
+    print("stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,257 @@
+"""Conversion between Python/numpy values and ``shoal.v1`` messages, in one place.
+
+Both the server and the client use these functions, so a value that goes over
+the wire and back is the value that went in: ints stay ints (typed ``Value``),
+vectors travel as packed little-endian float32, filters map one-to-one onto the
+embedded filter language (``shoal.engine.filters``) and are validated there.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..engine.errors import FilterError, InvalidArgumentError, InvalidVectorError
+from ..engine.results import GetResult, QueryResult
+from .v1 import types_pb2 as pb
+
+_LE_F32 = np.dtype("<f4")
+
+# ----------------------------------------------------------------------- ids
+
+def ids_to_proto(ids: Sequence[Any]) -> list[pb.PointId]:
+    out: list[pb.PointId] = []
+    fill_ids(out, ids, pb.PointId)
+    return out
+
+
+def fill_ids(out: Any, ids: Sequence[Any], new: Any = None) -> None:
+    """Append ids to a repeated PointId field (``out.add``) or, with ``new``, to a list."""
+    add = out.add if new is None else (lambda **kw: out.append(new(**kw)))
+    for value in ids:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, str):
+            add(str=value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            add(num=value)
+        else:
+            raise InvalidArgumentError(f"ids must be ints or strings, got {value!r}")
+
+
+def ids_from_proto(ids: Sequence[pb.PointId]) -> list[Any]:
+    out: list[Any] = []
+    for i, pid in enumerate(ids):
+        kind = pid.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgumentError(f"ids[{i}] has neither an int nor a string value")
+        out.append(pid.num if kind == "num" else pid.str)
+    return out
+
+# ------------------------------------------------------------------- vectors
+
+def vectors_to_proto(x: Any, dim: int | None = None) -> pb.Vectors:
+    """Pack a (n, dim) or (dim,) array as little-endian float32 bytes."""
+    arr = np.asarray(x)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InvalidArgumentError(f"vectors must be 1-D or 2-D, got shape {arr.shape}")
+    try:
+        arr = np.ascontiguousarray(arr, dtype=_LE_F32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"vectors cannot be converted to float32: {exc}") from None
+    return pb.Vectors(dim=arr.shape[1] if dim is None else dim, packed=arr.tobytes())
+
+
+def vectors_from_proto(msg: pb.Vectors, name: str = "vectors") -> np.ndarray:
+    """The (n, dim) float32 matrix of a Vectors message (packed or repeated form)."""
+    dim = msg.dim
+    if dim <= 0:
+        raise InvalidArgumentError(f"{name}.dim must be a positive integer, got {dim}")
+    if msg.packed and len(msg.values):
+        raise InvalidArgumentError(f"{name}: set either packed or values, not both")
+    if msg.packed:
+        if len(msg.packed) % (4 * dim):
+            raise InvalidArgumentError(
+                f"{name}.packed has {len(msg.packed)} bytes, not a multiple of 4*dim={4 * dim} (float32 rows)")
+        flat = np.frombuffer(msg.packed, dtype=_LE_F32)
+    else:
+        if len(msg.values) % dim:
+            raise InvalidArgumentError(f"{name}.values has {len(msg.values)} floats, not a multiple of dim={dim}")
+        flat = np.asarray(msg.values, dtype=np.float32)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)
+
+# -------------------------------------------------------------------- values
+
+def value_to_proto(value: Any) -> pb.Value:
+    out = pb.Value()
+    fill_value(out, value)
+    return out
+
+
+def fill_value(out: pb.Value, value: Any) -> None:
+    """Write ``value`` into a Value message in place (no intermediate messages: this is the hot path)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        out.null_value = pb.NULL_VALUE
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        if not -(2 ** 63) <= value < 2 ** 63:
+            raise InvalidArgumentError(f"integer {value} does not fit in 64 bits")
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, Mapping):
+        fill_metadata(out.struct_value, value)
+    elif isinstance(value, (list, tuple)):
+        out.list_value.SetInParent()
+        for v in value:
+            fill_value(out.list_value.values.add(), v)
+    else:
+        raise InvalidArgumentError(
+            f"unsupported value type {type(value).__name__}; use str, int, float, bool, None, list or dict")
+
+
+def value_from_proto(msg: pb.Value) -> Any:
+    kind = msg.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "list_value":
+        return [value_from_proto(v) for v in msg.list_value.values]
+    if kind == "struct_value":
+        return metadata_from_proto(msg.struct_value)
+    return getattr(msg, kind)
+
+
+def metadata_to_proto(meta: Mapping[str, Any] | None) -> pb.Metadata:
+    out = pb.Metadata()
+    fill_metadata(out, meta)
+    return out
+
+
+def fill_metadata(out: pb.Metadata, meta: Mapping[str, Any] | None) -> None:
+    out.SetInParent()
+    for key, value in (meta or {}).items():
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"metadata field names must be strings, got {key!r}")
+        fill_value(out.fields[key], value)
+
+
+def metadata_from_proto(msg: pb.Metadata) -> dict[str, Any]:
+    return {key: value_from_proto(v) for key, v in msg.fields.items()}
+
+
+def params_from_proto(params: Mapping[str, pb.Value]) -> dict[str, Any]:
+    return {key: value_from_proto(v) for key, v in params.items()}
+
+# ------------------------------------------------------------------- filters
+
+_OP_NAMES = {"$eq": "EQ", "$ne": "NE", "$gt": "GT", "$gte": "GTE", "$lt": "LT", "$lte": "LTE",
+             "$in": "IN", "$nin": "NIN", "$exists": "EXISTS"}
+_OPS = {getattr(pb.FieldCondition.Op, name): op for op, name in _OP_NAMES.items()}
+_LIST_OPS = ("$in", "$nin")
+
+
+def filter_to_proto(spec: Mapping[str, Any]) -> pb.Filter:
+    """Encode a filter dict; the structure is checked here, operands by the server's compiler."""
+    if not isinstance(spec, Mapping):
+        raise FilterError(f"filter must be a dict, got {type(spec).__name__}: {spec!r}")
+    clauses = []
+    for key, value in spec.items():
+        if not isinstance(key, str):
+            raise FilterError(f"filter keys must be strings, got {key!r}")
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise FilterError(f"{key} takes a non-empty list of filters, got {value!r}")
+            children = pb.FilterList(filters=[filter_to_proto(v) for v in value])
+            clauses.append(pb.Filter(**{key[1:]: children}))
+        elif key == "$not":
+            clauses.append(pb.Filter(**{"not": filter_to_proto(value)}))
+        elif key.startswith("$"):
+            raise FilterError(f"unknown operator {key!r}; logical operators are $and, $or, $not")
+        elif isinstance(value, Mapping):
+            if not value:
+                raise FilterError(f"filter.{key}: empty operator dict; use a value for equality or ops like $gt")
+            clauses.extend(pb.Filter(field=_condition(key, op, operand)) for op, operand in value.items())
+        else:
+            clauses.append(pb.Filter(field=_condition(key, "$eq", value)))
+    if len(clauses) == 1:
+        return clauses[0]
+    return pb.Filter(**{"and": pb.FilterList(filters=clauses)}) if clauses else pb.Filter()
+
+
+def _condition(field: str, op: str, operand: Any) -> pb.FieldCondition:
+    name = _OP_NAMES.get(op)
+    if name is None:
+        raise FilterError(f"unknown operator {op!r} on field {field!r}; field operators are {', '.join(_OP_NAMES)}")
+    cond = pb.FieldCondition(field=field, op=getattr(pb.FieldCondition.Op, name))
+    if op in _LIST_OPS:
+        if not isinstance(operand, (list, tuple)):
+            raise FilterError(f"filter.{field}.{op} takes a list, got {operand!r}")
+        cond.values.extend(_operand_to_proto(v, field, op) for v in operand)
+    else:
+        cond.value.CopyFrom(_operand_to_proto(operand, field, op))
+    return cond
+
+
+def _operand_to_proto(value: Any, field: str, op: str) -> pb.Value:
+    try:
+        return value_to_proto(value)
+    except InvalidArgumentError as exc:
+        raise FilterError(f"filter.{field}.{op}: {exc}") from None
+
+
+def filter_from_proto(msg: pb.Filter) -> dict[str, Any]:
+    """Decode to the filter dict that ``compile_filter`` validates (the single source of semantics)."""
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        return {}
+    if kind in ("and", "or"):
+        children = getattr(msg, kind).filters
+        return {f"${kind}": [filter_from_proto(c) for c in children]}
+    if kind == "not":
+        return {"$not": filter_from_proto(getattr(msg, "not"))}
+    cond = msg.field
+    if not cond.field:
+        raise FilterError("filter field condition has an empty field name")
+    op = _OPS.get(cond.op)
+    if op is None:
+        raise FilterError(f"filter on {cond.field!r} has no operator; use one of {', '.join(_OP_NAMES)}")
+    if op in _LIST_OPS:
+        operand: Any = [value_from_proto(v) for v in cond.values]
+    else:
+        if not cond.HasField("value"):
+            raise FilterError(f"filter {cond.field!r} {op} needs a value")
+        operand = value_from_proto(cond.value)
+    return {cond.field: {op: operand}}
+
+# ------------------------------------------------------------------- results
+
+def query_result_to_proto(res: QueryResult, out: Any) -> None:
+    """Fill a ``QueryHits`` message from a QueryResult."""
+    fill_ids(out.ids, res.ids)
+    out.distances.extend(res.distances.tolist())
+    out.scores.extend(res.scores.tolist())
+    if res.metadata is not None:
+        for meta in res.metadata:
+            fill_metadata(out.metadata.add(), meta)
+    if res.vectors is not None:
+        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), -1), res.vectors.shape[-1]))
+
+
+def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
+    metadata = [metadata_from_proto(m) for m in msg.metadata] if include_metadata else None
+    vectors = vectors_from_proto(msg.vectors) if msg.HasField("vectors") else None
+    return QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
+                       np.asarray(msg.scores, np.float32), metadata, vectors)
+
+
+def get_result_from_proto(msg: Any, dim: int) -> GetResult:
+    vectors = vectors_from_proto(msg.vectors) if msg.vectors.dim else np.zeros((0, dim), np.float32)
+    return GetResult(ids_from_proto(msg.ids), vectors, [metadata_from_proto(m) for m in msg.metadata])

@@ -1,0 +1,410 @@
+"""The ``shoal.v1`` gRPC server over a ``shoal.Database``.
+
+Layout (how to add a service)
+-----------------------------
+* ``rpc/v1/<area>.proto`` holds an area's messages, ``rpc/v1/service.proto`` the
+  services; stubs are committed and regenerated with ``python -m shoal.rpc.codegen``
+  (``tests/rpc/test_codegen.py`` fails when they are stale).
+* A service is one ``ServiceSpec`` in ``SERVICES``: its full name, the generated
+  ``add_*Servicer_to_server`` function and a factory ``(ServerState) -> servicer``.
+  Adding one (e.g. the query service ``Ask``/``Embed``) is a new .proto plus one
+  entry in ``SERVICES`` (or ``register_service`` before ``build_server``); health,
+  reflection, auth, logging and error mapping then apply to it automatically.
+* Servicer methods are wrapped by ``handle_errors``: a ShoalError becomes its
+  ``grpc_code`` status (``rpc/status.py``), anything else INTERNAL.
+
+Concurrency: the thread pool runs calls in parallel; a Collection's RW lock lets
+searches share it and serializes writes. Interceptors add a request id (``x-request-id``
+metadata, echoed back) and an access log line with the latency, check the API key in
+constant time (health and reflection stay open so probes and tools work), and answer
+UNAVAILABLE once shutdown has begun.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..engine.database import Database
+from ..engine.errors import (AuthenticationError, InvalidArgumentError, ShoalError, UnavailableError,
+                             UnimplementedError)
+from . import convert
+from .status import abort_with
+from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
+from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
+
+log = logging.getLogger("shoal.rpc")
+access_log = logging.getLogger("shoal.rpc.access")
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection")
+
+
+@dataclass
+class ServerState:
+    """What servicers share: the database and the shutdown flag."""
+
+    db: Database
+    draining: threading.Event = field(default_factory=threading.Event)
+
+
+def handle_errors(method: Callable) -> Callable:
+    """Map exceptions of a servicer method to statuses (the only place that does)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except ShoalError as exc:
+            abort_with(context, exc)
+        except Exception:  # a bug, not a bad request: log it, say INTERNAL
+            log.exception("unhandled error in %s", method.__qualname__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see server log")
+
+    return wrapper
+
+
+def _optional_filter(msg: Any) -> dict[str, Any] | None:
+    return convert.filter_from_proto(msg.filter) if msg.HasField("filter") else None
+
+
+class CollectionsServicer(service_pb2_grpc.CollectionsServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.db = state.db
+
+    @staticmethod
+    def info(col: Any) -> collections_pb2.CollectionInfo:
+        d = col.describe()
+        return collections_pb2.CollectionInfo(
+            name=d["name"], dim=d["dim"], metric=d["metric"], index=d["index"],
+            index_options=convert.metadata_to_proto(d["index_options"]), count=d["count"],
+            segments=d["segments"], backend=d["backend"])
+
+    @handle_errors
+    def Create(self, request, context):
+        options = convert.metadata_from_proto(request.index_options)
+        col = self.db.create_collection(request.name, request.dim, request.metric or "cosine",
+                                        request.index or "flat", **options)
+        return self.info(col)
+
+    @handle_errors
+    def Get(self, request, context):
+        return self.info(self.db.get_collection(request.name))
+
+    @handle_errors
+    def List(self, request, context):
+        return collections_pb2.ListCollectionsResponse(names=self.db.list_collections())
+
+    @handle_errors
+    def Drop(self, request, context):
+        self.db.drop_collection(request.name)
+        return collections_pb2.DropCollectionResponse()
+
+
+class PointsServicer(service_pb2_grpc.PointsServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.db = state.db
+
+    def _upsert(self, request: points_pb2.UpsertRequest) -> int:
+        col = self.db.get_collection(request.collection)
+        ids = convert.ids_from_proto(request.ids)
+        vectors = convert.vectors_from_proto(request.vectors)
+        metadata = [convert.metadata_from_proto(m) for m in request.metadata] if len(request.metadata) else None
+        return col.upsert(ids, vectors, metadata)
+
+    @handle_errors
+    def Upsert(self, request, context):
+        return points_pb2.UpsertResponse(upserted=self._upsert(request))
+
+    @handle_errors
+    def UpsertStream(self, request_iterator, context):
+        """Each message is one atomic upsert, applied in order (the client validates the whole load first)."""
+        total = 0
+        for i, request in enumerate(request_iterator):
+            try:
+                total += self._upsert(request)
+            except ShoalError as exc:
+                raise type(exc)(f"stream message {i}: {exc} ({total} points of earlier messages were applied)") from None
+        return points_pb2.UpsertResponse(upserted=total)
+
+    @handle_errors
+    def Get(self, request, context):
+        col = self.db.get_collection(request.collection)
+        res = col.get(convert.ids_from_proto(request.ids))
+        return points_pb2.GetPointsResponse(ids=convert.ids_to_proto(res.ids),
+                                            vectors=convert.vectors_to_proto(res.vectors, col.dim),
+                                            metadata=[convert.metadata_to_proto(m) for m in res.metadata])
+
+    @handle_errors
+    def Delete(self, request, context):
+        col = self.db.get_collection(request.collection)
+        ids = convert.ids_from_proto(request.ids) if request.by_ids else None
+        return points_pb2.DeletePointsResponse(deleted=col.delete(ids, _optional_filter(request)))
+
+    @handle_errors
+    def Count(self, request, context):
+        col = self.db.get_collection(request.collection)
+        return points_pb2.CountResponse(count=col.count(_optional_filter(request)))
+
+
+class SearchServicer(service_pb2_grpc.SearchServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.db = state.db
+
+    @handle_errors
+    def Search(self, request, context):
+        col = self.db.get_collection(request.collection)
+        include = ("distance",) + (("metadata",) if request.include_metadata else ()) \
+            + (("vector",) if request.include_vectors else ())
+        batches = [(convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
+                    convert.params_from_proto(b.params)) for i, b in enumerate(request.batches)]
+        response = search_pb2.SearchResponse()
+        for q, k, flt, params in batches:
+            for res in col.search(q, k, flt, params, include):
+                convert.query_result_to_proto(res, response.results.add())
+        return response
+
+
+def _to_metadata(value: Any) -> types_pb2.Metadata:
+    """An admin method's return value as a Metadata message (non-dicts under "result")."""
+    if value is None:
+        return types_pb2.Metadata()
+    if not isinstance(value, dict):
+        value = {"result": value if isinstance(value, (bool, int, float, str)) else str(value)}
+    return convert.metadata_to_proto(value)
+
+
+class AdminServicer(service_pb2_grpc.AdminServicer):
+    """Flush / compact / snapshot call the Database or Collection method of that name.
+
+    For the whole database, a flush / compact the Database lacks is applied to each
+    collection (results keyed by collection name); a method that is missing is UNIMPLEMENTED.
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        self.db = state.db
+
+    def _call(self, request: admin_pb2.AdminRequest, name: str, *args: Any,
+              per_collection: bool = True) -> admin_pb2.AdminResponse:
+        if request.collection:
+            targets = {"": self.db.get_collection(request.collection)}
+        elif getattr(self.db, name, None) is not None or not per_collection:
+            targets = {"": self.db}
+        else:
+            targets = {n: self.db.get_collection(n) for n in self.db.list_collections()}
+        missing = [type(t).__name__ for t in targets.values() if getattr(t, name, None) is None]
+        if missing:
+            raise UnimplementedError(f"{name} is not supported by this server's {missing[0]} "
+                                     f"(its storage layer has no {name}())")
+        results = {n: getattr(t, name)(*args) for n, t in targets.items()}
+        return admin_pb2.AdminResponse(result=_to_metadata(results[""] if "" in results else results))
+
+    @handle_errors
+    def Flush(self, request, context):
+        return self._call(request, "flush")
+
+    @handle_errors
+    def Compact(self, request, context):
+        return self._call(request, "compact")
+
+    @handle_errors
+    def Snapshot(self, request, context):
+        if not request.path:
+            raise InvalidArgumentError("snapshot needs a target path (a directory on the server)")
+        return self._call(request, "snapshot", request.path, per_collection=False)  # one consistent copy
+
+    @handle_errors
+    def Stats(self, request, context):
+        target = self.db.get_collection(request.collection) if request.collection else self.db
+        if getattr(target, "stats", None) is not None:
+            return admin_pb2.AdminResponse(result=_to_metadata(target.stats()))
+        if request.collection:
+            return admin_pb2.AdminResponse(result=_to_metadata(target.describe()))
+        stats = {"path": self.db.path, "collections": {n: self.db.get_collection(n).describe()
+                                                       for n in self.db.list_collections()}}
+        return admin_pb2.AdminResponse(result=_to_metadata(stats))
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One gRPC service of the server: full name, generated registration function, servicer factory."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.Server], None]
+    factory: Callable[[ServerState], Any]
+
+
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec("shoal.v1.Collections", service_pb2_grpc.add_CollectionsServicer_to_server, CollectionsServicer),
+    ServiceSpec("shoal.v1.Points", service_pb2_grpc.add_PointsServicer_to_server, PointsServicer),
+    ServiceSpec("shoal.v1.Search", service_pb2_grpc.add_SearchServicer_to_server, SearchServicer),
+    ServiceSpec("shoal.v1.Admin", service_pb2_grpc.add_AdminServicer_to_server, AdminServicer),
+]
+
+
+def register_service(spec: ServiceSpec) -> None:
+    """Add a service to every server built afterwards (idempotent by name)."""
+    if all(s.name != spec.name for s in SERVICES):
+        SERVICES.append(spec)
+
+
+# ------------------------------------------------------------- interceptors
+
+def _wrap_handler(handler: grpc.RpcMethodHandler | None,
+                  wrap: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler | None:
+    """The same handler with its behaviour wrapped (whatever its streaming kind)."""
+    if handler is None:
+        return None
+    for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                          ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                          ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                          ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+        behaviour = getattr(handler, kind)
+        if behaviour is not None:
+            return factory(wrap(behaviour), request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+    return handler
+
+
+def _is_open(method: str) -> bool:
+    return any(method.startswith(f"/{name}/") for name in OPEN_SERVICES)
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Refuses calls during shutdown (UNAVAILABLE) and without the API key (UNAUTHENTICATED)."""
+
+    def __init__(self, state: ServerState, api_key: str | None) -> None:
+        self.state = state
+        self.api_key = api_key.encode() if api_key else None
+
+    def _refusal(self, details: grpc.HandlerCallDetails) -> ShoalError | None:
+        if self.state.draining.is_set() and not _is_open(details.method):
+            return UnavailableError("server is shutting down; retry against another instance or after restart")
+        if self.api_key is None or _is_open(details.method):
+            return None
+        meta = dict(details.invocation_metadata or ())
+        given = meta.get("x-api-key")
+        if given is None and meta.get("authorization", "").startswith("Bearer "):
+            given = meta["authorization"][len("Bearer "):]
+        if given is None:
+            return AuthenticationError("missing API key: send metadata 'authorization: Bearer <key>' or 'x-api-key'")
+        if not hmac.compare_digest(given.encode(), self.api_key):
+            return AuthenticationError("wrong API key")
+        return None
+
+    def intercept_service(self, continuation, handler_call_details):
+        refusal = self._refusal(handler_call_details)
+        handler = continuation(handler_call_details)
+        if refusal is None:
+            return handler
+
+        def refuse(behaviour):
+            def run(request, context):
+                abort_with(context, refusal)
+            return run
+
+        return _wrap_handler(handler, refuse)
+
+
+class AccessLogInterceptor(grpc.ServerInterceptor):
+    """One structured log line per call: request id, method, status code, latency."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        meta = dict(handler_call_details.invocation_metadata or ())
+        request_id = meta.get("x-request-id") or uuid.uuid4().hex[:16]
+
+        def timed(behaviour):
+            def run(request, context):
+                start = time.perf_counter()
+                context.set_trailing_metadata((("x-request-id", request_id),))
+                code = "OK"
+                try:
+                    return behaviour(request, context)
+                except Exception:
+                    code = getattr(context.code(), "name", None) or "UNKNOWN"
+                    raise
+                finally:
+                    ms = (time.perf_counter() - start) * 1e3
+                    access_log.info("rpc request_id=%s method=%s code=%s latency_ms=%.2f peer=%s",
+                                    request_id, method, code, ms, context.peer())
+            return run
+
+        return _wrap_handler(continuation(handler_call_details), timed)
+
+
+# ------------------------------------------------------------------- server
+
+class ShoalServer:
+    """A started gRPC server; ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, server: grpc.Server, port: int, state: ServerState,
+                 health_servicer: health.HealthServicer) -> None:
+        self.server = server
+        self.port = port
+        self.state = state
+        self.health = health_servicer
+
+    def stop(self, grace: float = 10.0, close_db: bool = True) -> None:
+        """Refuse new calls, let running ones finish (up to ``grace`` s), then close the database."""
+        self.state.draining.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        if close_db:
+            self.state.db.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.server.wait_for_termination(timeout)
+
+
+def default_workers() -> int:
+    return min(64, 4 * (os.cpu_count() or 1))
+
+
+def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, api_key: str | None = None,
+                 tls_cert: bytes | None = None, tls_key: bytes | None = None, workers: int | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 services: Iterable[ServiceSpec] | None = None) -> ShoalServer:
+    """Build, bind and start a server for ``db`` (``port=0`` picks a free port)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidArgumentError("TLS needs both a certificate and a key")
+    state = ServerState(db)
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers or default_workers(),
+                                                    thread_name_prefix="shoal-rpc"),
+                         interceptors=[AccessLogInterceptor(), GuardInterceptor(state, api_key)], options=options)
+    specs = list(SERVICES if services is None else services)
+    for spec in specs:
+        spec.add_to_server(spec.factory(state), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for spec in specs:
+        health_servicer.set(spec.name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*(s.name for s in specs), health.SERVICE_NAME, reflection.SERVICE_NAME],
+                                        server)
+    address = f"{host}:{port}"
+    if tls_cert is not None:
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)]))
+    else:
+        bound = server.add_insecure_port(address)
+    if not bound:
+        raise UnavailableError(f"cannot bind {address}")
+    server.start()
+    log.info("shoal.v1 serving on %s:%d (%s, auth %s, services: %s)", host, bound,
+             "TLS" if tls_cert else "plaintext", "on" if api_key else "off", ", ".join(s.name for s in specs))
+    return ShoalServer(server, bound, state, health_servicer)

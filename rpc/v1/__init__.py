@@ -1,0 +1,1 @@
+"""Generated protobuf / gRPC stubs of ``shoal.v1`` (regenerate: ``python -m shoal.rpc.codegen``)."""

@@ -1,0 +1,114 @@
+"""Immutable segment files: vectors/norms as ``.npy`` (memory-mapped on open), row ids and
+metadata as JSON, the segment's index (``index.save``), and per-generation tombstone bitmaps.
+
+Every file's size and CRC32C is recorded in the manifest and checked on open, so
+a flipped byte is reported (CorruptionError naming the file) instead of answered from.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from ..engine.errors import CorruptionError, FormatVersionError
+from ..engine.segment import Segment
+from .wal import fsync_dir
+
+VECTORS, NORMS, ROWS, INDEX = "vectors.npy", "norms.npy", "rows.json", "index.bin"
+_CHUNK = 1 << 22
+
+
+def file_crc(path: Path) -> int:
+    crc = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc.update(chunk)
+    return int.from_bytes(crc.digest(), "big")
+
+
+def _fsynced(path: Path, write) -> list[int]:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return [path.stat().st_size, file_crc(path)]
+
+
+def write_segment(directory: Path, seg: Segment, ext_ids: list[Any], generation: int) -> dict[str, Any]:
+    """Write a segment's files into a new directory; returns its manifest entry."""
+    directory.mkdir()
+    n = seg.n
+    live = seg.live[:n]
+    files = {
+        VECTORS: _fsynced(directory / VECTORS, lambda f: np.save(f, np.ascontiguousarray(seg.vectors[:n]))),
+        NORMS: _fsynced(directory / NORMS, lambda f: np.save(f, np.ascontiguousarray(seg.norms[:n]))),
+    }
+    rows = {"ids": [e if ok else None for e, ok in zip(ext_ids, live.tolist())],
+            "meta": [seg.meta.rows[r] if ok else {} for r, ok in enumerate(live.tolist())]}
+    files[ROWS] = _fsynced(directory / ROWS, lambda f: f.write(json.dumps(rows, separators=(",", ":")).encode()))
+    if seg.index is not None and seg.index.is_trained:
+        seg.index.save(directory / INDEX)
+        files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
+    entry = {"dir": directory.name, "n": n, "files": files, "tomb": None, "dead": 0}
+    if not live.all():
+        write_tombstones(directory.parent, entry, live, generation)
+    fsync_dir(directory)
+    fsync_dir(directory.parent)
+    return entry
+
+
+def write_tombstones(directory: Path, entry: dict[str, Any], live: np.ndarray, generation: int) -> None:
+    """Persist a segment's deleted rows as a new bitmap file and point ``entry`` at it."""
+    name = f"tomb-{generation:08d}.npy"
+    dead = ~np.asarray(live, bool)
+    entry["files"][name] = _fsynced(directory / entry["dir"] / name, lambda f: np.save(f, np.packbits(dead)))
+    fsync_dir(directory / entry["dir"])
+    old = entry["tomb"]
+    if old is not None and old != name:
+        entry["files"].pop(old, None)
+    entry["tomb"], entry["dead"] = name, int(dead.sum())
+
+
+def _checked(path: Path, expect: list[int], verify: bool) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: listed in the manifest but missing")
+    size = path.stat().st_size
+    if size != expect[0]:
+        raise CorruptionError(f"{path}: size {size} bytes, manifest says {expect[0]} (truncated or extended at offset {min(size, expect[0])})")
+    if verify and file_crc(path) != expect[1]:
+        raise CorruptionError(f"{path}: checksum mismatch (file damaged somewhere in bytes 0..{size})")
+    return path
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise CorruptionError(f"{path}: not a readable .npy array: {exc}") from None
+
+
+def read_segment(directory: Path, entry: dict[str, Any], start: int, dim: int, metric: str, exact: Any,
+                 index_factory: Any, backend: Any, verify: bool = True) -> tuple[Segment, list[Any]]:
+    """Open a sealed segment (vectors memory-mapped); returns ``(segment, external ids per row)``."""
+    from ..index.io import load_index
+
+    seg_dir = directory / entry["dir"]
+    files = entry["files"]
+    paths = {name: _checked(seg_dir / name, expect, verify) for name, expect in files.items()}
+    vectors = _load_npy(paths[VECTORS], True)
+    norms = _load_npy(paths[NORMS], True)
+    n = entry["n"]
+    if vectors.shape != (n, dim) or norms.shape != (n,) or vectors.dtype != np.float32:
+        raise FormatVersionError(f"{seg_dir}: vectors {vectors.shape}/{vectors.dtype} do not match the manifest ({n}, {dim}) float32")
+    rows = json.loads(paths[ROWS].read_bytes())
+    live = np.ones(n, bool)
+    if entry["tomb"] is not None:
+        live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
+    index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
+    seg = Segment.restore(start, dim, metric, exact, index_factory, vectors, norms, live, rows["meta"], index)
+    seg.disk = entry
+    return seg, [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]

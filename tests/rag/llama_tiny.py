@@ -1,0 +1,104 @@
+"""Shared by the model and generation tests: a tiny random Llama (GGUF tensor
+names), a naive float64 reference forward pass, and the one-BLAS-thread fixture."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from shoal.rag.models.llama import LlamaConfig, LlamaModel
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread() -> Iterator[None]:
+    """Run the module with one BLAS thread: on the 2 cores shared by parallel jobs here,
+    two spinning OpenBLAS threads made the real-model tests ~6x slower than one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # dev extra absent: keep the default threading
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+TINY = LlamaConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                   intermediate_size=48, head_dim=8, rope_base=10000.0, rms_eps=1e-5, context_length=64)
+
+
+def tiny_tensors(cfg: LlamaConfig = TINY, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    d, hd = cfg.hidden_size, cfg.head_dim
+    t = {"token_embd.weight": w(cfg.vocab_size, d, scale=1.0), "output_norm.weight": 1 + w(d, scale=0.1)}
+    for i in range(cfg.num_layers):
+        p = f"blk.{i}."
+        t |= {
+            p + "attn_norm.weight": 1 + w(d, scale=0.1),
+            p + "attn_q.weight": w(cfg.num_heads * hd, d),
+            p + "attn_k.weight": w(cfg.num_kv_heads * hd, d),
+            p + "attn_v.weight": w(cfg.num_kv_heads * hd, d),
+            p + "attn_output.weight": w(d, cfg.num_heads * hd),
+            p + "ffn_norm.weight": 1 + w(d, scale=0.1),
+            p + "ffn_gate.weight": w(cfg.intermediate_size, d),
+            p + "ffn_up.weight": w(cfg.intermediate_size, d),
+            p + "ffn_down.weight": w(d, cfg.intermediate_size),
+        }
+    return t
+
+
+def tiny_model(backend: str = "numpy", seed: int = 0) -> LlamaModel:
+    return LlamaModel(TINY, tiny_tensors(TINY, seed), backend)
+
+
+def naive_logits(tensors: dict[str, np.ndarray], cfg: LlamaConfig, tokens: list[int]) -> np.ndarray:
+    """Textbook Llama in float64, one query position at a time, no cache.
+
+    Rotary embeddings via complex multiplication of adjacent pairs; each query
+    head h attends with key/value head h // (heads / kv_heads).
+    """
+    t64 = {k: v.astype(np.float64) for k, v in tensors.items()}
+    hd, nh, nkv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+
+    def norm(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return x / np.sqrt((x * x).mean() + cfg.rms_eps) * wt
+
+    def rope(vec: np.ndarray, pos: int) -> np.ndarray:
+        z = vec[0::2] + 1j * vec[1::2]
+        z = z * np.exp(1j * pos * cfg.rope_base ** (-np.arange(0, hd, 2) / hd))
+        out = np.empty(hd)
+        out[0::2], out[1::2] = z.real, z.imag
+        return out
+
+    n = len(tokens)
+    h = [t64["token_embd.weight"][tok].copy() for tok in tokens]
+    for li in range(cfg.num_layers):
+        p = f"blk.{li}."
+        keys, vals, queries = [], [], []
+        for pos in range(n):
+            a = norm(h[pos], t64[p + "attn_norm.weight"])
+            q = (t64[p + "attn_q.weight"] @ a).reshape(nh, hd)
+            k = (t64[p + "attn_k.weight"] @ a).reshape(nkv, hd)
+            queries.append(np.stack([rope(q[j], pos) for j in range(nh)]))
+            keys.append(np.stack([rope(k[j], pos) for j in range(nkv)]))
+            vals.append((t64[p + "attn_v.weight"] @ a).reshape(nkv, hd))
+        new_h = []
+        for pos in range(n):
+            heads = []
+            for j in range(nh):
+                g = j // (nh // nkv)
+                s = np.array([queries[pos][j] @ keys[u][g] for u in range(pos + 1)]) / np.sqrt(hd)
+                wts = np.exp(s - s.max())
+                wts /= wts.sum()
+                heads.append(sum(wts[u] * vals[u][g] for u in range(pos + 1)))
+            x = h[pos] + t64[p + "attn_output.weight"] @ np.concatenate(heads)
+            b = norm(x, t64[p + "ffn_norm.weight"])
+            gate, up = t64[p + "ffn_gate.weight"] @ b, t64[p + "ffn_up.weight"] @ b
+            new_h.append(x + t64[p + "ffn_down.weight"] @ (gate / (1 + np.exp(-gate)) * up))
+        h = new_h
+    return np.stack([t64["token_embd.weight"] @ norm(x, t64["output_norm.weight"]) for x in h])

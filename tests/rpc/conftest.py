@@ -1,0 +1,56 @@
+"""A real ``shoal serve`` subprocess on an ephemeral 127.0.0.1 port, and clients for it."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start_server(tmp: Path, *args: str) -> ServerProcess:
+    """Run ``python -m shoal serve --port 0 ARGS`` and wait for the port it prints."""
+    from shoal.rpc.cli import spawn
+
+    log = tmp / f"server-{time.monotonic_ns()}.log"
+    with open(log, "w") as err:
+        proc, port = spawn(["--port", "0", *args], stderr=err)
+    return ServerProcess(proc, port, log)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """An in-memory server shared by one test module."""
+    srv = start_server(tmp_path_factory.mktemp("rpc"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: ServerProcess):
+    import shoal
+
+    with shoal.Client(server.target, timeout=20) as c:
+        yield c

@@ -1,0 +1,316 @@
+"""Durable databases: restart equivalence, compaction, corruption, modes, locks, read-only, snapshots."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import shoal
+from shoal.engine import segment as segment_module
+from shoal.engine.errors import (CollectionNotFoundError, CorruptionError, FailedPreconditionError,
+                                 FormatVersionError, LockedError, ReadOnlyError)
+from shoal.index.factory import known_specs, make_index
+from shoal.index.flat import FlatIndex
+from shoal.storage import collection_store
+
+DIM = 32
+QUERY_FILTER = {"g": {"$in": [0, 2]}}
+
+
+def _specs() -> list[str]:
+    """Every registered family, with small IVF lists so the indices actually train on test data."""
+    out = []
+    for spec in known_specs():
+        if "<" in spec:
+            continue
+        spec = spec.replace("IVF256", "IVF4")
+        try:
+            make_index(spec, DIM, "l2")
+        except shoal.ShoalError:
+            continue
+        out.append(spec)
+    return out
+
+
+@pytest.fixture
+def use_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route searches through the (approximate) index even for small segments."""
+    monkeypatch.setattr(segment_module, "EXACT_SEARCH_THRESHOLD", 0)
+
+
+def _churn(col: shoal.Collection, rng: np.random.Generator, n: int = 700) -> np.ndarray:
+    """Batches of upserts, overwrites and deletes; returns the vectors (by id) last written."""
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    for start in range(0, n, 100):
+        ids = list(range(start, min(n, start + 100)))
+        col.upsert(ids, x[ids], [{"g": i % 3, "name": f"r{i}"} for i in ids])
+    over = rng.choice(n, 60, replace=False)
+    x[over] = rng.standard_normal((60, DIM)).astype(np.float32)
+    col.upsert(over.tolist(), x[over], [{"g": int(i) % 3, "name": "over"} for i in over])
+    col.delete(ids=rng.choice(np.setdiff1d(np.arange(n), over), 50, replace=False).tolist())
+    col.delete(filter={"name": "r7"})
+    return x
+
+
+def _results(col: shoal.Collection, queries: np.ndarray) -> list[tuple[list, np.ndarray, list]]:
+    out = []
+    for flt in (None, QUERY_FILTER):
+        for r in col.search(queries, k=10, filter=flt):
+            out.append((r.ids, r.distances, r.metadata))
+    return out
+
+
+def _assert_same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for (ia, da, ma), (ib, db_, mb) in zip(a, b):
+        assert ia == ib and ma == mb
+        np.testing.assert_array_equal(da, db_)
+
+
+@pytest.mark.parametrize("spec", _specs())
+def test_restart_equivalence(tmp_path: Path, rng: np.random.Generator, spec: str, use_index: None) -> None:
+    q = rng.standard_normal((5, DIM)).astype(np.float32)
+    n = max(700, getattr(make_index(spec, DIM, "l2"), "min_train_size", 1) + 300)  # big enough to train
+    db = shoal.Database(tmp_path, flush_rows=n - 200)
+    col = db.create_collection("c", dim=DIM, metric="l2", index=spec)
+    _churn(col, rng, n)
+    before = _results(col, q)
+    assert col.segments[0].sealed and col.growing.n  # sealed segments and a WAL tail
+    assert col.segments[0].index is None or col.segments[0].index.is_trained
+    with shoal.Database(tmp_path, read_only=True) as ro:  # replays the WAL tail while the writer is open
+        _assert_same(before, _results(ro.get_collection("c"), q))
+    db.close()
+    with shoal.Database(tmp_path) as db2:
+        col2 = db2.get_collection("c")
+        assert col2.describe() == col.describe() | {"segments": col2.describe()["segments"]}
+        _assert_same(before, _results(col2, q))
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF4,Flat"])
+def test_compaction_equals_fresh_build(tmp_path: Path, rng: np.random.Generator, spec: str,
+                                       use_index: None) -> None:
+    q = rng.standard_normal((5, DIM)).astype(np.float32)
+    with shoal.Database(tmp_path, flush_rows=250, compact_threshold=1.0) as db:
+        col = db.create_collection("c", dim=DIM, metric="l2", index=spec)
+        _churn(col, rng)
+        assert col.compact()
+        assert [s.n for s in col.segments] == [len(col), 0]
+        live = [e for e in col._external if e is not None]  # internal id order after compaction
+        got = col.get(live)
+        fresh = shoal.Database().create_collection("f", dim=DIM, metric="l2", index=spec)
+        fresh.upsert(live, got.vectors, got.metadata)
+        expect = _results(fresh, q)
+        _assert_same(expect, _results(col, q))
+    with shoal.Database(tmp_path) as db:
+        _assert_same(expect, _results(db.get_collection("c"), q))
+
+
+def test_compaction_reapplies_concurrent_writes_and_never_blocks_readers(
+        tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = shoal.Database(tmp_path, flush_rows=200, compact_threshold=1.0)
+    col = db.create_collection("c", dim=DIM, metric="l2")
+    x = _churn(col, rng)
+    col.flush()
+    victim, moved = 11, 12
+    fresh_vec = x[0:1] + 100.0
+    real_write = collection_store.write_segment
+    searched = []
+
+    def slow_write(directory: Path, seg: segment_module.Segment, ext: list, generation: int) -> dict:
+        if directory.parent == tmp_path / "collections" / "c" and seg.sealed is False and not searched:
+            searched.append(col.search(x[victim], k=1).ids)  # a reader gets through mid-compaction
+            done = threading.Event()
+
+            def writer() -> None:
+                col.delete(ids=[victim])
+                col.upsert([moved], fresh_vec)
+                done.set()
+            threading.Thread(target=writer).start()
+            assert done.wait(10), "writer blocked by compaction's build phase"
+        return real_write(directory, seg, ext, generation)
+
+    monkeypatch.setattr(collection_store, "write_segment", slow_write)
+    col._store.compact(force=False) or col.compact()
+    assert searched == [[victim]]
+    assert victim not in col._id_to_internal and col.search(fresh_vec[0], k=1).ids == [moved]
+    np.testing.assert_array_equal(col.get([moved]).vectors, fresh_vec)
+    db.close()
+    with shoal.Database(tmp_path) as db:
+        col = db.get_collection("c")
+        assert victim not in col._id_to_internal and col.search(fresh_vec[0], k=1).ids == [moved]
+        np.testing.assert_array_equal(col.get([moved]).vectors, fresh_vec)
+
+
+def test_automatic_compaction_past_threshold(tmp_path: Path, rng: np.random.Generator) -> None:
+    with shoal.Database(tmp_path, flush_rows=100, compact_threshold=0.2) as db:
+        col = db.create_collection("c", dim=4)
+        col.upsert(list(range(100)), rng.standard_normal((100, 4)))
+        assert col.segments[0].sealed and col.segments[0].n == 100
+        col.delete(ids=list(range(15)))
+        assert col.segments[0].n == 100  # 15% deleted: below threshold
+        col.delete(ids=list(range(15, 25)))
+        assert col.segments[0].n == 75 and len(col) == 75  # 25%: compacted
+        segs = sorted(p.name for p in (tmp_path / "collections" / "c").glob("seg-*"))
+        assert len(segs) == 1  # the old segment's files are gone
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("target", ["vectors.npy", "norms.npy", "rows.json", "tomb", "index.bin", "MANIFEST",
+                                    "truncate-vectors.npy"])
+def test_corrupt_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generator, target: str) -> None:
+    with shoal.Database(tmp_path, flush_rows=100) as db:
+        col = db.create_collection("c", dim=DIM, metric="l2", index="IVF4,Flat")
+        col.upsert(list(range(300)), rng.standard_normal((300, DIM)))
+        col.delete(ids=[1, 2])
+    cdir = tmp_path / "collections" / "c"
+    seg = sorted(cdir.glob("seg-*"))[0]
+    if target == "MANIFEST":
+        path = cdir / "MANIFEST"
+    elif target == "tomb":
+        path = next(seg.glob("tomb-*"))
+    else:
+        path = seg / target.replace("truncate-", "")
+    if target.startswith("truncate"):
+        path.write_bytes(path.read_bytes()[:-7])
+    else:
+        _flip(path, path.stat().st_size - 3)
+    with pytest.raises(CorruptionError, match=path.name):
+        shoal.Database(tmp_path)
+    with pytest.raises(CorruptionError, match=path.name):
+        shoal.Database(tmp_path, read_only=True)
+
+
+def test_corrupt_wal_raises_and_repair_keeps_valid_records(tmp_path: Path, rng: np.random.Generator) -> None:
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    db = shoal.Database(tmp_path, flush_rows=10_000)
+    col = db.create_collection("c", dim=4, metric="l2")
+    for b in range(4):
+        col.upsert(list(range(b * 10, b * 10 + 10)), x[b * 10:b * 10 + 10])
+    wal = tmp_path / "collections" / "c" / "wal.log"
+    data = wal.read_bytes()
+    db._release()  # simulate a crash: no flush
+    from shoal.storage.wal import read_log
+    second = read_log(wal)[1][1].offset
+    _flip(wal, second + 40)
+    with pytest.raises(CorruptionError, match=rf"wal.log: record at offset {second}"):
+        shoal.Database(tmp_path)
+    wal.write_bytes(data[:-5])  # torn tail only: recovered silently, last batch dropped
+    with shoal.Database(tmp_path, read_only=True) as ro:
+        assert len(ro.get_collection("c")) == 30
+    wal.write_bytes(data)
+    _flip(wal, second + 40)
+    with shoal.Database(tmp_path, repair=True) as db:
+        col = db.get_collection("c")
+        assert sorted(col._id_to_internal) == list(range(10)) + list(range(20, 40))
+        np.testing.assert_array_equal(col.get([25]).vectors[0], x[25])
+    assert list((tmp_path / "collections" / "c").glob("wal.log.damaged-*"))
+    with shoal.Database(tmp_path) as db:  # the repaired state is durable and clean
+        assert len(db.get_collection("c")) == 30
+
+
+def test_index_files_are_versioned(tmp_path: Path, rng: np.random.Generator) -> None:
+    idx = FlatIndex(4)
+    idx.add(rng.standard_normal((5, 4)), np.arange(5))
+    path = tmp_path / "flat.bin"
+    idx.save(path)
+    data = bytearray(path.read_bytes())
+    data[16] = 99  # version field after magic + kind
+    path.write_bytes(data)
+    with pytest.raises(FormatVersionError, match="version 99"):
+        FlatIndex.load(path)
+    data[16] = 1
+    data[8:16] = b"HNSW    "
+    path.write_bytes(data)
+    with pytest.raises(FormatVersionError, match="expected 'FLAT'"):
+        FlatIndex.load(path)
+
+
+@pytest.mark.parametrize("sync", ["always", "batch", "never"])
+def test_sync_modes_acknowledged_writes_are_visible_to_a_new_open(tmp_path: Path, sync: str,
+                                                                  rng: np.random.Generator) -> None:
+    db = shoal.Database(tmp_path, sync=sync, sync_interval_ms=5)
+    col = db.create_collection("c", dim=4)
+    col.upsert(list(range(20)), rng.standard_normal((20, 4)))
+    col.delete(ids=[3])
+    with shoal.Database(tmp_path, read_only=True) as ro:
+        assert len(ro.get_collection("c")) == 19
+    if sync == "batch":
+        time.sleep(0.05)
+        assert col._store.wal._pending == 0  # the group commit ran
+    elif sync == "never":
+        assert col._store.wal._pending == 2
+    db.close()
+
+
+def test_lock_read_only_and_closed(tmp_path: Path, rng: np.random.Generator) -> None:
+    db = shoal.Database(tmp_path)
+    col = db.create_collection("c", dim=4)
+    col.upsert([1, 2], rng.standard_normal((2, 4)))
+    with pytest.raises(LockedError, match="open for writing"):
+        shoal.Database(tmp_path)
+    code = f"import shoal\ntry:\n shoal.Database({str(tmp_path)!r})\nexcept shoal.engine.errors.LockedError:\n print('locked')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "locked", out.stderr
+    ro = shoal.Database(tmp_path, read_only=True)
+    rcol = ro.get_collection("c")
+    col.upsert([3], rng.standard_normal((1, 4)))
+    assert len(rcol) == 2  # state as of its open
+    for call in (lambda: rcol.upsert([9], np.ones(4)), lambda: rcol.delete(ids=[1]), rcol.compact,
+                 lambda: ro.create_collection("d", dim=4), lambda: ro.drop_collection("c")):
+        with pytest.raises(ReadOnlyError):
+            call()
+    ro.close()
+    db.close()
+    with pytest.raises(FailedPreconditionError, match="closed"):
+        col.upsert([4], np.ones(4))
+    with shoal.Database(tmp_path) as db2:  # the lock was released
+        assert len(db2.get_collection("c")) == 3
+
+
+def test_snapshot_and_drop(tmp_path: Path, rng: np.random.Generator) -> None:
+    q = rng.standard_normal((3, DIM)).astype(np.float32)
+    with shoal.Database(tmp_path / "db", flush_rows=300) as db:
+        col = db.create_collection("c", dim=DIM, metric="cosine")
+        _churn(col, rng)
+        db.create_collection("empty", dim=3)
+        expect = _results(col, q)
+        db.snapshot(tmp_path / "snap")
+        with pytest.raises(shoal.InvalidArgumentError, match="already exists"):
+            db.snapshot(tmp_path / "snap")
+        col.delete(filter={})  # later writes do not reach the snapshot
+        db.drop_collection("empty")
+    with shoal.Database(tmp_path / "snap") as snap:
+        assert snap.list_collections() == ["c", "empty"]
+        _assert_same(expect, _results(snap.get_collection("c"), q))
+    with shoal.Database(tmp_path / "db") as db:
+        assert db.list_collections() == ["c"] and len(db.get_collection("c")) == 0
+        with pytest.raises(CollectionNotFoundError):
+            db.get_collection("empty")
+    mem = shoal.Database()
+    mcol = mem.create_collection("m", dim=DIM)
+    _churn(mcol, rng)
+    mem.snapshot(tmp_path / "memsnap")
+    with shoal.Database(tmp_path / "memsnap") as db:
+        _assert_same(_results(mcol, q), _results(db.get_collection("m"), q))
+
+
+def test_invalid_storage_options(tmp_path: Path) -> None:
+    for kwargs in ({"sync": "sometimes"}, {"flush_rows": 0}, {"compact_threshold": 1.5}, {"flushrows": 3}):
+        with pytest.raises(shoal.InvalidArgumentError):
+            shoal.Database(tmp_path / "db", **kwargs)
+    with pytest.raises(shoal.InvalidArgumentError, match="need a path"):
+        shoal.Database(read_only=True)
+    with pytest.raises(shoal.StorageError, match="not a Shoal data directory"):
+        shoal.Database(tmp_path / "missing", read_only=True)
+    with pytest.raises(FailedPreconditionError, match="in memory"):
+        shoal.Database().create_collection("c", dim=2).compact()
