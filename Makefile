@@ -39,5 +39,10 @@ bench: $(STAMP)
 bench-micro: $(STAMP)
 	$(PY) -m pytest tests/bench_micro --benchmark-only --benchmark-enable -q
 
+# On a GPU machine: GPU tests + bench/gpu_bench.py in one go (see the script's header).
+.PHONY: gpu-check
+gpu-check:
+	bench/gpu_check.sh
+
 clean:
 	rm -rf $(VENV) .numba_cache build *.egg-info

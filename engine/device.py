@@ -85,7 +85,7 @@ class _Entry:
     rows: int
     version: Hashable
     nbytes: int
-    ref: weakref.ref | None = field(default=None, repr=False)
+    ref: weakref.ref = field(repr=False)
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -115,18 +115,22 @@ class DeviceMemory:
         None tells the caller to stream the array in chunks instead.
         """
         host = np.asarray(host)
-        if host.nbytes + reserve > self.budget:
-            return None
         root = _root(host)
         offset = host.__array_interface__["data"][0] - root.__array_interface__["data"][0]
         key = (id(root), offset, host.dtype.str, host.shape[1:], host.strides)
         with self._lock:
+            if host.nbytes + reserve > self.budget:
+                self._drop(key)
+                return None
             entry = self._entries.get(key)
             if entry is not None and entry.version == version and entry.rows <= host.shape[0]:
                 self._entries.move_to_end(key)
                 self._in_use.add(key)
                 if entry.rows < host.shape[0]:  # appended rows: upload only the tail
-                    entry = self._extend(key, entry, host)
+                    if not self._make_room(host.nbytes - entry.nbytes + reserve):
+                        self._drop(key)
+                        return None
+                    self._extend(entry, host)
                 return entry.dev[: host.shape[0]]
             if entry is not None:
                 self._drop(key)
@@ -135,26 +139,20 @@ class DeviceMemory:
             dev = self._upload(host)
             try:
                 ref = weakref.ref(root, functools.partial(self._forget, key))
-            except TypeError:  # not weak-referenceable: keep for this call only
-                ref = None
+            except TypeError:  # cannot tell when it dies, so its id may be reused: this call only
+                return dev
             entry = _Entry(dev, host.shape[0], version, host.nbytes, ref)
             self._entries[key] = entry
             self._in_use.add(key)
             self._account(host.nbytes)
             return dev
 
-    def _extend(self, key: tuple, entry: _Entry, host: np.ndarray) -> _Entry:
-        grow = host.nbytes - entry.nbytes
-        if not self._make_room(grow):
-            raise ResourceExhaustedError(
-                f"GPU memory budget of {self.budget} bytes cannot hold {host.nbytes} more bytes of index data; "
-                f"raise {ENV_BUDGET} or search on the CPU backend")
+    def _extend(self, entry: _Entry, host: np.ndarray) -> None:
         dev = self.xp.empty(host.shape, host.dtype)
         dev[: entry.rows] = entry.dev[: entry.rows]
         self._copy_in(dev[entry.rows:], host[entry.rows:])
+        self._account(host.nbytes - entry.nbytes)
         entry.dev, entry.rows, entry.nbytes = dev, host.shape[0], host.nbytes
-        self._account(grow)
-        return entry
 
     def on_device(self, host: np.ndarray, *, version: Hashable = None) -> Any:
         """The resident copy when it fits, else a temporary one (small per-index arrays)."""

@@ -18,8 +18,10 @@ from ...engine.errors import ResourceExhaustedError
 from .topk import METRIC_CODES
 
 QUERY_BLOCK = 4096
+#: Widest data chunk per GEMM (bounds one distance block to QUERY_BLOCK × DATA_CHUNK floats, 2 GiB).
+DATA_CHUNK = 1 << 17
 #: Device bytes per (query, data row) pair: distances, the partition copy, the selection mask.
-PAIR_BYTES = 12
+PAIR_BYTES = 16
 #: Rows tied at the k-th distance kept per block beyond k (more ties are resolved arbitrarily).
 TIE_SLACK = 32
 
@@ -82,7 +84,8 @@ def plan_blocks(mem: DeviceMemory, nq: int, n: int, per_row_bytes: int) -> tuple
     qb = max(1, min(nq, QUERY_BLOCK))
     while True:
         try:
-            w = mem.scratch_items(qb * PAIR_BYTES + per_row_bytes, min_items=min(n, 256), max_items=n)
+            w = mem.scratch_items(qb * PAIR_BYTES + per_row_bytes, min_items=min(n, 256),
+                                  max_items=max(1, min(n, DATA_CHUNK)))
             return qb, w
         except ResourceExhaustedError:
             if qb == 1:

@@ -22,6 +22,8 @@ from .flat_cupy import plan_blocks, select_topk
 
 #: Device bytes per flattened candidate besides the distance payload: indices, distance, padding.
 CANDIDATE_BYTES = 96
+#: Most candidates scored at once (bounds the temporaries of one chunk).
+MAX_CHUNK = 1 << 22
 
 
 def _coarse(qd: cp.ndarray, cents: cp.ndarray, code: int) -> tuple[cp.ndarray, cp.ndarray]:
@@ -87,7 +89,7 @@ def _scan(q, centroids, code, nprobe, starts, sizes, entry_rows, rowmask, kk,
             width = int(per_q.max())
             pad_d = cp.full((b - a, width), cp.inf, cp.float32)
             pad_r = cp.full((b - a, width), -1, cp.int64)
-            chunk = mem.scratch_items(payload_bytes + CANDIDATE_BYTES, min_items=1, max_items=total)
+            chunk = mem.scratch_items(payload_bytes + CANDIDATE_BYTES, min_items=1, max_items=min(total, MAX_CHUNK))
             for s in range(0, total, chunk):
                 pos = cp.arange(s, min(total, s + chunk), dtype=cp.int64)
                 seg = cp.searchsorted(seg_end, pos, side="right")
@@ -149,17 +151,18 @@ def scan_pq(q, centroids, code, nprobe, starts, sizes, entry_rows, codes, pq_cen
         cd = mem.on_device(codes, version=version)
         pc = mem.on_device(pq_cents)
         lt = mem.on_device(ltab).reshape(-1) if use_ltab else None
-        sub = cp.arange(m, dtype=cp.int64)[None, :] * ksub
         block: list = [None, None]  # (query block, its tables): built once per block, reused by its chunks
 
         def dist(qd, qi, lst, entries, coarse):
             if block[0] is not qd:  # (nq_block, m, ksub) tables -factor q_s·c, one batched GEMM
                 qs = qd.reshape(qd.shape[0], m, dsub).transpose(1, 0, 2)
                 block[:] = qd, (-factor * cp.matmul(qs, pc.transpose(0, 2, 1))).transpose(1, 0, 2).reshape(-1)
-            c = cd[entries].astype(cp.int64) + sub
-            acc = block[1][qi[:, None] * (m * ksub) + c].sum(axis=1)
+            # table offsets in int32 when they fit: half the index traffic of int64
+            itype = cp.int32 if max(qd.shape[0], ltab.shape[0]) * m * ksub < 2**31 else cp.int64
+            c = cd[entries].astype(itype) + cp.arange(0, m * ksub, ksub, dtype=itype)[None, :]
+            acc = block[1][qi.astype(itype)[:, None] * (m * ksub) + c].sum(axis=1)
             if lt is not None:
-                acc += lt[lst[:, None] * (m * ksub) + c].sum(axis=1)
+                acc += lt[lst.astype(itype)[:, None] * (m * ksub) + c].sum(axis=1)
             return coarse + acc
         return dist
     return _scan(q, centroids, code, nprobe, starts, sizes, entry_rows, rowmask, kk, 40 * m, setup)

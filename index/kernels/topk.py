@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...engine.threads import single_threaded_blas
+
 QUERY_BLOCK = 1024
 DATA_BLOCK = 16384
 METRIC_CODES = {"l2": 0, "cosine": 1, "ip": 2}
@@ -32,15 +34,16 @@ def blocked_knn(merge: MergeFn, q: np.ndarray, x: np.ndarray, xnorm: np.ndarray,
     code = METRIC_CODES[metric]
     qnorm = sq_norms(q)
     n = x.shape[0]
-    for qs in range(0, nq, QUERY_BLOCK):
-        qe = min(nq, qs + QUERY_BLOCK)
-        for s in range(0, n, DATA_BLOCK):
-            e = min(n, s + DATA_BLOCK)
-            m = None if rowmask is None else rowmask[s:e]
-            if m is not None and not m.any():
-                continue
-            sims = q[qs:qe] @ np.asarray(x[s:e]).T
-            merge(sims, xnorm[s:e], qnorm[qs:qe], code, labels[s:e], m, out_d[qs:qe], out_i[qs:qe])
+    with single_threaded_blas():
+        for qs in range(0, nq, QUERY_BLOCK):
+            qe = min(nq, qs + QUERY_BLOCK)
+            for s in range(0, n, DATA_BLOCK):
+                e = min(n, s + DATA_BLOCK)
+                m = None if rowmask is None else rowmask[s:e]
+                if m is not None and not m.any():
+                    continue
+                sims = q[qs:qe] @ np.asarray(x[s:e]).T
+                merge(sims, xnorm[s:e], qnorm[qs:qe], code, labels[s:e], m, out_d[qs:qe], out_i[qs:qe])
     return out_d, out_i
 
 
@@ -54,7 +57,9 @@ def range_blocks(q: np.ndarray, x: np.ndarray, xnorm: np.ndarray, labels: np.nda
     per_q_i: list[list[np.ndarray]] = [[] for _ in range(q.shape[0])]
     for s in range(0, x.shape[0], DATA_BLOCK):
         e = min(x.shape[0], s + DATA_BLOCK)
-        d = distances_from_sims(q @ np.asarray(x[s:e]).T, qnorm, xnorm[s:e], code)
+        with single_threaded_blas():
+            sims = q @ np.asarray(x[s:e]).T
+        d = distances_from_sims(sims, qnorm, xnorm[s:e], code)
         hit = d < radius
         if rowmask is not None:
             hit &= rowmask[s:e][None, :]

@@ -128,3 +128,43 @@ def test_guard_maps_device_oom(monkeypatch):
 def test_memory_report_without_gpu(monkeypatch):
     monkeypatch.setattr(device, "_memory", None)
     assert device.memory_report() == {}
+
+
+def test_growth_past_the_budget_falls_back_to_streaming():
+    mem = DeviceMemory(np, 1000)
+    buf = np.zeros(500, np.float32)
+    with mem.guard():
+        assert mem.resident(buf[:200]) is not None  # 800 bytes
+    with mem.guard():
+        assert mem.resident(buf[:240], reserve=100) is None  # 960 + 100 reserve > 1000: caller streams instead
+    assert mem.resident_bytes == 0
+
+
+def test_large_uploads_go_through_a_pinned_staging_buffer(monkeypatch):
+    """The cupy path of _copy_in (``.set`` chunk by chunk from pinned memory), with numpy fakes."""
+    import types
+
+    class Dev(np.ndarray):
+        def set(self, host):
+            assert host.flags.c_contiguous
+            self[...] = host
+            staged.append(host.nbytes)
+
+    staged: list[int] = []
+    pinned: list[int] = []
+
+    def alloc_pinned_memory(nbytes):
+        pinned.append(nbytes)
+        return bytearray(nbytes)
+
+    xp = types.SimpleNamespace(empty=lambda shape, dtype: np.empty(shape, dtype).view(Dev),
+                               cuda=types.SimpleNamespace(alloc_pinned_memory=alloc_pinned_memory))
+    monkeypatch.setattr(device, "PINNED_MIN_BYTES", 1000)
+    monkeypatch.setattr(device, "PINNED_CHUNK_BYTES", 4096)
+    mem = DeviceMemory(xp, 1 << 20)
+    host = np.random.default_rng(0).normal(size=(100, 30)).astype(np.float32)  # 12000 bytes
+    dev = mem.upload(host[:, ::2])  # strided: made contiguous first
+    np.testing.assert_array_equal(np.asarray(dev), host[:, ::2])
+    assert pinned == [4096] and staged == [4096, 1904]
+    small = mem.upload(np.arange(10, dtype=np.float32))  # below PINNED_MIN_BYTES: direct
+    assert staged[-1] == 40 and pinned == [4096] and np.asarray(small)[3] == 3

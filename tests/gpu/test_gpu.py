@@ -71,7 +71,7 @@ def test_real_allocation_failure_is_resource_exhausted(real_gpu):
 
     from shoal.engine.device import set_memory_budget
 
-    set_memory_budget("64M")
+    set_memory_budget("128M")
     try:
         with pytest.raises(ResourceExhaustedError, match="ran out of memory"):
             with real_gpu.guard():
