@@ -6,18 +6,8 @@ Run: ``python -m shoal.bench.flat_vs_faiss --n 200000 --queries 2000``.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-
-
-def _best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def numpy_baseline(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
@@ -42,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     from threadpoolctl import threadpool_limits
 
     from shoal.bench.datasets import glove50
-    from shoal.bench.metrics import recall_at_k
+    from shoal.bench.metrics import best_seconds, recall_at_k
     from shoal.engine.metrics import normalize_rows
     from shoal.index import FlatIndex
 
@@ -61,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, fn in (("numpy", lambda: numpy_baseline(x, q, args.k)),
                          ("faiss IndexFlatIP", lambda: faiss_index.search(q, args.k)[1]),
                          ("shoal FlatIndex", lambda: shoal_index.search(q, args.k)[1])):
-            seconds = _best_of(fn, args.repeat)
+            seconds = best_seconds(fn, args.repeat)
             results[name] = (args.queries / seconds, recall_at_k(fn(), truth, args.k))
     base = results["shoal FlatIndex"][0]
     print(f"GloVe-50 n={x.shape[0]:,} nq={args.queries} k={args.k} threads={args.threads}")

@@ -16,17 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .metrics import best_seconds
+
 
 SEARCHES = ("search_batch1_qps", "search_batch100_qps", "search_batch100_nometa_qps")  # nometa: ids + distances
-
-
-def best_seconds(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def timed(fn: Callable[[], object], repeat: int, threaded: bool) -> float:

@@ -21,6 +21,7 @@ from .errors import FailedPreconditionError, IdNotFoundError, InvalidArgumentErr
 from .filters import Node, compile_filter
 from .ids import ExternalId, check_ids, check_unique
 from .locks import RWLock
+from .threads import threads_for_batch
 from .metadata import check_metadata
 from .metrics import check_metric, prepare, scores_from_distances
 from .results import GetResult, QueryResult
@@ -243,7 +244,7 @@ class Collection:
         if bad:
             raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
         params = self._template.check_params(params)
-        with self._lock.read():
+        with self._lock.read(), threads_for_batch(q.shape[0]):
             d, internal = self._search_internal(q, k, node, params)
             results = [self._result_row(d[i], internal[i], include) for i in range(q.shape[0])]
         return results[0] if single else results

@@ -21,6 +21,7 @@ import numpy as np
 from ..engine.backend import Backend, get_backend
 from ..engine.errors import IdNotFoundError, InvalidArgumentError, NotTrainedError
 from ..engine.metrics import check_metric, prepare
+from ..engine.threads import threads_for_batch
 from ..engine.validation import as_labels, as_matrix, check_k
 
 RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -77,7 +78,8 @@ class Index(abc.ABC):
         p = self._check_params(params)
         if not self.is_trained:
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
-        return self._search(prepare(q, self.metric), k, p, self._allowed_mask(allowed))
+        with threads_for_batch(q.shape[0]):
+            return self._search(prepare(q, self.metric), k, p, self._allowed_mask(allowed))
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
                      allowed: Any = None) -> RangeResult:
