@@ -196,7 +196,7 @@ def test_tls_and_deadline(tmp_path: Path) -> None:
         with shoal.Client(srv.target, api_key="k", timeout=5, retries=0) as plain:  # plaintext to a TLS port
             with pytest.raises(errors.UnavailableError):
                 plain.list_collections()
-        with shoal.Client(srv.target, api_key="k", root_certificates=cert.read_bytes(), timeout=1e-4) as hasty:
+        with shoal.Client(srv.target, api_key="k", root_certificates=cert.read_bytes(), timeout=1e-9) as hasty:  # already past when sent
             with pytest.raises(errors.DeadlineExceededError) as info:
                 hasty.list_collections()
             assert info.value.grpc_code == "DEADLINE_EXCEEDED"
