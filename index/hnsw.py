@@ -102,9 +102,12 @@ class HNSWIndex(Index):
         self._cnt_up = grow(self._cnt_up, n_up)
 
     def _scratch(self, n_rows: int) -> None:
-        threads = numba.get_num_threads()
+        """One visited row per pool thread (sized for the whole pool, so a per-call
+        thread limit never reallocates), grown geometrically with the graph."""
+        threads = numba.config.NUMBA_NUM_THREADS
         if self._visited.shape[0] != threads or self._visited.shape[1] < n_rows:
-            self._visited = np.zeros((threads, max(n_rows, 2 * self._visited.shape[1])), np.int32)
+            width = max(n_rows, 2 * self._visited.shape[1]) if self._visited.shape[1] < n_rows else self._visited.shape[1]
+            self._visited = np.zeros((threads, width), np.int32)
             self._tags = np.zeros(threads, np.int64)
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:

@@ -104,15 +104,16 @@ def _beam_search(x, q, entry, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code,
         size, _ = _beam_insert(bd, bi, bexp, size, d0, entry)
     else:
         # seed the beam from the entry's neighbourhood
-        size = _expand(x, q, entry, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
-                       bd, bi, bexp, size, allowed, use_filter)
+        size, _ = _expand(x, q, entry, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
+                          bd, bi, bexp, size, allowed, use_filter)
     cursor = 0
     while cursor < size:
         u = bi[cursor]
         bexp[cursor] = True
-        size = _expand(x, q, u, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
-                       bd, bi, bexp, size, allowed, use_filter)
-        cursor = 0
+        size, first = _expand(x, q, u, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
+                              bd, bi, bexp, size, allowed, use_filter)
+        # everything before min(first insert, cursor) is still expanded: resume the scan there
+        cursor = min(cursor, first)
         while cursor < size and bexp[cursor]:
             cursor += 1
     return size
@@ -121,6 +122,8 @@ def _beam_search(x, q, entry, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code,
 @nb.njit(cache=True, fastmath=True, inline="always")
 def _expand(x, q, u, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
             bd, bi, bexp, size, allowed, use_filter):
+    """Insert u's unvisited neighbours; returns (size, lowest position written)."""
+    first = bd.shape[0]
     if level == 0:
         nbr = nbr0
         row = u
@@ -140,10 +143,14 @@ def _expand(x, q, u, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t
                 if visited[t, w] == tag or not allowed[w]:
                     continue
                 visited[t, w] = tag
-                size, _ = _beam_insert(bd, bi, bexp, size, _dist(x, w, q, code), w)
+                size, pos = _beam_insert(bd, bi, bexp, size, _dist(x, w, q, code), w)
+                if 0 <= pos < first:
+                    first = pos
             continue
-        size, _ = _beam_insert(bd, bi, bexp, size, _dist(x, v, q, code), v)
-    return size
+        size, pos = _beam_insert(bd, bi, bexp, size, _dist(x, v, q, code), v)
+        if 0 <= pos < first:
+            first = pos
+    return size, first
 
 
 @nb.njit(cache=True, fastmath=True)

@@ -189,3 +189,14 @@ def test_bad_parameters():
         HNSWIndex(4, "l2", M=1)
     with pytest.raises(shoal.InvalidArgumentError, match="unknown search parameter"):
         HNSWIndex(4, "l2").search(np.zeros(4), 1, params={"nprobe": 3})
+
+
+def test_alternating_single_and_batch_queries_keep_scratch_bounded(clustered):
+    """Switching between serial (1 thread) and parallel searches must not regrow scratch memory."""
+    x, q = clustered
+    index = HNSWIndex(24, "l2", M=8, ef_construction=40)
+    index.add(x, np.arange(x.shape[0]))
+    for _ in range(5):
+        index.search(q[0], 5)
+        index.search(q[:10], 5)
+    assert index._visited.shape[1] <= 2 * x.shape[0]
