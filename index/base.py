@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,6 +42,9 @@ class Index(abc.ABC):
     METRICS: ClassVar[tuple[str, ...]] = ("l2", "cosine", "ip")
     #: Exact indices return the true top-k (the planner relies on it).
     EXACT: ClassVar[bool] = False
+    #: Batches smaller than this run kernels that never start the Numba pool, so ``search``
+    #: skips the per-call thread limit (~5 µs); such families limit any pooled fallback themselves.
+    POOL_FREE_BELOW: ClassVar[int] = 0
 
     def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -78,8 +82,9 @@ class Index(abc.ABC):
         p = self._check_params(params)
         if not self.is_trained:
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
-        with threads_for_batch(q.shape[0]):
-            return self._search(prepare(q, self.metric), k, p, self._allowed_mask(allowed))
+        limit = nullcontext() if q.shape[0] < self.POOL_FREE_BELOW else threads_for_batch(q.shape[0])
+        with limit:
+            return self._search(self._prepare_queries(q), k, p, self._allowed_mask(allowed))
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
                      allowed: Any = None) -> RangeResult:
@@ -181,6 +186,10 @@ class Index(abc.ABC):
 
     def _check_param_values(self, params: dict[str, Any]) -> None:
         """Families with parameters validate their values here."""
+
+    def _prepare_queries(self, q: np.ndarray) -> np.ndarray:
+        """Queries for ``_search`` in the kernels' space; a family whose kernels normalise may skip it."""
+        return prepare(q, self.metric)
 
     @staticmethod
     def _allowed_mask(allowed: Any) -> np.ndarray | None:

@@ -25,6 +25,8 @@ import numpy as np
 
 from ..engine.backend import Backend, load_kernels
 from ..engine.errors import InvalidArgumentError
+from ..engine.metrics import prepare
+from ..engine.threads import threads_for_batch
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
 from .factory import register_spec
 from .kernels import hnsw_numba as kernels
@@ -45,6 +47,7 @@ class HNSWIndex(Index):
 
     KIND = "HNSW"
     SEARCH_PARAMS = frozenset({"ef_search"})
+    POOL_FREE_BELOW = 3  # one or two queries run search_serial
 
     def __init__(self, dim: int, metric: str = "l2", *, M: int = 16, ef_construction: int = 200,
                  ef_search: int = 64, seed: int = 0, backend: str | Backend | None = None) -> None:
@@ -57,6 +60,9 @@ class HNSWIndex(Index):
         self.ef_search = int(ef_search)
         self.seed = int(seed)
         self._code = 0 if self.metric == "l2" else 1
+        #: Added to kernel distances: the kernel's -dot becomes the cosine distance 1 - dot.
+        self._offset = np.float32(1.0 if self.metric == "cosine" else 0.0)
+        self._normalize = self.metric == "cosine"
         self._flat = load_kernels("shoal.index.kernels", "flat", self.backend)
         self._table = LabelTable()
         self._x = np.zeros((0, self.dim), np.float32)
@@ -166,6 +172,9 @@ class HNSWIndex(Index):
             self._entry = int(batch[top])
 
     # ----------------------------------------------------------------- search
+    def _prepare_queries(self, q: np.ndarray) -> np.ndarray:
+        return q  # the kernel normalises cosine queries; _exact prepares its own
+
     def _check_param_values(self, params: dict[str, Any]) -> None:
         if "ef_search" in params:
             positive_int_param(params, "ef_search", self.ef_search)
@@ -183,37 +192,25 @@ class HNSWIndex(Index):
             if n_allowed <= k or n_allowed < EXACT_FRACTION * n:
                 return self._exact(q, k, mask)
         self._scratch(n)
-        out_d = np.full((q.shape[0], k), np.inf, np.float32)
-        out_rows = np.full((q.shape[0], k), -1, np.int64)
-        kernel = kernels.search_serial if q.shape[0] <= 2 else kernels.search_batch
+        out_d = np.empty((q.shape[0], k), np.float32)
+        out_ids = np.empty((q.shape[0], k), np.int64)
+        kernel = kernels.search_serial if q.shape[0] < self.POOL_FREE_BELOW else kernels.search_batch
         kernel(self._x, q, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up, self._up_off,
-               self._entry, self._max_level, ef, k, self._code, self._visited, self._tags, mask, use_filter,
-               out_d, out_rows)
-        short = np.flatnonzero(out_rows[:, k - 1] < 0)
+               self._entry, self._max_level, ef, k, self._code, self._normalize, self._table.labels, self._offset,
+               self._visited, self._tags, mask, use_filter, out_d, out_ids)
+        short = np.flatnonzero(out_ids[:, k - 1] < 0)
         if short.size:  # traversal found fewer than k allowed rows: answer those queries exactly
-            d_ex, i_ex = self._exact(q[short], k, mask if use_filter else self._table.row_mask(None))
-            out_d[short], out_rows[short] = d_ex, -1
-            found = i_ex >= 0
-            return self._finish(out_d, out_rows, short, i_ex, found)
-        return self._finish(out_d, out_rows)
-
-    def _finish(self, d: np.ndarray, rows: np.ndarray, short: np.ndarray | None = None,
-                exact_ids: np.ndarray | None = None, found: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.where(rows >= 0, self._table.labels[np.maximum(rows, 0)], -1)
-        if short is not None:
-            ids[short] = np.where(found, exact_ids, -1)
-        if self.metric == "cosine":
-            d = np.where(ids >= 0, d + np.float32(1.0), np.inf).astype(np.float32)
-            if short is not None:
-                d[short] -= np.float32(1.0)  # exact rows already carry cosine distances
-        return d, ids
+            out_d[short], out_ids[short] = self._exact(q[short], k, mask if use_filter else self._table.row_mask(None))
+        return out_d, out_ids
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(mask)
         if rows.size == 0:
             return pad_results(q.shape[0], k)
         x = np.ascontiguousarray(self._x[rows])
-        return self._flat.knn(q, x, sq_norms(x), self._table.labels[rows], None, k, self.metric)
+        q = prepare(q, self.metric)
+        with threads_for_batch(q.shape[0]):  # Index.search skips the limit for small batches (POOL_FREE_BELOW)
+            return self._flat.knn(q, x, sq_norms(x), self._table.labels[rows], None, k, self.metric)
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:

@@ -10,6 +10,8 @@ resident is streamed chunk by chunk instead. Same contracts as ``flat_numba``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import cupy as cp
 import numpy as np
 
@@ -108,19 +110,28 @@ def _chunks(x, xd: cp.ndarray | None, xn: cp.ndarray, n: int, w: int):
             yield s, cp.asarray(np.ascontiguousarray(np.asarray(x[s:e]), dtype=np.float32)), xn[s:e]
 
 
-def knn(q, x, xnorm, labels, rowmask, k, metric):
-    """Exact k-NN of ``q`` among rows of ``x`` where ``rowmask`` holds: host ``(distances, labels)``."""
+@contextmanager
+def _on_device(q, x, xnorm, labels, rowmask):
+    """Shared set-up of ``knn`` / ``range_search``, under the device memory guard: yields resident data
+    (or None), device norms and labels, ``(query block, data chunk)`` sizes, device row mask (or None),
+    device queries and their squared norms, as ``(xd, xn, lab, qb, w, mask, qd, qn)``."""
     mem = device_memory()
-    nq, n = q.shape[0], x.shape[0]
-    code = METRIC_CODES[metric]
     with mem.guard():
         xd = resident_data(mem, x)
         xn = mem.on_device(xnorm)
         lab = mem.on_device(labels)
-        qb, w = plan_blocks(mem, nq, n, 0 if xd is not None else 4 * x.shape[1])
+        qb, w = plan_blocks(mem, q.shape[0], x.shape[0], 0 if xd is not None else 4 * x.shape[1])
         mask = None if rowmask is None else mem.upload(rowmask)
         qd = mem.upload(np.ascontiguousarray(q, dtype=np.float32))
         qn = (qd * qd).sum(axis=1)
+        yield xd, xn, lab, qb, w, mask, qd, qn
+
+
+def knn(q, x, xnorm, labels, rowmask, k, metric):
+    """Exact k-NN of ``q`` among rows of ``x`` where ``rowmask`` holds: host ``(distances, labels)``."""
+    nq, n = q.shape[0], x.shape[0]
+    code = METRIC_CODES[metric]
+    with _on_device(q, x, xnorm, labels, rowmask) as (xd, xn, lab, qb, w, mask, qd, qn):
         out_d = cp.full((nq, k), cp.inf, cp.float32)
         out_i = cp.full((nq, k), -1, cp.int64)
         for s, xc, xnc in _chunks(x, xd, xn, n, w):
@@ -141,17 +152,9 @@ def knn(q, x, xnorm, labels, rowmask, k, metric):
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):
     """All rows with distance < radius per query: ``(lims, distances, ids)``, sorted by (distance, id)."""
-    mem = device_memory()
     nq, n = q.shape[0], x.shape[0]
     code = METRIC_CODES[metric]
-    with mem.guard():
-        xd = resident_data(mem, x)
-        xn = mem.on_device(xnorm)
-        lab = mem.on_device(labels)
-        qb, w = plan_blocks(mem, nq, n, 0 if xd is not None else 4 * x.shape[1])
-        mask = None if rowmask is None else mem.upload(rowmask)
-        qd = mem.upload(np.ascontiguousarray(q, dtype=np.float32))
-        qn = (qd * qd).sum(axis=1)
+    with _on_device(q, x, xnorm, labels, rowmask) as (xd, xn, lab, qb, w, mask, qd, qn):
         parts_q, parts_d, parts_i = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)], [np.zeros(0, np.int64)]
         for s, xc, xnc in _chunks(x, xd, xn, n, w):
             e = s + xc.shape[0]

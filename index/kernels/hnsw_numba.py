@@ -5,7 +5,9 @@ Graph layout (all flat arrays, see :mod:`shoal.index.hnsw`):
 rows ``up_off[node] + l - 1`` (l = 1..L) of ``nbr_up`` / ``cnt_up``.
 
 Distances inside the kernels are "reduced": squared L2 (code 0) or the
-negative dot product (code 1, used for cosine and ip); the caller converts.
+negative dot product (code 1, used for cosine and ip). The search kernels
+return final results (labels, cosine offset, cosine queries normalised inside)
+so a one-query call pays no numpy post-processing.
 Each worker thread owns one row of ``visited`` and tags it with an epoch
 counter, so no per-query allocation or clearing is needed.
 """
@@ -153,9 +155,30 @@ def _expand(x, q, u, level, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t
     return size, first
 
 
+@nb.njit(cache=True)
+def _query(queries, qi, normalize, qbuf):
+    """Query qi, L2-normalised into qbuf for cosine as ``normalize_rows`` does (zero rows stay
+    zero); no fastmath, so the division matches numpy's."""
+    q = queries[qi]
+    if not normalize:
+        return q
+    s = np.float32(0.0)
+    for j in range(q.shape[0]):
+        s += q[j] * q[j]
+    norm = np.sqrt(s)
+    if norm == 0:
+        norm = np.float32(1.0)
+    for j in range(q.shape[0]):
+        qbuf[j] = q[j] / norm
+    return qbuf
+
+
 @nb.njit(cache=True, fastmath=True)
-def _search_one(x, q, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code,
-                visited, tags, t, allowed, use_filter, bd, bi, bexp, out_d, out_rows):
+def _search_one(x, queries, qi, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code, normalize,
+                labels, offset, visited, tags, t, allowed, use_filter, qbuf, bd, bi, bexp, out_d, out_ids):
+    """Writes final results (labels, distances + ``offset``), padded with (inf, -1), so the
+    caller needs no post-processing."""
+    q = _query(queries, qi, normalize, qbuf)
     cur = entry
     curd = _dist(x, cur, q, code)
     for level in range(max_level, 0, -1):
@@ -163,14 +186,18 @@ def _search_one(x, q, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, c
     tag = _next_tag(visited, tags, t)
     size = _beam_search(x, q, cur, 0, nbr0, cnt0, nbr_up, cnt_up, up_off, code, visited, t, tag,
                         bd, bi, bexp, allowed, use_filter)
-    for j in range(min(k, size)):
-        out_d[j] = bd[j]
-        out_rows[j] = bi[j]
+    found = min(k, size)
+    for j in range(found):
+        out_d[j] = bd[j] + offset
+        out_ids[j] = labels[bi[j]]
+    for j in range(found, k):
+        out_d[j] = np.inf
+        out_ids[j] = -1
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
-def search_batch(x, queries, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, ef, k, code,
-                 visited, tags, allowed, use_filter, out_d, out_rows):
+def search_batch(x, queries, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, ef, k, code, normalize,
+                 labels, offset, visited, tags, allowed, use_filter, out_d, out_ids):
     """k-NN of each query (prange over worker threads, each with its own visited row)."""
     nq = queries.shape[0]
     nthreads = visited.shape[0]
@@ -178,21 +205,24 @@ def search_batch(x, queries, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_leve
         bd = np.empty(ef, np.float32)
         bi = np.empty(ef, np.int64)
         bexp = np.empty(ef, np.bool_)
+        qbuf = np.empty(queries.shape[1], np.float32)
         for qi in range(t, nq, nthreads):
-            _search_one(x, queries[qi], nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code,
-                        visited, tags, t, allowed, use_filter, bd, bi, bexp, out_d[qi], out_rows[qi])
+            _search_one(x, queries, qi, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code, normalize,
+                        labels, offset, visited, tags, t, allowed, use_filter, qbuf, bd, bi, bexp,
+                        out_d[qi], out_ids[qi])
 
 
 @nb.njit(cache=True, fastmath=True)
-def search_serial(x, queries, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, ef, k, code,
-                  visited, tags, allowed, use_filter, out_d, out_rows):
+def search_serial(x, queries, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, ef, k, code, normalize,
+                  labels, offset, visited, tags, allowed, use_filter, out_d, out_ids):
     """The same search on the calling thread: no parallel launch for one or two queries."""
     bd = np.empty(ef, np.float32)
     bi = np.empty(ef, np.int64)
     bexp = np.empty(ef, np.bool_)
+    qbuf = np.empty(queries.shape[1], np.float32)
     for qi in range(queries.shape[0]):
-        _search_one(x, queries[qi], nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code,
-                    visited, tags, 0, allowed, use_filter, bd, bi, bexp, out_d[qi], out_rows[qi])
+        _search_one(x, queries, qi, nbr0, cnt0, nbr_up, cnt_up, up_off, entry, max_level, k, code, normalize,
+                    labels, offset, visited, tags, 0, allowed, use_filter, qbuf, bd, bi, bexp, out_d[qi], out_ids[qi])
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)

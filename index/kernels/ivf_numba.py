@@ -13,6 +13,7 @@ import numba as nb
 import numpy as np
 
 from .flat_numba import insert_sorted
+from .rescore_numba import exact_dist
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
@@ -51,6 +52,16 @@ def _probe(q, ct, cnorm, code, out_p, out_c):
         _probe_one(q, i, ct, cnorm, code, out_c[i], out_p[i])
 
 
+@nb.njit(cache=True, fastmath=True, inline="always")
+def _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r):
+    """Per-query start of a list scan: ``(coarse distances, probed lists, out_d[qi], out_r[qi], kk)``."""
+    coarse = np.empty(ct.shape[1], np.float32)
+    probes = np.empty(nprobe, np.int64)
+    _probe_one(q, qi, ct, cnorm, code, coarse, probes)
+    dr = out_d[qi]
+    return coarse, probes, dr, out_r[qi], dr.shape[0]
+
+
 def _coarse_args(centroids):
     return np.ascontiguousarray(centroids.T), np.einsum("ij,ij->i", centroids, centroids, dtype=np.float32)
 
@@ -69,29 +80,16 @@ def probe(q, centroids, code, nprobe):
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def _scan_flat(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, vecs, rowmask, out_d, out_r):
-    nq, dim = q.shape
+    nq = q.shape[0]
     for qi in nb.prange(nq):
-        coarse = np.empty(ct.shape[1], np.float32)
-        probes = np.empty(nprobe, np.int64)
-        _probe_one(q, qi, ct, cnorm, code, coarse, probes)
-        dr = out_d[qi]
-        rr = out_r[qi]
-        kk = dr.shape[0]
+        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         for p in range(nprobe):
             lst = probes[p]
             for e in range(starts[lst], starts[lst] + sizes[lst]):
                 r = entry_rows[e]
                 if r < 0 or not rowmask[r]:
                     continue
-                acc = np.float32(0.0)
-                if code == 0:
-                    for j in range(dim):
-                        t = q[qi, j] - vecs[e, j]
-                        acc += t * t
-                else:
-                    for j in range(dim):
-                        acc += q[qi, j] * vecs[e, j]
-                    acc = (np.float32(1.0) - acc) if code == 1 else -acc
+                acc = exact_dist(q, qi, vecs, e, code)
                 if acc <= dr[kk - 1]:
                     insert_sorted(dr, rr, acc, r)
 
@@ -108,12 +106,7 @@ def _scan_sq8(q, centroids, ct, cnorm, code, nprobe, starts, sizes, entry_rows, 
               out_d, out_r):
     nq, dim = q.shape
     for qi in nb.prange(nq):
-        coarse = np.empty(ct.shape[1], np.float32)
-        probes = np.empty(nprobe, np.int64)
-        _probe_one(q, qi, ct, cnorm, code, coarse, probes)
-        dr = out_d[qi]
-        rr = out_r[qi]
-        kk = dr.shape[0]
+        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         a = np.empty(dim, np.float32)
         base = np.float32(0.0)
         for p in range(nprobe):
@@ -159,9 +152,7 @@ def _scan_pq(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, codes, pq_ct
     # l2 uses |q-c|² + (|r|² + 2c·r) - 2q·r: the table holds -2 q·r; ip/cosine: coarse - q·r
     factor = np.float32(2.0) if use_ltab else np.float32(1.0)
     for qi in nb.prange(nq):
-        coarse = np.empty(ct.shape[1], np.float32)
-        probes = np.empty(nprobe, np.int64)
-        _probe_one(q, qi, ct, cnorm, code, coarse, probes)
+        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         qlut = np.zeros((m, ksub), np.float32)
         for s in range(m):
             for j in range(dsub):
@@ -170,9 +161,6 @@ def _scan_pq(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, codes, pq_ct
                     qlut[s, c] += w * pq_ct[s, j, c]
         lut = np.empty((m, ksub), np.float32)
         tab = lut if use_ltab else qlut
-        dr = out_d[qi]
-        rr = out_r[qi]
-        kk = dr.shape[0]
         for p in range(nprobe):
             lst = probes[p]
             if use_ltab:

@@ -310,12 +310,11 @@ def knn(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, cou
                      use_counts, code, max_leaves, out_d[r], out_i[r], stack, sbound)
 
 
-@nb.njit(cache=True)
-def _range_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, counts, use_counts,
-               code, radius, out_d, out_i, offset, write, stack):
-    """Rows with distance < radius: count them, and write them from ``offset`` when ``write``."""
-    found = 0
-    for row in range(ntree, xs.shape[0]):
+@nb.njit(cache=True, inline="always")
+def _range_rows(q, xs, labels, lo, hi, mask, use_mask, code, radius, out_d, out_i, offset, found, write):
+    """Scan rows ``[lo, hi)`` for distance < radius; returns ``found`` plus the hits, written from
+    ``offset + found`` when ``write`` (the unindexed tail and each leaf of :func:`_range_one`)."""
+    for row in range(lo, hi):
         if use_mask and not mask[row]:
             continue
         dist = _point_dist(q, xs, row, code)
@@ -324,6 +323,15 @@ def _range_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_ma
                 out_d[offset + found] = dist
                 out_i[offset + found] = labels[row]
             found += 1
+    return found
+
+
+@nb.njit(cache=True)
+def _range_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, counts, use_counts,
+               code, radius, out_d, out_i, offset, write, stack):
+    """Rows with distance < radius: count them, and write them from ``offset`` when ``write``."""
+    found = _range_rows(q, xs, labels, ntree, xs.shape[0], mask, use_mask, code, radius, out_d, out_i,
+                        offset, 0, write)
     if ntree == 0:
         return found
     stack[0] = 0
@@ -338,15 +346,8 @@ def _range_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_ma
             stack[sp + 1] = right[node]
             sp += 2
             continue
-        for row in range(start[node], end[node]):
-            if use_mask and not mask[row]:
-                continue
-            dist = _point_dist(q, xs, row, code)
-            if dist < radius:
-                if write:
-                    out_d[offset + found] = dist
-                    out_i[offset + found] = labels[row]
-                found += 1
+        found = _range_rows(q, xs, labels, start[node], end[node], mask, use_mask, code, radius, out_d, out_i,
+                            offset, found, write)
     return found
 
 

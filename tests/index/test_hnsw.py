@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import shoal
+from shoal.engine.metrics import reference_distances
 from shoal.index import FlatIndex, HNSWIndex, load_index, make_index
 
 #: ef_search at which the recall floors below are documented to hold.
@@ -200,3 +201,21 @@ def test_alternating_single_and_batch_queries_keep_scratch_bounded(clustered):
         index.search(q[0], 5)
         index.search(q[:10], 5)
     assert index._visited.shape[1] <= 2 * x.shape[0]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_single_query_path_matches_batch_and_exact_distances(clustered, metric):
+    """One-query calls normalise, map labels and shift cosine distances inside the kernel."""
+    x, q = clustered
+    labels = np.arange(x.shape[0]) * 7 + 1000  # sparse labels: ids are not rows
+    index = HNSWIndex(24, metric, M=8, ef_construction=40)
+    index.add(x, labels)
+    q = np.vstack([q[:20] * 5.0, np.zeros((1, 24), np.float32)])  # unnormalised rows and a zero row
+    d_batch, i_batch = index.search(q, 5)
+    for row in range(q.shape[0]):
+        d, i = index.search(q[row], 5)
+        np.testing.assert_array_equal(i[0], i_batch[row])
+        np.testing.assert_allclose(d[0], d_batch[row], rtol=1e-6, atol=1e-6)
+    for row in range(q.shape[0]):  # distances are the metric's own (1 - cos for cosine), per returned id
+        want = reference_distances(q[row:row + 1], x[(i_batch[row] - 1000) // 7], metric)[0]
+        np.testing.assert_allclose(d_batch[row], want, rtol=1e-4, atol=1e-4)
