@@ -5,10 +5,13 @@ gathered first so the cost follows the selectivity, not the segment size.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
 from .base import pad_results
+from .kernels.topk import sq_norms
 
 #: Gather matching rows instead of masking when at most this fraction matches.
 GATHER_FRACTION = 0.5
@@ -33,3 +36,13 @@ class ExactSearcher:
             return self.kernels.knn(q, np.ascontiguousarray(x[rows]), norms[rows], rows, None, k, self.metric)
         rows = np.arange(n, dtype=np.int64)
         return self.kernels.knn(q, x, norms, rows, None if n_match == n else mask, k, self.metric)
+
+
+def knn_over(kernels: Any, q: np.ndarray, x: np.ndarray, labels: np.ndarray, k: int,
+             metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``q`` over the vectors ``x`` (already gathered) that carry ids ``labels``.
+
+    The fallback every approximate family uses when few rows are allowed.
+    """
+    x = np.ascontiguousarray(x)
+    return kernels.knn(q, x, sq_norms(x), labels, None, k, metric)

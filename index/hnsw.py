@@ -28,6 +28,7 @@ from ..engine.errors import InvalidArgumentError
 from ..engine.metrics import prepare
 from ..engine.threads import threads_for_batch
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
+from .exact import knn_over
 from .factory import register_spec
 from .kernels import hnsw_numba as kernels
 from .kernels.topk import sq_norms
@@ -207,10 +208,9 @@ class HNSWIndex(Index):
         rows = np.flatnonzero(mask)
         if rows.size == 0:
             return pad_results(q.shape[0], k)
-        x = np.ascontiguousarray(self._x[rows])
         q = prepare(q, self.metric)
         with threads_for_batch(q.shape[0]):  # Index.search skips the limit for small batches (POOL_FREE_BELOW)
-            return self._flat.knn(q, x, sq_norms(x), self._table.labels[rows], None, k, self.metric)
+            return knn_over(self._flat, q, self._x[rows], self._table.labels[rows], k, self.metric)
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:

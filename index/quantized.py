@@ -25,6 +25,7 @@ import numpy as np
 from ..engine.backend import Backend, load_kernels
 from ..engine.errors import InvalidArgumentError, NotTrainedError
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
+from .exact import knn_over
 from .kernels.topk import METRIC_CODES, range_blocks, sq_norms
 
 #: Candidates per result that are rescored exactly when ``rescore`` is on.
@@ -170,8 +171,7 @@ class QuantizedIndex(Index):
     def _exact_subset(self, q: np.ndarray, k: int, rowmask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the allowed rows (on decoded codes when no copy is kept)."""
         rows = np.flatnonzero(rowmask)
-        x = self._row_vectors(rows)
-        return self._flat.knn(q, x, sq_norms(x), self._table.labels[rows], None, k, self.metric)
+        return knn_over(self._flat, q, self._row_vectors(rows), self._table.labels[rows], k, self.metric)
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:

@@ -119,23 +119,17 @@ def run_ask(args: argparse.Namespace) -> int:
 
         return ask_remote(args)
     from .generation import SamplingParams, load_generator
-    from .pipeline import Answer, RagPipeline
+    from .pipeline import RagPipeline
 
     db, col, embedder = _open(args, create=False)
     with db:
         generator = _LazyGenerator(lambda: load_generator(args.model))
         try:
             rag = RagPipeline(col, embedder, generator, sampling=SamplingParams(max_new_tokens=args.max_new_tokens))
-            answer = None
-            for event in rag.ask_stream(args.question, args.k, filter=args.filter, min_score=args.min_score, use_mmr=args.mmr):
-                if isinstance(event, Answer):
-                    answer = event
-                elif args.stream:
-                    print(event, end="", flush=True)
+            return print_stream(rag.ask_stream(args.question, args.k, filter=args.filter,
+                                               min_score=args.min_score, use_mmr=args.mmr), args.stream)
         finally:
             generator.close()
-    print_answer(answer, streamed=args.stream)
-    return 0
 
 
 class _LazyGenerator:
@@ -152,6 +146,23 @@ class _LazyGenerator:
     def close(self) -> None:
         if self._generator is not None:
             self._generator.close()
+
+
+def print_stream(events: Any, streamed: bool) -> int:
+    """Consume an ask stream (text pieces, then the Answer): echo pieces if streaming, then print
+    the answer; exit code 1 when the stream ended without an answer. Shared by local and remote ask."""
+    from .pipeline import Answer
+
+    answer = None
+    for event in events:
+        if isinstance(event, Answer):
+            answer = event
+        elif streamed:
+            print(event, end="", flush=True)
+    if answer is None:
+        return 1
+    print_answer(answer, streamed=streamed)
+    return 0
 
 
 def print_answer(answer: Any, streamed: bool, out: Any = None) -> None:

@@ -59,20 +59,12 @@ def answer_from_proto(question: str, msg: query_pb2.AskAnswer) -> Answer:
 
 def ask_remote(args: argparse.Namespace) -> int:
     """``shoal ask --server``: stream the answer from the server and print it with its citations."""
-    from ..rag.cli import print_answer
+    from ..rag.cli import print_stream
 
     client = QueryClient(args.server, api_key=args.api_key or None)
     try:
-        answer = None
-        for event in client.ask_stream(args.question, args.k, collection=args.collection, filter=args.filter,
-                                       min_score=args.min_score, use_mmr=args.mmr, max_new_tokens=args.max_new_tokens):
-            if isinstance(event, Answer):
-                answer = event
-            elif args.stream:
-                print(event, end="", flush=True)
+        return print_stream(client.ask_stream(args.question, args.k, collection=args.collection, filter=args.filter,
+                                              min_score=args.min_score, use_mmr=args.mmr,
+                                              max_new_tokens=args.max_new_tokens), args.stream)
     finally:
         client.close()
-    if answer is None:
-        return 1
-    print_answer(answer, streamed=args.stream)
-    return 0
