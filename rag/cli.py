@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 DEFAULT_COLLECTION = "rag"
+NUMERICS = ("float32", "llama.cpp")  # shoal.rag.models.numerics.NUMERICS, without importing numpy for --help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--mmr", action="store_true", help="re-rank for diversity (maximal marginal relevance)")
     a.add_argument("--max-new-tokens", type=int, default=128, help="generation budget (default 128)")
     a.add_argument("--model", default=None, help="GGUF model path (default SmolLM2-135M-Instruct)")
+    a.add_argument("--numerics", choices=NUMERICS, default="float32",
+                   help="float32 (default, fast) or llama.cpp (llama.cpp's CPU results bit for bit, slower)")
     a.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     a.set_defaults(func=run_ask)
 
@@ -52,6 +55,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--rag-collection", help="default collection of Ask (default rag)")
     g.add_argument("--rag-embedder", help="embedder: minilm (default) or bloom")
     g.add_argument("--rag-model", help="GGUF model path (default SmolLM2-135M-Instruct)")
+    g.add_argument("--rag-numerics", choices=NUMERICS, help="float32 (default) or llama.cpp (bit-exact llama.cpp, slower)")
     g.add_argument("--rag-max-new-tokens", type=int, help="default generation budget (default 128)")
     g.add_argument("--rag-rate", type=float, help="Ask/Embed calls per second per API key (default 5)")
     g.add_argument("--rag-burst", type=float, help="burst size of the per-key rate limit (default 10)")
@@ -123,7 +127,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     db, col, embedder = _open(args, create=False)
     with db:
-        generator = _LazyGenerator(lambda: load_generator(args.model))
+        generator = _LazyGenerator(lambda: load_generator(args.model, numerics=args.numerics))
         try:
             rag = RagPipeline(col, embedder, generator, sampling=SamplingParams(max_new_tokens=args.max_new_tokens))
             return print_stream(rag.ask_stream(args.question, args.k, filter=args.filter,

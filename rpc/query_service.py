@@ -35,6 +35,7 @@ class QueryConfig:
     collection: str = "rag"
     embedder: str = "minilm"
     model: str | None = None  # GGUF path; None: SmolLM2-135M-Instruct
+    numerics: str = "float32"  # or "llama.cpp": llama.cpp's tokens bit for bit, slower
     max_new_tokens: int = 128
     rate: float = 5.0  # requests per second per API key
     burst: float = 10.0
@@ -76,7 +77,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
             pipe = self._pipelines.get(col.name)
             if pipe is None or pipe.collection is not col:
                 if self._generator is None:
-                    self._generator = load_generator(self.config.model)
+                    self._generator = load_generator(self.config.model, numerics=self.config.numerics)
                 pipe = RagPipeline(col, embedder, self._generator,
                                    cache=SemanticCache(embedder.dim, self.config.cache_threshold),
                                    sampling=SamplingParams(max_new_tokens=self.config.max_new_tokens))

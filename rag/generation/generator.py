@@ -33,11 +33,11 @@ def default_gguf_path() -> Path:
 class Generator:
     """Chat / completion generation with a GGUF Llama-family model."""
 
-    def __init__(self, gguf: GGUFModel, backend: str | Backend | None = None, **engine_kw: Any) -> None:
+    def __init__(self, gguf: GGUFModel, backend: str | Backend | None = None, numerics: str = "float32", **engine_kw: Any) -> None:
         self.backend = get_backend(backend)
         self.gguf = gguf
         self.config = LlamaConfig.from_gguf(gguf.metadata, gguf.architecture, gguf.tokenizer.get_vocab_size())
-        self.model = LlamaModel(self.config, gguf.tensors, self.backend)
+        self.model = LlamaModel(self.config, gguf.tensors, self.backend, numerics)
         gguf.tensors = {}  # the device copy is all we keep
         self.name = gguf.path.stem
         self.engine = GenerationEngine(self.model, self.decode, gguf.end_ids, **engine_kw)
@@ -86,9 +86,12 @@ class Generator:
         self.engine.close()
 
 
-def load_generator(path: str | Path | None = None, backend: str | Backend | None = None, **engine_kw: Any) -> Generator:
+def load_generator(
+    path: str | Path | None = None, backend: str | Backend | None = None, numerics: str = "float32", **engine_kw: Any
+) -> Generator:
     """Load a GGUF Llama-family model (default: SmolLM2-135M-Instruct) behind a batching engine.
 
+    ``numerics="llama.cpp"`` reproduces llama.cpp's CPU results bit for bit (numpy, slower);
     ``engine_kw`` go to :class:`GenerationEngine` (cache_tokens, block_size, max_batch_size, max_step_tokens).
     """
-    return Generator(load_gguf(path if path is not None else default_gguf_path()), backend, **engine_kw)
+    return Generator(load_gguf(path if path is not None else default_gguf_path()), backend, numerics, **engine_kw)

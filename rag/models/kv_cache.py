@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -18,17 +19,22 @@ from ...engine.errors import InvalidArgumentError, ResourceExhaustedError
 
 
 class PagedKVCache:
-    """The block pool: keys and values of shape (layers, blocks * block_size, kv_heads, head_dim)."""
+    """The block pool: keys and values of shape (layers, blocks * block_size, kv_heads, head_dim).
 
-    def __init__(self, xp: ModuleType, num_layers: int, num_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16) -> None:
+    ``dtype`` float32 by default; float16 halves the pool (llama.cpp's default cache type).
+    """
+
+    def __init__(
+        self, xp: ModuleType, num_layers: int, num_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16, dtype: Any = None
+    ) -> None:
         if num_blocks < 1 or block_size < 1:
             raise InvalidArgumentError(f"num_blocks and block_size must be >= 1, got {num_blocks}, {block_size}")
         self.xp = xp
         self.block_size = block_size
         self.num_blocks = num_blocks
         shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
-        self.k = xp.zeros(shape, dtype=xp.float32)
-        self.v = xp.zeros(shape, dtype=xp.float32)
+        self.k = xp.zeros(shape, dtype=dtype or xp.float32)
+        self.v = xp.zeros(shape, dtype=dtype or xp.float32)
         self._free: deque[int] = deque(range(num_blocks))
         self._lock = threading.Lock()
 

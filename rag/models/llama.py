@@ -9,20 +9,20 @@ padded batched attention, prefill sequences run one by one.
 
 Weights follow the GGUF layout: Q and K rows are permuted by llama.cpp's
 converter so that rotary embeddings rotate *adjacent* pairs (x[2i], x[2i+1]).
+The arithmetic of each operation comes from a numerics object (numerics.py):
+float32 BLAS by default, or llama.cpp's own bit for bit.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ...engine.backend import Backend, get_backend, load_kernels
+from ...engine.backend import Backend, get_backend
 from ...engine.errors import FormatVersionError, InvalidArgumentError
 from .kv_cache import PagedKVCache, SequenceCache
-from .ops import rms_norm, silu, softmax
+from .numerics import make_numerics
 
 Array = Any
 
@@ -70,36 +70,22 @@ class LlamaConfig:
             )
 
 
-def rope_tables(positions: np.ndarray, head_dim: int, base: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin (T, head_dim/2) float32 for integer positions (angles computed in float64)."""
-    inv = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    ang = positions.astype(np.float64)[:, None] * inv[None, :]
-    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-
-
-def apply_rope(xp: ModuleType, x: Array, cos: Array, sin: Array) -> Array:
-    """Rotate adjacent pairs of x (T, heads, head_dim) by the per-position angles."""
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    c, s = cos[:, None, :], sin[:, None, :]
-    out = xp.empty_like(x)
-    out[..., 0::2] = x0 * c - x1 * s
-    out[..., 1::2] = x0 * s + x1 * c
-    return out
-
-
 class LlamaModel:
-    """Float32 weights on the device and the batched forward pass.
+    """Weights on the device and the batched forward pass.
 
-    Linear weights are stored (in, out) and fused (QKV in one matrix, gate and
-    up in another) so a step is a handful of large matmuls per layer.
+    Linear layers are fused (QKV in one matrix, gate and up in another) so a
+    step is a handful of large matmuls per layer. ``numerics`` is "float32"
+    (default) or "llama.cpp" (see numerics.py).
     """
 
-    def __init__(self, config: LlamaConfig, tensors: Mapping[str, Any], backend: str | Backend | None = None) -> None:
+    def __init__(
+        self, config: LlamaConfig, tensors: Mapping[str, Any], backend: str | Backend | None = None, numerics: str = "float32"
+    ) -> None:
         config.validate()
         self.config = config
         self.backend = get_backend(backend)
-        xp = self.xp = self.backend.xp
-        kernels = load_kernels("shoal.rag.kernels", "qlinear", self.backend)
+        self.numerics = make_numerics(numerics, config, self.backend)
+        xp = self.xp = self.numerics.xp
 
         def get(name: str) -> Any:
             if name not in tensors:
@@ -110,7 +96,7 @@ class LlamaModel:
             return xp.asarray(np.ascontiguousarray(get(name), dtype=np.float32))
 
         def linear(*names: str) -> Any:
-            return kernels.make_linear([get(n) for n in names], xp)
+            return self.numerics.linear([get(n) for n in names])
 
         c = config
         self.embed = linear("token_embd.weight")
@@ -144,45 +130,7 @@ class LlamaModel:
 
     def new_cache(self, num_blocks: int, block_size: int = 16) -> PagedKVCache:
         c = self.config
-        return PagedKVCache(self.xp, c.num_layers, c.num_kv_heads, c.head_dim, num_blocks, block_size)
-
-    # -- attention -------------------------------------------------------
-
-    def _attend_prefill(self, q: Array, kc: Array, vc: Array, slots: np.ndarray, start: int) -> Array:
-        """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys."""
-        xp, c = self.xp, self.config
-        t = q.shape[0]
-        g = c.num_heads // c.num_kv_heads
-        idx = xp.asarray(slots)
-        k = kc[idx].transpose(1, 2, 0)  # (kv, hd, S)
-        v = vc[idx].transpose(1, 0, 2)  # (kv, S, hd)
-        qh = q.reshape(t, c.num_kv_heads, g, c.head_dim).transpose(1, 2, 0, 3).reshape(c.num_kv_heads, g * t, c.head_dim)
-        scores = (qh @ k) * (1.0 / math.sqrt(c.head_dim))  # (kv, g*T, S)
-        qpos = np.tile(np.arange(start, start + t), g)
-        allowed = np.arange(start + t)[None, :] <= qpos[:, None]
-        scores = xp.where(xp.asarray(allowed)[None], scores, -xp.inf)
-        out = softmax(xp, scores) @ v  # (kv, g*T, hd)
-        return out.reshape(c.num_kv_heads, g, t, c.head_dim).transpose(2, 0, 1, 3).reshape(t, c.num_heads * c.head_dim)
-
-    def _attend_decode(self, q: Array, kc: Array, vc: Array, slot_lists: list[np.ndarray]) -> Array:
-        """One query per sequence, B sequences, keys padded to the longest context and masked."""
-        xp, c = self.xp, self.config
-        b = q.shape[0]
-        g = c.num_heads // c.num_kv_heads
-        lens = np.array([len(s) for s in slot_lists])
-        width = int(lens.max())
-        idx = np.zeros((b, width), dtype=np.int64)
-        for i, s in enumerate(slot_lists):
-            idx[i, : len(s)] = s
-        valid = xp.asarray(np.arange(width)[None, :] < lens[:, None])  # (B, S)
-        didx = xp.asarray(idx)
-        k = kc[didx].transpose(0, 2, 3, 1)  # (B, kv, hd, S)
-        v = vc[didx].transpose(0, 2, 1, 3)  # (B, kv, S, hd)
-        qh = q.reshape(b, c.num_kv_heads, g, c.head_dim)
-        scores = (qh @ k) * (1.0 / math.sqrt(c.head_dim))  # (B, kv, g, S)
-        scores = xp.where(valid[:, None, None, :], scores, -xp.inf)
-        out = softmax(xp, scores) @ v  # (B, kv, g, hd)
-        return out.reshape(b, c.num_heads * c.head_dim)
+        return PagedKVCache(self.xp, c.num_layers, c.num_kv_heads, c.head_dim, num_blocks, block_size, self.numerics.kv_dtype)
 
     # -- forward ---------------------------------------------------------
 
@@ -209,7 +157,8 @@ class LlamaModel:
         if tokens.min() < 0 or tokens.max() >= c.vocab_size:
             raise InvalidArgumentError(f"token ids must be in [0, {c.vocab_size})")
         positions = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, counts)])
-        cos, sin = (xp.asarray(a) for a in rope_tables(positions, c.head_dim, c.rope_base))
+        num = self.numerics
+        cos, sin = num.rope_tables(positions)
         new_slots = xp.asarray(np.concatenate([seq.slots(s, s + n) for (seq, _), s, n in zip(batch, starts, counts)]))
         ctx_slots = [seq.slots(0, s + n) for (seq, _), s, n in zip(batch, starts, counts)]
         offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -220,29 +169,29 @@ class LlamaModel:
         nq, nkv, hd = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.head_dim
         x = self.embed.rows(xp.asarray(tokens))
         for li, layer in enumerate(self.layers):
-            h = rms_norm(xp, x, layer["attn_norm"], c.rms_eps)
+            h = num.rms_norm(x, layer["attn_norm"])
             qkv = layer["wqkv"](h)
-            q = apply_rope(xp, qkv[:, :nq].reshape(-1, c.num_heads, hd), cos, sin)
-            k = apply_rope(xp, qkv[:, nq : nq + nkv].reshape(-1, c.num_kv_heads, hd), cos, sin)
+            q = num.rope(qkv[:, :nq].reshape(-1, c.num_heads, hd), cos, sin)
+            k = num.rope(qkv[:, nq : nq + nkv].reshape(-1, c.num_kv_heads, hd), cos, sin)
             kc, vc = cache.k[li], cache.v[li]
             kc[new_slots] = k
             vc[new_slots] = qkv[:, nq + nkv :].reshape(-1, c.num_kv_heads, hd)
             attn = xp.empty((len(tokens), nq), dtype=xp.float32)
             if decode:
-                attn[decode_rows] = self._attend_decode(q[decode_rows], kc, vc, [ctx_slots[i] for i in decode])
+                attn[decode_rows] = num.attend_decode(q[decode_rows], kc, vc, [ctx_slots[i] for i in decode])
             for i in prefill:
                 lo, hi = offsets[i], offsets[i + 1]
-                attn[lo:hi] = self._attend_prefill(q[lo:hi], kc, vc, ctx_slots[i], starts[i])
+                attn[lo:hi] = num.attend_prefill(q[lo:hi], kc, vc, ctx_slots[i], starts[i])
             x = x + layer["wo"](attn)
-            h = rms_norm(xp, x, layer["ffn_norm"], c.rms_eps)
+            h = num.rms_norm(x, layer["ffn_norm"])
             gu = layer["w_gate_up"](h)
-            act = silu(xp, gu[:, : c.intermediate_size]) * gu[:, c.intermediate_size :]
+            act = num.swiglu(gu[:, : c.intermediate_size], gu[:, c.intermediate_size :])
             x = x + layer["w_down"](act)
         for (seq, _), n in zip(batch, counts):
             seq.length += n
         if not all_logits:
             x = x[xp.asarray(offsets[1:] - 1)]
-            logits = self.lm_head(rms_norm(xp, x, self.out_norm, c.rms_eps))
+            logits = self.lm_head(num.rms_norm(x, self.out_norm))
             return [logits[i : i + 1] for i in range(len(batch))]
-        logits = self.lm_head(rms_norm(xp, x, self.out_norm, c.rms_eps))
+        logits = self.lm_head(num.rms_norm(x, self.out_norm))
         return [logits[offsets[i] : offsets[i + 1]] for i in range(len(batch))]

@@ -9,8 +9,9 @@ from shoal.rag.generation import TokenEvent
 class FakeGenerator:
     loads = 0
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, numerics="float32"):
         FakeGenerator.loads += 1
+        FakeGenerator.numerics = numerics
 
     def stream(self, messages, params=None):
         assert params.max_new_tokens == 2
@@ -39,9 +40,10 @@ def test_ingest_ask_delete_roundtrip(tmp_path, capsys, monkeypatch):
         assert col.get([f"{docs / 'contact.txt'}#0"]).metadata[0]["text"].endswith("go to [EMAIL] or [PHONE].")
 
     assert main(["ask", "What does the else clause of a for loop do?", "--data", data, "--embedder", "bloom",
-                 "--filter", '{"year": {"$gte": 2024}}', "--max-new-tokens", "2", "--stream", "-k", "1"]) == 0
+                 "--filter", '{"year": {"$gte": 2024}}', "--max-new-tokens", "2", "--stream", "-k", "1",
+                 "--numerics", "llama.cpp"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("It runs [1].\n") and FakeGenerator.loads == 1
+    assert out.startswith("It runs [1].\n") and FakeGenerator.loads == 1 and FakeGenerator.numerics == "llama.cpp"
     assert f"[1] {docs / 'loops.md'} 'Loops' chunk 0" in out and "embed_ms" in out
 
     assert main(["ask", "What does the else clause of a for loop do?", "--data", data, "--embedder", "bloom",

@@ -8,6 +8,8 @@ Run in a throwaway venv, never the project's:
 Prompts are chat-templated here with the GGUF's own template (jinja2, same
 options as transformers), tokenized by llama.cpp with special-token parsing,
 then decoded greedily (argmax of llama.cpp's logits, one token at a time).
+For the first steps the top logits are kept too: numerics="llama.cpp" must
+reproduce them bit for bit (they are float32 values, exact in JSON).
 """
 import json
 import sys
@@ -24,7 +26,7 @@ CHATS = [
     "Explain in two sentences what a nearest neighbour search is.",
     "List three prime numbers greater than 100.",
 ]
-RAW = ["The quick brown fox", "def fibonacci(n):"]
+RAW = ["The quick brown fox", "def fibonacci(n):", "Hello there"]  # the last: a 2-token prefill
 TOKENIZE = [
     "Hello world",
     " leading space and  double  spaces\n\nnew lines\ttab",
@@ -34,6 +36,7 @@ TOKENIZE = [
     "don't won't I'll we've",
 ]
 MAX_NEW = 40
+TOP_STEPS, TOP_K = 3, 8
 
 
 def main(path: str) -> None:
@@ -50,22 +53,26 @@ def main(path: str) -> None:
         ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         llm.reset()
         llm.eval(ids)
-        out, gaps = [], []
-        for _ in range(MAX_NEW):
+        out, gaps, tops = [], [], []
+        for step in range(MAX_NEW):
             # Last row of llama.cpp's logits (the high-level scores buffer stays empty without logits_all).
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
             top2 = np.sort(logits)[-2:]
             tok = int(np.argmax(logits))
             out.append(tok)
             gaps.append(float(top2[1] - top2[0]))
+            if step < TOP_STEPS:
+                best = np.argsort(-logits, kind="stable")[:TOP_K]
+                tops.append({"ids": [int(i) for i in best], "logits": [float(logits[i]) for i in best]})
             if tok in eos:
                 break
             llm.eval([tok])
-        cases.append({"chat": chat, "prompt": prompt, "prompt_ids": ids, "greedy_ids": out, "top2_gaps": gaps})
+        cases.append({"chat": chat, "prompt": prompt, "prompt_ids": ids, "greedy_ids": out, "top2_gaps": gaps, "top_logits": tops})
         print(chat or prompt, "->", llm.detokenize(out).decode("utf-8", "replace"))
     tokenized = [{"text": t, "ids": llm.tokenize(t.encode("utf-8"), add_bos=False, special=True)} for t in TOKENIZE]
     dest = Path(__file__).with_name("smollm2_llamacpp_reference.json")
-    dest.write_text(json.dumps({"model": Path(path).name, "max_new_tokens": MAX_NEW, "cases": cases, "tokenize": tokenized}, indent=1, ensure_ascii=False))
+    meta = {"model": Path(path).name, "llama_cpp_python": llama_cpp.__version__, "max_new_tokens": MAX_NEW}
+    dest.write_text(json.dumps({**meta, "cases": cases, "tokenize": tokenized}, indent=1, ensure_ascii=False))
     print("wrote", dest)
 
 
