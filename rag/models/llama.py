@@ -70,6 +70,32 @@ class LlamaConfig:
             )
 
 
+def random_llama_tensors(config: LlamaConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 weights under GGUF tensor names: for tests and for throughput runs where
+    the real file cannot go (speed does not depend on the values)."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    c, d, hd = config, config.hidden_size, config.head_dim
+    t = {"token_embd.weight": w(c.vocab_size, d, scale=1.0), "output_norm.weight": 1 + w(d, scale=0.1)}
+    for i in range(c.num_layers):
+        p = f"blk.{i}."
+        t |= {
+            p + "attn_norm.weight": 1 + w(d, scale=0.1),
+            p + "attn_q.weight": w(c.num_heads * hd, d),
+            p + "attn_k.weight": w(c.num_kv_heads * hd, d),
+            p + "attn_v.weight": w(c.num_kv_heads * hd, d),
+            p + "attn_output.weight": w(d, c.num_heads * hd),
+            p + "ffn_norm.weight": 1 + w(d, scale=0.1),
+            p + "ffn_gate.weight": w(c.intermediate_size, d),
+            p + "ffn_up.weight": w(c.intermediate_size, d),
+            p + "ffn_down.weight": w(d, c.intermediate_size),
+        }
+    return t
+
+
 class LlamaModel:
     """Weights on the device and the batched forward pass.
 

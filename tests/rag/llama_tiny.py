@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from shoal.rag.models.llama import LlamaConfig, LlamaModel
+from shoal.rag.models.llama import LlamaConfig, LlamaModel, random_llama_tensors
 
 
 
@@ -29,27 +29,7 @@ TINY = LlamaConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, num
 
 
 def tiny_tensors(cfg: LlamaConfig = TINY, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-
-    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    d, hd = cfg.hidden_size, cfg.head_dim
-    t = {"token_embd.weight": w(cfg.vocab_size, d, scale=1.0), "output_norm.weight": 1 + w(d, scale=0.1)}
-    for i in range(cfg.num_layers):
-        p = f"blk.{i}."
-        t |= {
-            p + "attn_norm.weight": 1 + w(d, scale=0.1),
-            p + "attn_q.weight": w(cfg.num_heads * hd, d),
-            p + "attn_k.weight": w(cfg.num_kv_heads * hd, d),
-            p + "attn_v.weight": w(cfg.num_kv_heads * hd, d),
-            p + "attn_output.weight": w(d, cfg.num_heads * hd),
-            p + "ffn_norm.weight": 1 + w(d, scale=0.1),
-            p + "ffn_gate.weight": w(cfg.intermediate_size, d),
-            p + "ffn_up.weight": w(cfg.intermediate_size, d),
-            p + "ffn_down.weight": w(d, cfg.intermediate_size),
-        }
-    return t
+    return random_llama_tensors(cfg, seed)
 
 
 def tiny_model(backend: str = "numpy", seed: int = 0) -> LlamaModel:
