@@ -122,6 +122,13 @@ class UnavailableError(ShoalError, ConnectionError):
     grpc_code = "UNAVAILABLE"
 
 
+class CancelledError(ShoalError):
+    """The call was cancelled before it finished: by the caller, or by a server shutting down
+    (a call that reaches a stopping server before its handler starts)."""
+
+    grpc_code = "CANCELLED"
+
+
 class DeadlineExceededError(ShoalError, TimeoutError):
     """A remote call did not finish within its timeout."""
 

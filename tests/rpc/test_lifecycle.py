@@ -63,6 +63,9 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
                 except errors.UnavailableError:
                     outcomes.append("unavailable")
                     return
+                except errors.CancelledError:  # reached the server as gRPC stopped, before a handler ran
+                    outcomes.append("cancelled")
+                    return
 
         th = threading.Thread(target=searcher)
         th.start()
@@ -70,7 +73,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         assert srv.stop(signal.SIGTERM) == 0
         stop.set()
         th.join(10)
-    assert "ok" in outcomes and set(outcomes) <= {"ok", "unavailable"}
+    assert "ok" in outcomes and set(outcomes) <= {"ok", "unavailable", "cancelled"}
     log = srv.output()
     assert "shutdown requested" in log and "database closed" in log
     assert "method=/shoal.v1.Search/Search code=OK" in log and "request_id=" in log and "latency_ms=" in log
@@ -202,3 +205,28 @@ def test_tls_and_deadline(tmp_path: Path) -> None:
             assert info.value.grpc_code == "DEADLINE_EXCEEDED"
     finally:
         assert srv.stop() == 0
+
+
+def test_status_without_a_shoal_trailer_maps_to_the_general_class() -> None:
+    """A status grpc itself produced (no 'shoal-error' trailer) still becomes a precise ShoalError."""
+    import grpc
+
+    from shoal.rpc.status import error_from_rpc
+
+    class Bare(grpc.RpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+        def details(self) -> str:
+            return ""
+
+        def trailing_metadata(self) -> tuple:
+            return ()
+
+    for code, cls in [(grpc.StatusCode.CANCELLED, errors.CancelledError), (grpc.StatusCode.UNAVAILABLE, errors.UnavailableError),
+                      (grpc.StatusCode.DEADLINE_EXCEEDED, errors.DeadlineExceededError), (grpc.StatusCode.UNKNOWN, errors.ShoalError)]:
+        exc = error_from_rpc(Bare(code))
+        assert type(exc) is cls and exc.grpc_code == code.name and str(exc) == code.name
