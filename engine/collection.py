@@ -17,7 +17,7 @@ from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..index.factory import make_index
 from .backend import Backend, get_backend
-from .errors import FailedPreconditionError, IdNotFoundError, InvalidArgumentError
+from .errors import IdNotFoundError, InvalidArgumentError
 from .filters import Node, compile_filter
 from .ids import ExternalId, check_ids, check_unique
 from .locks import RWLock
@@ -180,13 +180,30 @@ class Collection:
             self._store.compact(force=False)
 
     def compact(self) -> bool:
-        """Merge segments dropping deleted rows and rebuild the index (durable databases only).
+        """Drop deleted rows and rebuild the index; returns whether anything changed.
 
-        Readers keep searching meanwhile. Returns whether anything changed.
+        Durable databases merge sealed segments while readers keep searching. In
+        memory there is one segment and no sealed copy to search meanwhile, so the
+        rebuild holds the write lock (calls wait); it runs only when asked.
         """
-        if self._store is None:
-            raise FailedPreconditionError(f"collection {self.name!r} is in memory; compaction applies to durable databases")
-        return self._store.compact(force=True)
+        if self._store is not None:
+            return self._store.compact(force=True)
+        with self._lock.write():
+            return self._compact_in_memory()
+
+    def _compact_in_memory(self) -> bool:
+        (seg,) = self.segments
+        rows = np.flatnonzero(seg.live[: seg.n])
+        if rows.size == seg.n:
+            return False
+        external = [self._external[seg.start + r] for r in rows.tolist()]
+        merged = self._new_segment(0)
+        if rows.size:
+            merged.append(np.asarray(seg.vectors[rows]), [dict(seg.meta.rows[r]) for r in rows.tolist()])
+        self.segments = [merged]
+        self._external = external
+        self._id_to_internal = {e: i for i, e in enumerate(external)}
+        return True
 
     def flush(self) -> None:
         """Seal the growing segment to disk and checkpoint the write-ahead log."""

@@ -240,7 +240,7 @@ class RemoteCollection:
         self._client._admin(self._client.admin.Flush, collection=self.name)
 
     def compact(self) -> bool:
-        """Merge segments dropping deleted rows (durable databases); returns whether anything changed."""
+        """Drop deleted rows and rebuild the index (see ``Collection.compact``); returns whether anything changed."""
         return bool(self._client._admin(self._client.admin.Compact, collection=self.name).get("result"))
 
     def snapshot(self, dest: str) -> None:

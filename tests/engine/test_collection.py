@@ -107,6 +107,41 @@ def test_delete_by_ids_and_filter(col):
         c.get([0])
 
 
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_in_memory_compaction_drops_deleted_rows(rng, index):
+    db = shoal.Database()
+    c = db.create_collection("churn", dim=8, metric="cosine", index=index)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    c.upsert(list(range(3000)), x, [{"g": i % 7} for i in range(3000)])
+    c.delete(ids=list(range(0, 600, 2)))
+    x[1:600:2] = rng.normal(size=(300, 8)).astype(np.float32)  # re-upserts leave tombstones too
+    c.upsert(list(range(1, 600, 2)), x[1:600:2], [{"g": 100}] * 300)
+    c.delete(filter={"g": 3})
+    alive = [i for i in range(3000) if (i % 2 == 1 if i < 600 else i % 7 != 3)]
+    q = rng.normal(size=(20, 8)).astype(np.float32)
+    before = c.search(q, k=10, params={"ef_search": 400} if index == "hnsw" else None)
+    assert c.segments[0].n > c.count() == len(alive)
+    stored = c.get(alive[:50] + [1, 3])
+
+    assert c.compact() is True
+    assert c.segments[0].n == c.count() == len(alive)
+    got = c.get(alive[:50] + [1, 3])
+    np.testing.assert_array_equal(got.vectors, stored.vectors)
+    assert got.metadata[-1] == {"g": 100} and got.ids == alive[:50] + [1, 3]
+    assert c.count({"g": 100}) == 300 and c.count({"g": 3}) == 0
+    after = c.search(q, k=10, params={"ef_search": 400} if index == "hnsw" else None)
+    _, ref = brute_force(q, x[alive], 10, "cosine", np.array(alive))
+    if index == "flat":
+        assert [r.ids for r in after] == [r.ids for r in before] == ref.tolist()
+    else:
+        assert np.mean([len(set(r.ids) & set(t)) / 10 for r, t in zip(after, ref.tolist())]) >= 0.95
+    assert c.compact() is False  # nothing left to drop
+    c.upsert([5000], x[:1])  # writes go on after a compaction
+    assert c.get([5000]).ids == [5000] and c.count() == len(alive) + 1
+    c.delete(filter={})
+    assert c.compact() is True and c.count() == 0 and c.search(q[0], k=3).ids == []
+
+
 def test_string_and_int_ids():
     db = shoal.Database()
     c = db.create_collection("s", dim=2, metric="ip")
