@@ -85,13 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens (default 128)")
     p.add_argument("--tokens", type=int, default=64, help="new tokens per request (default 64)")
     p.add_argument("--concurrent", type=int, default=8, help="concurrent requests (default 8)")
+    p.add_argument("--threads", type=int, default=0, help="BLAS threads (default: all cores)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
     from shoal.engine.backend import gpu_available
 
+    with threadpool_limits(args.threads or None, user_api="blas"):
+        return _run_all(args, gpu_available())
+
+
+def _run_all(args: argparse.Namespace, gpu: bool) -> int:
+    """Every (backend, numerics) pair that can run here, one JSON line each."""
     rows = []
     for backend in args.backends.split(","):
-        if backend == "cupy" and not gpu_available():
+        if backend == "cupy" and not gpu:
             print("cupy: skipped, no usable GPU")
             continue
         for numerics in args.numerics.split(","):
@@ -103,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump({"weights": "random" if args.random else (args.model or "SmolLM2-135M-Instruct"), "results": rows}, fh, indent=1)
+            weights = "random" if args.random else (args.model or "SmolLM2-135M-Instruct")
+            json.dump({"weights": weights, "blas_threads": args.threads or "all", "results": rows}, fh, indent=1)
     return 0
 
 
