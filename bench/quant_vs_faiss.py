@@ -1,6 +1,7 @@
 """Quantized indices, Shoal vs faiss-cpu in the same run: recall@k, QPS, train time, bytes/vector.
 
 Pairs (same nlist, m, nprobe, threads, data): IVF-Flat, IVF-SQ8, IVF-PQ, flat PQ and flat SQ8,
+OPQ in front of flat PQ and IVF-PQ,
 plus re-ranked variants (Shoal ``rescore=True`` vs faiss ``IndexRefineFlat``, same oversample).
 Data: GloVe-50 (cosine; vectors normalised, so faiss runs L2 on them, which orders
 identically). ``m`` must divide 50 (default 10: 10 bytes/vector instead of 200).
@@ -103,6 +104,13 @@ def main(argv: list[str] | None = None) -> None:
         def refine_setup() -> None:
             faiss.extract_index_ivf(refine.base_index).nprobe = npb
         fa(f"IVF{nl},PQ{m} RefineFlat", refine, [(f"{probe} k_factor={ov}", refine_setup)], m + 4 * d)
+
+        # OPQ rotation in front of flat PQ and IVF-PQ (raw code distances: what the rotation improves)
+        shoal(f"OPQ{m},PQ{m}", [("", {"rescore": False})])
+        fa(f"OPQ{m},PQ{m}", faiss.index_factory(d, f"OPQ{m},PQ{m}"), [("", lambda: None)], m)
+        shoal(f"OPQ{m},IVF{nl},PQ{m}", [(probe, {"nprobe": npb, "rescore": False})])
+        opq_ivf = faiss.index_factory(d, f"OPQ{m},IVF{nl},PQ{m}")
+        fa(f"OPQ{m},IVF{nl},PQ{m}", opq_ivf, [(probe, lambda: setattr(faiss.extract_index_ivf(opq_ivf), "nprobe", npb))], m)
 
         # flat PQ and SQ8
         shoal(f"PQ{m}", [("", {"rescore": False}), (f"rescore x{ov}", {"rescore": True, "oversample": ov})])

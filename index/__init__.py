@@ -11,6 +11,7 @@ from .kdtree import KDTreeIndex
 from .ivf import IVFIndex
 from .pq import PQIndex
 from .sq import SQIndex
+from .opq import OPQIndex
 
 __all__ = ["Index", "RangeResult", "FlatIndex", "HNSWIndex", "make_index", "register_spec", "known_specs", "load_index",
-           "KDTreeIndex", "IVFIndex", "PQIndex", "SQIndex"]
+           "KDTreeIndex", "IVFIndex", "PQIndex", "SQIndex", "OPQIndex"]

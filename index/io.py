@@ -17,10 +17,14 @@ def _all_subclasses(cls: type) -> list[type]:
     return out
 
 
-def load_index(path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> Index:
-    """Load an index file written by any family's ``save``."""
-    kind = read_kind(path)
+def index_class(kind: str, where: str | os.PathLike = "index file") -> type[Index]:
+    """The family whose ``KIND`` tag is ``kind``."""
     for cls in _all_subclasses(Index):
         if getattr(cls, "KIND", None) == kind:
-            return cls.load(path, mmap=mmap, backend=backend)
-    raise FormatVersionError(f"{path}: unknown index kind {kind!r}")
+            return cls
+    raise FormatVersionError(f"{where}: unknown index kind {kind!r}")
+
+
+def load_index(path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> Index:
+    """Load an index file written by any family's ``save``."""
+    return index_class(read_kind(path), path).load(path, mmap=mmap, backend=backend)

@@ -4,7 +4,7 @@ A vector is cut into ``m`` sub-vectors of ``dim / m`` floats; each is replaced b
 index of its nearest of 256 sub-centroids learnt by k-means in that subspace. Distances
 to a query are *asymmetric* (ADC): the query stays exact, a per-query lookup table holds
 its distance to every sub-centroid, and a code's distance is the sum of ``m`` table
-entries (summed by the index kernels). OPQ rotation is not implemented.
+entries (summed by the index kernels). The OPQ rotation that can precede it is in :mod:`.opq`.
 """
 from __future__ import annotations
 

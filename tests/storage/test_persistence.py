@@ -312,5 +312,4 @@ def test_invalid_storage_options(tmp_path: Path) -> None:
         shoal.Database(read_only=True)
     with pytest.raises(shoal.StorageError, match="not a Shoal data directory"):
         shoal.Database(tmp_path / "missing", read_only=True)
-    with pytest.raises(FailedPreconditionError, match="in memory"):
-        shoal.Database().create_collection("c", dim=2).compact()
+    assert shoal.Database().create_collection("c", dim=2).compact() is False  # in memory: nothing to drop

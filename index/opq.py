@@ -1,0 +1,133 @@
+"""``"OPQ<m>,<index>"``: any index behind a learnt OPQ rotation (FAISS's ``"OPQ16,IVF256,PQ16"``).
+
+Training learns the rotation (shoal.quant.opq) on the prepared vectors, then trains the
+inner index on the rotated ones; vectors and queries are rotated on the way in. The
+rotation is orthogonal, so distances, re-ranking and range radii are those of the
+original space; only the inner index's quantization error changes.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..engine.backend import Backend
+from ..engine.errors import InvalidArgumentError, InvalidSpecError
+from ..engine.metrics import prepare
+from ..engine.validation import as_matrix
+from ..quant.opq import train_opq_rotation
+from .base import Index, RangeResult
+from .factory import make_index, register_spec
+
+
+class OPQIndex(Index):
+    """An inner index searched in OPQ-rotated space."""
+
+    KIND = "OPQROT"
+
+    def __init__(self, dim: int, metric: str, inner: Index, m: int, *, niter: int = 20, seed: int = 0,
+                 backend: str | Backend | None = None) -> None:
+        super().__init__(dim, metric, backend=backend)
+        if inner.dim != self.dim or inner.metric != self.metric:
+            raise InvalidArgumentError(f"inner index is {inner.dim}-d {inner.metric}, OPQ was asked for {self.dim}-d {self.metric}")
+        if m <= 0 or self.dim % m:
+            raise InvalidArgumentError(f"OPQ needs m to be a positive divisor of dim={self.dim}, got m={m}")
+        self.inner, self.m, self.niter, self.seed = inner, int(m), int(niter), int(seed)
+        self.rotation: np.ndarray | None = None
+
+    # ------------------------------------------------------------- properties
+    @property
+    def is_trained(self) -> bool:
+        return self.rotation is not None and self.inner.is_trained
+
+    @property
+    def min_train_size(self) -> int:
+        return max(256, int(getattr(self.inner, "min_train_size", 1)))
+
+    @property
+    def code_size(self) -> int:
+        return int(getattr(self.inner, "code_size"))
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return float(getattr(self.inner, "bytes_per_vector"))
+
+    @property
+    def ntotal(self) -> int:
+        return self.inner.ntotal
+
+    @property
+    def nbytes(self) -> int:
+        return self.inner.nbytes + (0 if self.rotation is None else int(self.rotation.nbytes))
+
+    @property
+    def SEARCH_PARAMS(self) -> frozenset[str]:  # type: ignore[override]
+        return self.inner.SEARCH_PARAMS
+
+    def __repr__(self) -> str:
+        return f"OPQIndex(m={self.m}, inner={self.inner!r})"
+
+    # ----------------------------------------------------------------- training
+    def train(self, vectors: Any) -> None:
+        x = prepare(as_matrix(vectors, self.dim), self.metric)
+        self.rotation = train_opq_rotation(x, self.m, niter=self.niter, seed=self.seed, backend=self.backend)
+        self.inner.train(self._rotate(x))
+
+    def _rotate(self, x: np.ndarray) -> np.ndarray:
+        assert self.rotation is not None
+        return np.ascontiguousarray(x @ self.rotation)
+
+    # ------------------------------------------------------------ family hooks
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self.inner.contains(ids)
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self.inner._add(self._rotate(x), labels)
+
+    def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
+                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner._search(self.inner._prepare_queries(self._rotate(q)), k, params, allowed)
+
+    def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
+                      allowed: np.ndarray | None) -> RangeResult:
+        return self.inner._range_search(self._rotate(q), radius, params, allowed)
+
+    def _remove(self, labels: np.ndarray) -> int:
+        return self.inner._remove(labels)
+
+    def _check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        return self.inner._check_params(params)
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, meta = self.inner._state()
+        inner_meta = {"dim": self.dim, "metric": self.metric, **meta}
+        rot = {} if self.rotation is None else {"opq_rotation": self.rotation}
+        return ({**rot, **{f"inner.{k}": v for k, v in arrays.items()}},
+                {"opq_m": self.m, "opq_niter": self.niter, "opq_seed": self.seed, "inner_kind": self.inner.KIND,
+                 "inner_version": self.inner.VERSION, "inner_meta": inner_meta})
+
+    @classmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, version: int,
+                    backend: str | Backend | None) -> "OPQIndex":
+        from .io import index_class
+
+        inner_cls = index_class(meta["inner_kind"])
+        inner_arrays = {k[len("inner."):]: v for k, v in arrays.items() if k.startswith("inner.")}
+        inner = inner_cls._from_state(meta["inner_meta"], inner_arrays, version=meta["inner_version"], backend=backend)
+        index = cls(meta["dim"], meta["metric"], inner, meta["opq_m"], niter=meta["opq_niter"], seed=meta["opq_seed"],
+                    backend=backend)
+        if "opq_rotation" in arrays:
+            index.rotation = np.asarray(arrays["opq_rotation"], dtype=np.float32)
+        return index
+
+
+@register_spec(r"opq(\d+),(.+)", "OPQ16,PQ16")
+def _opq_spec(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> OPQIndex:
+    opq_options = {k: options.pop(k) for k in ("opq_niter", "opq_seed") if k in options}
+    inner = make_index(match.group(2), dim, metric, **options)
+    try:
+        return OPQIndex(dim, metric, inner, int(match.group(1)), niter=opq_options.get("opq_niter", 20),
+                        seed=opq_options.get("opq_seed", 0), backend=options.get("backend"))
+    except InvalidArgumentError as exc:
+        raise InvalidSpecError(f"cannot build index {match.group(0)!r}: {exc}") from None
