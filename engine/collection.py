@@ -193,17 +193,29 @@ class Collection:
 
     def _compact_in_memory(self) -> bool:
         (seg,) = self.segments
-        rows = np.flatnonzero(seg.live[: seg.n])
-        if rows.size == seg.n:
+        if seg.live_count == seg.n:
             return False
-        external = [self._external[seg.start + r] for r in rows.tolist()]
-        merged = self._new_segment(0)
-        if rows.size:
-            merged.append(np.asarray(seg.vectors[rows]), [dict(seg.meta.rows[r]) for r in rows.tolist()])
-        self.segments = [merged]
+        _, external, x, payloads = self._live_records([seg])
+        self.segments = [self._segment_from(x, payloads)]
         self._external = external
         self._id_to_internal = {e: i for i, e in enumerate(external)}
         return True
+
+    def _live_records(self, segments: list[Segment]
+                      ) -> tuple[list[np.ndarray], list[ExternalId | None], np.ndarray, list[dict[str, Any]]]:
+        """What compaction keeps of ``segments``: each one's live rows, then their ids, stored vectors and payloads."""
+        taken = [np.flatnonzero(s.live[: s.n]) for s in segments]
+        external = [self._external[s.start + r] for s, rows in zip(segments, taken) for r in rows.tolist()]
+        x = np.concatenate([np.asarray(s.vectors[rows]) for s, rows in zip(segments, taken)])
+        payloads = [dict(s.meta.rows[r]) for s, rows in zip(segments, taken) for r in rows.tolist()]
+        return taken, external, x, payloads
+
+    def _segment_from(self, x: np.ndarray, payloads: list[dict[str, Any]]) -> Segment:
+        """A new segment (internal ids from 0) holding prepared vectors, its index built over them."""
+        seg = self._new_segment(0)
+        if x.shape[0]:
+            seg.append(x, payloads)
+        return seg
 
     def flush(self) -> None:
         """Seal the growing segment to disk and checkpoint the write-ahead log."""

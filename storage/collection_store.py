@@ -313,15 +313,10 @@ class CollectionStore:
                           (force or (s.n - s.live_count) / s.n > thr)]
                 if not chosen or (len(chosen) == 1 and chosen[0].live_count == chosen[0].n):
                     return False
-                taken = [np.flatnonzero(s.live[: s.n]) for s in chosen]
-                ext = [col._external[s.start + r] for s, rows in zip(chosen, taken) for r in rows.tolist()]
-                x = np.concatenate([np.asarray(s.vectors[rows]) for s, rows in zip(chosen, taken)])
-                payloads = [dict(s.meta.rows[r]) for s, rows in zip(chosen, taken) for r in rows.tolist()]
+                taken, ext, x, payloads = col._live_records(chosen)
                 new_dir = self._new_segment_dir()
                 self._in_progress.add(new_dir.name)
-            merged = col._new_segment(0)
-            if x.shape[0]:
-                merged.append(x, payloads)
+            merged = col._segment_from(x, payloads)
             merged.disk = write_segment(new_dir, merged, ext, 0)
             merged.seal(np.load(new_dir / VECTORS, mmap_mode="r"), np.load(new_dir / NORMS, mmap_mode="r"))
             with col._lock.write():
