@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from typing import Any
 
@@ -55,14 +54,9 @@ def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, 
     try:
         engine.submit(prompt(), SamplingParams(max_new_tokens=2)).wait()  # warm-up: kernels, caches
         one = engine.submit(prompt(), SamplingParams(max_new_tokens=args.tokens)).wait()
-        handles: list[Any] = []
+        prompts = [prompt() for _ in range(args.concurrent)]
         t0 = time.perf_counter()
-        submitters = [threading.Thread(target=lambda p=prompt(): handles.append(engine.submit(p, SamplingParams(max_new_tokens=args.tokens))))
-                      for _ in range(args.concurrent)]
-        for t in submitters:
-            t.start()
-        for t in submitters:
-            t.join()
+        handles = [engine.submit(p, SamplingParams(max_new_tokens=args.tokens)) for p in prompts]  # submit does not block
         generated = sum(len(h.wait().token_ids) for h in handles)
         wall = time.perf_counter() - t0
         return {

@@ -19,6 +19,7 @@ from ..engine.validation import as_matrix
 from ..quant.opq import train_opq_rotation
 from .base import Index, RangeResult
 from .factory import make_index, register_spec
+from .io import index_class
 
 
 class OPQIndex(Index):
@@ -110,8 +111,6 @@ class OPQIndex(Index):
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, version: int,
                     backend: str | Backend | None) -> "OPQIndex":
-        from .io import index_class
-
         inner_cls = index_class(meta["inner_kind"])
         inner_arrays = {k[len("inner."):]: v for k, v in arrays.items() if k.startswith("inner.")}
         inner = inner_cls._from_state(meta["inner_meta"], inner_arrays, version=meta["inner_version"], backend=backend)
@@ -124,10 +123,9 @@ class OPQIndex(Index):
 
 @register_spec(r"opq(\d+),(.+)", "OPQ16,PQ16")
 def _opq_spec(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> OPQIndex:
-    opq_options = {k: options.pop(k) for k in ("opq_niter", "opq_seed") if k in options}
+    own = {name: options.pop(f"opq_{name}") for name in ("niter", "seed") if f"opq_{name}" in options}
     inner = make_index(match.group(2), dim, metric, **options)
     try:
-        return OPQIndex(dim, metric, inner, int(match.group(1)), niter=opq_options.get("opq_niter", 20),
-                        seed=opq_options.get("opq_seed", 0), backend=options.get("backend"))
+        return OPQIndex(dim, metric, inner, int(match.group(1)), backend=options.get("backend"), **own)
     except InvalidArgumentError as exc:
         raise InvalidSpecError(f"cannot build index {match.group(0)!r}: {exc}") from None

@@ -203,10 +203,10 @@ def expf(x: np.ndarray) -> np.ndarray:
         u = b * b
         c4, c3, c2, c1, c0 = _EXP_POLY
         j = fma(fma(fma(c4, b, c3), u, fma(c2, b, c1)), u, fma(c0, b, F32(1)))
-        finite = np.isfinite(n)
-        scaled = np.ldexp(j, np.where(finite & (np.abs(n) <= 192), n, 0).astype(np.int32))
+        in_range = np.isfinite(n) & (np.abs(n) <= 192)
+        scaled = np.ldexp(j, np.where(in_range, n, 0).astype(np.int32))
         flushed = np.where(n <= 0, F32(0), F32(np.inf))
-        return np.where(finite & (np.abs(n) <= 192), scaled, flushed).astype(F32)
+        return np.where(in_range, scaled, flushed).astype(F32)
 
 
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:

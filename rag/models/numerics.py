@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .llama import LlamaConfig
 
 Array = Any
-NUMERICS = ("float32", "llama.cpp")
 
 
 class FloatNumerics:
@@ -148,9 +147,11 @@ class LlamaCppNumerics:
         return np.concatenate(rows)
 
 
+_BY_NAME = {cls.name: cls for cls in (FloatNumerics, LlamaCppNumerics)}
+NUMERICS = tuple(_BY_NAME)
+
+
 def make_numerics(name: str, config: "LlamaConfig", backend: Backend) -> FloatNumerics | LlamaCppNumerics:
-    if name == "float32":
-        return FloatNumerics(config, backend)
-    if name == "llama.cpp":
-        return LlamaCppNumerics(config, backend)
-    raise InvalidArgumentError(f"numerics must be one of {', '.join(NUMERICS)}, got {name!r}")
+    if name not in _BY_NAME:
+        raise InvalidArgumentError(f"numerics must be one of {', '.join(NUMERICS)}, got {name!r}")
+    return _BY_NAME[name](config, backend)
