@@ -2,7 +2,8 @@
 
 A durable database is a directory: ``LOCK`` (held with ``fcntl.flock`` by the one
 writing process) and ``collections/<name>/`` per collection (see
-``shoal.storage.collection_store``). ``read_only=True`` takes no lock and sees the
+``shoal.engine.stores``). A collection whose files cannot be opened (damage) is
+reported by ``get_collection`` with the error; the others open normally. ``read_only=True`` takes no lock and sees the
 state as of its open; ``repair=True`` keeps every valid record of a damaged log.
 Durability per ``sync`` mode is documented in ``shoal.storage.wal``.
 """
@@ -13,12 +14,15 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from .collection import Collection
-from .errors import (CollectionExistsError, CollectionNotFoundError, FailedPreconditionError, InvalidArgumentError,
-                     LockedError, ReadOnlyError, StorageError)
+from .errors import (CollectionExistsError, CollectionNotFoundError, CorruptionError, InvalidArgumentError,
+                     LockedError, ReadOnlyError, ShoalError, StorageError)
+from .shard import ClosedError
+from .stores import READ_RETRIES, DiskStore, StoreOptions, open_store, remove_tree_durably
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 COLLECTIONS = "collections"
@@ -37,8 +41,9 @@ class Database:
 
     Storage options (durable databases): ``sync`` ("always" | "batch" | "never"),
     ``sync_interval_ms`` / ``sync_records`` (group commit of "batch"), ``flush_rows``
-    (growing segment size that triggers a flush), ``compact_threshold`` (deleted
-    fraction that triggers automatic compaction), ``read_only``, ``repair``.
+    (growing segment size that triggers a seal), ``compact_threshold`` (deleted
+    fraction past which the optimizer rebuilds a segment; a collection's
+    ``optimizer={"vacuum_threshold": ...}`` overrides it), ``read_only``, ``repair``.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, backend: str | None = None,
@@ -47,38 +52,84 @@ class Database:
         self.backend = backend
         self.read_only = read_only
         self._collections: dict[str, Collection] = {}
+        #: Collections that failed to open, with the error ``get_collection`` raises for them.
+        self.unavailable: dict[str, ShoalError] = {}
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         self._closed = False
-        self._options = None
+        self._options: StoreOptions | None = None
         if path is None:
             if read_only or repair or storage or sync != "always":
                 raise InvalidArgumentError("read_only, repair, sync and storage options need a path (durable database)")
             return
-        from ..storage.collection_store import CollectionStore, StoreOptions
-
         try:
             self._options = StoreOptions(sync=sync, read_only=read_only, repair=repair, **storage)
         except TypeError as exc:
             raise InvalidArgumentError(f"{exc}; storage options are sync, sync_interval_ms, sync_records, "
                                        "flush_rows, compact_threshold, read_only, repair, verify") from None
         root = Path(path)
-        if read_only and not (root / COLLECTIONS).is_dir():
-            raise StorageError(f"{root} is not a Shoal data directory (no {COLLECTIONS}/); cannot open read-only")
-        if not read_only:
-            (root / COLLECTIONS).mkdir(parents=True, exist_ok=True)
-            self._acquire_lock(root / LOCK)
         try:
-            for child in sorted((root / COLLECTIONS).iterdir()):
+            if root.exists() and not root.is_dir():
+                raise StorageError(f"{root} is not a directory; a durable database is a directory")
+            if read_only and not (root / COLLECTIONS).is_dir():
+                raise StorageError(f"{root} is not a Shoal data directory (no {COLLECTIONS}/); cannot open read-only")
+            if not read_only:
+                (root / COLLECTIONS).mkdir(parents=True, exist_ok=True)
+                self._acquire_lock(root / LOCK)
+            children = sorted((root / COLLECTIONS).iterdir())
+        except ShoalError:
+            raise
+        except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
+            raise StorageError(f"cannot open database {root}: {exc.strerror or exc}") from None
+        try:
+            for child in children:
                 if child.name.startswith((".tmp-", ".drop-")):
                     if not read_only:  # a create or drop interrupted by a crash
                         shutil.rmtree(child)
                     continue
-                col = CollectionStore.open(child, self._options, backend)
+                try:
+                    col = self._open_collection(child)
+                except ShoalError as exc:
+                    self.unavailable[child.name] = exc
+                    continue
                 self._collections[col.name] = col
         except BaseException:
             self._release()
             raise
+
+    def _open_collection(self, directory: Path) -> Collection:
+        """Open one collection: manifest, segments, log replay (read-only opens retry a racing seal)."""
+        assert self._options is not None
+        for attempt in range(READ_RETRIES):
+            try:
+                return self._open_once(directory)
+            except FileNotFoundError as exc:
+                if not self._options.read_only or attempt == READ_RETRIES - 1:
+                    raise StorageError(f"{directory}: {exc}") from None
+                time.sleep(0.01 * (attempt + 1))
+            except OSError as exc:
+                if isinstance(exc, ShoalError):
+                    raise
+                raise StorageError(f"cannot open collection {directory}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _open_once(self, directory: Path) -> Collection:
+        options = self._options
+        assert options is not None
+        store = open_store(directory, options)
+        doc = store.doc
+        col = Collection(doc["name"], doc["dim"], doc["metric"], doc["index"], backend=self.backend,
+                         optimizer=doc.get("optimizer"), planner=doc.get("planner"), _store=store,
+                         _flush_rows=options.flush_rows, **doc["index_options"])
+        stored, records, damaged = store.load(col.dim, col.backend)
+        shard = col._shard
+        last = shard.restore(stored, records, options.repair, directory / "wal.log")
+        store.attach(shard.segments[:-1], max(last, doc["checkpoint"]), damaged)
+        if damaged and not options.read_only:
+            shard.flush()  # rewrite the state without the damaged bytes
+        if not options.read_only:
+            shard.optimizer.wake()
+        return col
 
     def _acquire_lock(self, path: Path) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -92,8 +143,7 @@ class Database:
 
     def _release(self) -> None:
         for col in self._collections.values():
-            if col._store is not None:
-                col._store.close(flush=False)
+            col._shard.close(flush=False)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
@@ -104,32 +154,49 @@ class Database:
 
     def _check_open(self, writing: bool) -> None:
         if self._closed:
-            raise FailedPreconditionError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self.path!r} is closed")
         if writing and self.read_only:
             raise ReadOnlyError(f"database {self.path!r} was opened read-only; writes are not allowed")
 
     def create_collection(self, name: str, dim: int, metric: str = "cosine", index: str = "flat",
                           **options: Any) -> Collection:
-        """Create a collection; ``index`` is a spec ("flat", "hnsw", "IVF256,PQ16", "auto")."""
+        """Create a collection; ``index`` is a spec ("flat", "hnsw", "IVF256,PQ16", "auto").
+
+        ``optimizer={...}`` and ``planner={...}`` set its merge and planning thresholds
+        (``engine.optimizer.OptimizerConfig``, ``engine.planner.PlannerConfig``); other
+        keyword options go to the index family.
+        """
         check_collection_name(name)
         self._check_open(writing=True)
         options.setdefault("backend", self.backend)
+        for reserved in ("_store", "_flush_rows"):
+            if reserved in options:
+                raise InvalidArgumentError(f"{reserved!r} is not a collection option")
         with self._lock:
-            if name in self._collections:
+            if name in self._collections or name in self.unavailable:
                 raise CollectionExistsError(f"collection {name!r} already exists")
-            col = Collection(name, dim, metric, index, **options)
-            if self._options is not None:
-                from ..storage.collection_store import CollectionStore
-
-                CollectionStore.create(self._dir(name), col, self._options)
+            if self._options is None:
+                col = self._collections[name] = Collection(name, dim, metric, index, **options)
+                return col
+            opts = self._options
+            optimizer = {"vacuum_threshold": opts.compact_threshold, **dict(options.pop("optimizer", None) or {})}
+            col = Collection(name, dim, metric, index, optimizer=optimizer, _flush_rows=opts.flush_rows,
+                             _store=lambda doc: DiskStore.create(self._dir(name), doc, opts), **options)
             self._collections[name] = col
         return col
 
     def get_collection(self, name: str) -> Collection:
+        self._check_open(writing=False)
         try:
             return self._collections[name]
         except KeyError:
-            raise CollectionNotFoundError(f"collection {name!r} does not exist; existing: {sorted(self._collections)}") from None
+            pass
+        if name in self.unavailable:
+            raise self.unavailable[name]
+        names = sorted(self._collections)
+        listed = ", ".join(repr(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        shown = name if not isinstance(name, str) or len(name) <= 80 else name[:80] + "..."
+        raise CollectionNotFoundError(f"collection {shown!r} does not exist; existing: [{listed}]")
 
     def get_or_create_collection(self, name: str, dim: int, **kwargs: Any) -> Collection:
         with self._lock:
@@ -140,16 +207,19 @@ class Database:
         return sorted(self._collections)
 
     def drop_collection(self, name: str) -> None:
-        """Remove a collection (durably: its directory is renamed away and fsynced, then deleted)."""
+        """Remove a collection (durably: its directory is renamed away and fsynced, then deleted).
+
+        Handles to it raise CollectionNotFoundError afterwards.
+        """
         self._check_open(writing=True)
         with self._lock:
-            if name not in self._collections:
+            if name not in self._collections and name not in self.unavailable:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
-            col = self._collections.pop(name)
-            if col._store is not None:
-                from ..storage.collection_store import remove_tree_durably
-
-                col._store.close(flush=False)
+            col = self._collections.pop(name, None)
+            self.unavailable.pop(name, None)
+            if col is not None:
+                col._shard.close(flush=False, why="dropped")
+            if self._options is not None:
                 remove_tree_durably(self._dir(name))
 
     def snapshot(self, dest: str | os.PathLike) -> None:
@@ -161,21 +231,26 @@ class Database:
         target = Path(dest)
         if target.exists():
             raise InvalidArgumentError(f"snapshot destination {target} already exists; give a new directory")
-        (target / COLLECTIONS).mkdir(parents=True)
+        try:
+            (target / COLLECTIONS).mkdir(parents=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create snapshot directory {target}: {exc.strerror or exc}") from None
         for name, col in sorted(self._collections.items()):
             col.snapshot(target / COLLECTIONS / name)
 
     def close(self) -> None:
-        """Flush every collection and release the directory lock (idempotent)."""
+        """Stop optimizers, seal every collection and release the directory lock.
+
+        Idempotent. If sealing fails (a full disk) the error propagates and the database
+        stays open, so ``close()`` can be retried once space is back; nothing is lost.
+        Handles to its collections raise ClosedError afterwards.
+        """
         if self._closed:
             return
+        for col in self._collections.values():
+            col._shard.close(flush=not self.read_only)
         self._closed = True
-        try:
-            for col in self._collections.values():
-                if col._store is not None:
-                    col._store.close(flush=not self.read_only)
-        finally:
-            self._release()
+        self._release()
 
     def __enter__(self) -> "Database":
         return self

@@ -27,6 +27,8 @@ class QueryResult:
     scores: np.ndarray
     metadata: list[dict[str, Any]] | None = None
     vectors: np.ndarray | None = None
+    #: With ``search(..., explain=True)``: how each segment answered (see ``engine.planner``).
+    plan: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

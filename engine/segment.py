@@ -1,16 +1,18 @@
-"""A segment: a contiguous run of a collection's rows with their vectors, payloads and index.
+"""A segment: a run of a shard's rows with their vectors, payloads, external ids and index.
 
-Rows are append-only and addressed by row number; internal ids of a segment
-are ``start + row``. Deletes clear the ``live`` bit. The in-memory database has
-one growing segment; the storage layer seals segments to disk and opens them
-memory-mapped, through the same class.
+Rows are append-only and addressed by row number. A segment's internal ids are
+``base + row`` where ``base = slot << SLOT_BITS``: every segment owns a disjoint
+id range, so a merge that keeps a segment's rows in place (and its slot) moves
+no ids, and the shard finds a row's segment from the id alone.
 
-Vectors are stored as the index sees them (normalised for cosine), so the
-exact path and the index agree on every distance.
+The growing segment takes appends and has no index (it is scanned exactly);
+sealed segments take only deletes and get their index from the optimizer.
+Vectors are stored as the index sees them (normalised for cosine), so the exact
+path and the index agree on every distance.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -22,57 +24,66 @@ from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
 
-#: An approximate index hands over to exact search when at most this many rows match.
-EXACT_SEARCH_THRESHOLD = 20_000
+SLOT_BITS = 32
+#: Filter masks a sealed segment keeps (least recently used dropped first).
+MASK_CACHE = 32
 
 
 class Segment:
-    """Rows ``[start, start + n)`` of a collection."""
+    """Rows ``[0, n)`` of one shard, internal ids ``base + row``."""
 
-    def __init__(self, start: int, dim: int, metric: str, exact: ExactSearcher,
-                 index_factory: Callable[[], Index | None]) -> None:
-        self.start = start
+    def __init__(self, slot: int, dim: int, exact: ExactSearcher) -> None:
+        self.slot = slot
+        self.base = slot << SLOT_BITS
         self.dim = dim
-        self.metric = metric
         self.exact = exact
-        self._index_factory = index_factory
-        self.index: Index | None = index_factory()
         self.vectors = np.zeros((0, dim), np.float32)
         self.norms = np.zeros(0, np.float32)
         self.live = np.zeros(0, bool)
         self.meta = MetadataStore()
+        #: External id of each row (None once the row is deleted).
+        self.ids: list[Any] = []
+        self.index: Index | None = None
         self.n = 0
-        #: Sealed segments are immutable on disk (memory-mapped) and accept only deletes.
+        #: Live rows, kept up to date by append/delete so no search counts them.
+        self.live_count = 0
+        #: Sealed segments are immutable (memory-mapped when durable) and accept only deletes.
         self.sealed = False
-        #: The storage layer's record of this segment's files (None while in memory only).
+        #: The store's record of this segment's files (None while in memory only).
         self.disk: dict[str, Any] | None = None
+        self._version = 0  # bumped by every delete: cached masks of an older version are stale
+        self._masks: OrderedDict[str, tuple[int, np.ndarray, int]] = OrderedDict()
 
     @classmethod
-    def restore(cls, start: int, dim: int, metric: str, exact: ExactSearcher,
-                index_factory: Callable[[], Index | None], vectors: np.ndarray, norms: np.ndarray,
-                live: np.ndarray, payloads: list[dict[str, Any]], index: Index | None) -> "Segment":
-        """A sealed segment from stored arrays; ``index`` None rebuilds it from the live rows."""
-        seg = cls(start, dim, metric, exact, index_factory)
+    def restore(cls, slot: int, dim: int, exact: ExactSearcher, vectors: np.ndarray, norms: np.ndarray,
+                live: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]], index: Index | None) -> "Segment":
+        """A sealed segment from stored arrays (dead rows carry ``{}`` payloads and None ids)."""
+        seg = cls(slot, dim, exact)
         seg.vectors, seg.norms, seg.n = vectors, norms, vectors.shape[0]
-        seg.live = np.ones(seg.n, bool)
-        seg.meta.append([p if ok else {} for p, ok in zip(payloads, live.tolist())])
-        if index is not None:
-            seg.index = index
-        seg.delete(np.flatnonzero(~live))
-        if index is None:
-            seg._sync_index(np.flatnonzero(live))
+        seg.live = np.array(live[: seg.n], bool)
+        seg.live_count = int(seg.live.sum())
+        seg.ids = list(ids)
+        seg.meta.append([p if ok else {} for p, ok in zip(payloads, seg.live.tolist())])
+        seg.index = index
+        if index is not None and index.is_trained:  # rows deleted after the index file was written
+            dead = np.flatnonzero(~seg.live)
+            dead = dead[index.contains(dead)]
+            if dead.size:
+                index.remove(dead)
         seg.sealed = True
         return seg
 
-    def seal(self, vectors: np.ndarray, norms: np.ndarray) -> None:
-        """Swap in the stored (memory-mapped) copies of the arrays once they are on disk."""
-        self.vectors, self.norms = vectors, norms
-        self.live = self.live[: self.n].copy()
+    def seal(self, vectors: np.ndarray | None = None, norms: np.ndarray | None = None) -> None:
+        """Stop appends; swap in stored (memory-mapped) copies of the arrays when given."""
+        n = self.n
+        self.vectors = self.vectors[:n] if vectors is None else vectors
+        self.norms = self.norms[:n] if norms is None else norms
+        self.live = self.live[:n].copy()
         self.sealed = True
 
     # ----------------------------------------------------------------- writes
-    def append(self, x: np.ndarray, payloads: list[dict[str, Any]]) -> np.ndarray:
-        """Append prepared vectors; returns their row numbers."""
+    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]]) -> np.ndarray:
+        """Append prepared vectors; returns their internal ids."""
         if self.sealed:
             raise FailedPreconditionError("a sealed segment accepts only deletes")
         rows = np.arange(self.n, self.n + x.shape[0], dtype=np.int64)
@@ -81,16 +92,22 @@ class Segment:
         self.norms[rows] = sq_norms(x)
         self.live[rows] = True
         self.meta.append(payloads)
+        self.ids.extend(ids)
         self.n += x.shape[0]
-        self._sync_index(rows)
-        return rows
+        self.live_count += x.shape[0]
+        return rows + self.base
 
     def delete(self, rows: np.ndarray) -> None:
+        """Tombstone rows (already dead ones are ignored); the index forgets them too."""
         rows = rows[self.live[rows]]
         if not rows.size:
             return
         self.live[rows] = False
+        self.live_count -= int(rows.size)
+        self._version += 1
         self.meta.clear_rows(rows)
+        for r in rows.tolist():
+            self.ids[r] = None
         if self.index is not None and self.index.is_trained:
             present = rows[self.index.contains(rows)]
             if present.size:
@@ -98,54 +115,54 @@ class Segment:
 
     def _reserve(self, n: int) -> None:
         cap = self.vectors.shape[0]
-        if n <= cap and self.vectors.flags.writeable:
+        if n <= cap:
             return
         cap = max(n, 2 * cap, 256)
-        vectors = np.zeros((cap, self.dim), np.float32)
-        norms = np.zeros(cap, np.float32)
-        live = np.zeros(cap, bool)
-        vectors[: self.n] = self.vectors[: self.n]
-        norms[: self.n] = self.norms[: self.n]
-        live[: self.n] = self.live[: self.n]
-        self.vectors, self.norms, self.live = vectors, norms, live
-
-    def _sync_index(self, new_rows: np.ndarray) -> None:
-        """Add rows to the index, training it first once enough rows exist."""
-        index = self.index
-        if index is None:
-            return
-        if index.is_trained:
-            index.add(self.vectors[new_rows], new_rows)
-            return
-        live_rows = np.flatnonzero(self.live[: self.n])
-        if live_rows.size >= getattr(index, "min_train_size", 1):
-            index.train(self.vectors[live_rows])
-            index.add(self.vectors[live_rows], live_rows)
+        for name in ("vectors", "norms", "live"):
+            old = getattr(self, name)
+            new = np.zeros((cap,) + old.shape[1:], old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
 
     # ------------------------------------------------------------------ reads
     @property
-    def live_count(self) -> int:
-        return int(self.live[: self.n].sum())
+    def indexed(self) -> bool:
+        return self.index is not None and self.index.is_trained
 
-    def match_mask(self, node: Node | None) -> np.ndarray:
-        """Rows that are live and pass the filter."""
-        live = self.live[: self.n]
-        return live.copy() if node is None else (live & node.mask(self.meta))
+    def live_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.live[: self.n])
 
-    def search(self, q: np.ndarray, k: int, node: Node | None,
-               params: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ``(distances, internal ids)`` among live rows matching ``node``.
+    def match(self, node: Node | None, key: str | None) -> tuple[np.ndarray | None, int]:
+        """``(mask, count)`` of live rows passing the filter; mask None means every row.
 
-        Planner: exact search when the segment has no (trained) index or few
-        rows match; otherwise the index, with the filter mask pushed into it.
+        Sealed segments cache the mask per filter (``key``, its canonical text) until
+        the next delete, so a repeated filter costs no scan of the payload columns.
         """
-        mask = self.match_mask(node)
-        n_match = int(mask.sum())
-        index = self.index
-        if index is None or not index.is_trained or n_match <= max(k, EXACT_SEARCH_THRESHOLD):
-            d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k,
-                                        None if n_match == self.n else mask)
-        else:
-            allowed = None if n_match == self.live_count and node is None else mask
-            d, rows = index.search(q, k, params=params, allowed=allowed)
-        return d, np.where(rows >= 0, rows + self.start, -1)
+        if node is None:
+            return (None, self.n) if self.live_count == self.n else (self.live[: self.n], self.live_count)
+        if self.sealed and key is not None:
+            hit = self._masks.get(key)
+            if hit is not None and hit[0] == self._version:
+                self._masks.move_to_end(key)
+                return hit[1], hit[2]
+        mask = self.live[: self.n] & node.mask(self.meta)
+        count = int(np.count_nonzero(mask))
+        if self.sealed and key is not None:
+            self._masks[key] = (self._version, mask, count)
+            if len(self._masks) > MASK_CACHE:
+                self._masks.popitem(last=False)
+        return mask, count
+
+    def search_exact(self, q: np.ndarray, k: int, mask: np.ndarray | None,
+                     count: int) -> tuple[np.ndarray, np.ndarray]:
+        d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count)
+        return d, np.where(rows >= 0, rows + self.base, -1)
+
+    def search_index(self, q: np.ndarray, k: int, mask: np.ndarray | None, params: dict[str, Any],
+                     report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        assert self.index is not None
+        d, rows = self.index.search(q, k, params=params, allowed=mask, report=report)
+        return d, np.where(rows >= 0, rows + self.base, -1)
+
+    def payload(self, row: int) -> dict[str, Any]:
+        return dict(self.meta.rows[row])

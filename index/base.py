@@ -75,8 +75,13 @@ class Index(abc.ABC):
         self._add(prepare(x, self.metric), labels)
 
     def search(self, queries: Any, k: int, *, params: Mapping[str, Any] | None = None,
-               allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest neighbours of each query: ``(distances, ids)``, both ``(nq, k)``."""
+               allowed: Any = None, report: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of each query: ``(distances, ids)``, both ``(nq, k)``.
+
+        The index searches the way it is asked; where it must answer some queries
+        another way to stay correct (a graph walk that reached fewer than k allowed
+        rows is answered exactly), it counts them in ``report["fallback_queries"]``.
+        """
         q = as_matrix(queries, self.dim, name="queries")
         k = check_k(k)
         p = self._check_params(params)
@@ -84,7 +89,8 @@ class Index(abc.ABC):
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
         limit = nullcontext() if q.shape[0] < self.POOL_FREE_BELOW else threads_for_batch(q.shape[0])
         with limit:
-            return self._search(self._prepare_queries(q), k, p, self._allowed_mask(allowed))
+            return self._search(self._prepare_queries(q), k, p, self._allowed_mask(allowed),
+                                {} if report is None else report)
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
                      allowed: Any = None) -> RangeResult:
@@ -119,6 +125,13 @@ class Index(abc.ABC):
         version, meta, arrays = read_arrays(path, cls.KIND, cls.SUPPORTED_VERSIONS(), mmap=mmap)
         return cls._from_state(meta, arrays, version=version, backend=backend)
 
+    def copy(self) -> "Index":
+        """An independent deep copy (the optimizer extends a copy while searches use the original)."""
+        arrays, meta = self._state()
+        meta = {"dim": self.dim, "metric": self.metric, **meta}
+        return type(self)._from_state(meta, {name: np.array(a) for name, a in arrays.items()},
+                                      version=self.VERSION, backend=self.backend)
+
     @classmethod
     def SUPPORTED_VERSIONS(cls) -> tuple[int, ...]:
         return (cls.VERSION,)
@@ -150,7 +163,7 @@ class Index(abc.ABC):
 
     @abc.abstractmethod
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]: ...
 
     @abc.abstractmethod
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],

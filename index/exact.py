@@ -25,10 +25,14 @@ class ExactSearcher:
         self.kernels = load_kernels("shoal.index.kernels", "flat", backend)
 
     def search(self, x: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int,
-               mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ``(distances, rows)`` of ``q`` among rows of ``x`` where ``mask`` holds."""
+               mask: np.ndarray | None, n_match: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ``(distances, rows)`` of ``q`` among rows of ``x`` where ``mask`` holds.
+
+        ``n_match`` (the mask's count, when the caller knows it) saves a pass over the mask.
+        """
         n = x.shape[0]
-        n_match = n if mask is None else int(mask.sum())
+        if n_match is None:
+            n_match = n if mask is None else int(np.count_nonzero(mask))
         if n_match == 0:
             return pad_results(q.shape[0], k)
         if n_match <= GATHER_FRACTION * n:

@@ -49,7 +49,7 @@ class FlatIndex(Index):
         self._xnorm[rows] = sq_norms(x)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         n = self._table.size
         if n == 0:
             return pad_results(q.shape[0], k)

@@ -33,8 +33,6 @@ from .factory import register_spec
 from .kernels import hnsw_numba as kernels
 from .kernels.topk import sq_norms
 
-#: Below this fraction of allowed rows the index searches the allowed rows exactly.
-EXACT_FRACTION = 0.02
 #: Nodes inserted one at a time before batching starts.
 SERIAL_PREFIX = 32
 MAX_BATCH = 4096
@@ -181,17 +179,13 @@ class HNSWIndex(Index):
             positive_int_param(params, "ef_search", self.ef_search)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         n = self._table.size
         if self._table.live_count == 0:
             return pad_results(q.shape[0], k)
         ef = max(positive_int_param(params, "ef_search", self.ef_search), k)
         use_filter = allowed is not None or self._table.live_count < n
         mask = self._table.row_mask(allowed) if use_filter else _NO_MASK
-        if use_filter:
-            n_allowed = int(mask.sum())
-            if n_allowed <= k or n_allowed < EXACT_FRACTION * n:
-                return self._exact(q, k, mask)
         self._scratch(n)
         out_d = np.empty((q.shape[0], k), np.float32)
         out_ids = np.empty((q.shape[0], k), np.int64)
@@ -200,8 +194,13 @@ class HNSWIndex(Index):
                self._entry, self._max_level, ef, k, self._code, self._normalize, self._table.labels, self._offset,
                self._visited, self._tags, mask, use_filter, out_d, out_ids)
         short = np.flatnonzero(out_ids[:, k - 1] < 0)
-        if short.size:  # traversal found fewer than k allowed rows: answer those queries exactly
-            out_d[short], out_ids[short] = self._exact(q[short], k, mask if use_filter else self._table.row_mask(None))
+        if short.size:  # a walk reached fewer than k allowed rows: answer those queries exactly
+            mask = mask if use_filter else self._table.row_mask(None)
+            found = (out_ids[short] >= 0).sum(axis=1)
+            short = short[found < min(k, int(np.count_nonzero(mask)))]
+            if short.size:
+                out_d[short], out_ids[short] = self._exact(q[short], k, mask)
+                report["fallback_queries"] = report.get("fallback_queries", 0) + int(short.size)
         return out_d, out_ids
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -272,10 +272,6 @@ class IVFIndex(QuantizedIndex):
         nprobe = min(positive_int_param(params, "nprobe", self.nprobe), self.nlist)
         return self._ivf.probe(q, self.centroids, self._metric_code, nprobe)
 
-    def _prefer_exact(self, n_allowed: int, kk: int, params: dict[str, Any]) -> bool:
-        nprobe = min(positive_int_param(params, "nprobe", self.nprobe), self.nlist)
-        return n_allowed * nprobe / self.nlist < 2 * kk
-
     def _candidates(self, q, kk, params, rowmask):
         nprobe = min(positive_int_param(params, "nprobe", self.nprobe), self.nlist)
         li = self._lists

@@ -180,7 +180,7 @@ class KDTreeIndex(Index):
                 data.bmin, data.bmax, data.start, data.end, data.right)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         max_leaves = positive_int_param(params, "max_leaves", 1) if "max_leaves" in params else 0
         data = self._current()
         out_d, out_i = pad_results(q.shape[0], k)

@@ -87,8 +87,8 @@ class OPQIndex(Index):
         self.inner._add(self._rotate(x), labels)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        return self.inner._search(self.inner._prepare_queries(self._rotate(q)), k, params, allowed)
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return self.inner._search(self.inner._prepare_queries(self._rotate(q)), k, params, allowed, report)
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:

@@ -10,10 +10,11 @@ Memory: ``nbytes`` counts everything the index holds, *including* the rescoring 
 ``code_size`` is the bytes per vector of the codes alone, the number to compare at
 "equal bytes per vector" with indices that do not re-rank.
 
-Filtering: ``allowed`` becomes a row mask checked inside the scan. When so few rows are
-allowed that the scan is unlikely to meet k of them, or when a query still ends with
-fewer than ``min(k, allowed)`` results, that query is answered by an exact scan of the
-allowed rows, so k results come back whenever k rows match.
+Filtering: ``allowed`` becomes a row mask checked inside the scan. Whether a filter is
+selective enough to scan its rows exactly instead is the planner's choice
+(``engine/planner.py``); a query that still ends with fewer than ``min(k, allowed)``
+results is answered by an exact scan of the allowed rows (counted in the search report),
+so k results come back whenever k rows match.
 """
 from __future__ import annotations
 
@@ -91,10 +92,6 @@ class QuantizedIndex(Index):
     def _compact_codes(self, live: np.ndarray) -> None:
         """Keep only the codes of rows ``live`` (old row ``live[i]`` becomes row i)."""
 
-    def _prefer_exact(self, n_allowed: int, kk: int, params: dict[str, Any]) -> bool:
-        """True when scanning the allowed rows exactly beats (and out-recalls) the index."""
-        return n_allowed <= 2 * kk
-
     def _range_candidates(self, q: np.ndarray, params: dict[str, Any],
                           rowmask: np.ndarray) -> list[np.ndarray] | None:
         """Rows range search looks at per query; None means every allowed row."""
@@ -131,21 +128,20 @@ class QuantizedIndex(Index):
         return bool(rescore), (k * oversample if rescore else k)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         rescore, kk = self._rescore_plan(params, k)
         rowmask = self._table.row_mask(allowed)
         n_allowed = int(rowmask.sum())
         if n_allowed == 0:
             return pad_results(q.shape[0], k)
-        if self._prefer_exact(n_allowed, kk, params):
-            return self._exact_subset(q, k, rowmask)
         cand_d, cand_r = self._candidates(q, kk, params, rowmask)
         if self._scan_metric != self.metric:  # cosine scanned as l2 on unit vectors
             cand_d = cand_d * np.float32(0.5)
         d, ids = self._finish(q, k, cand_d, cand_r, rescore)
         short = (ids >= 0).sum(axis=1) < min(k, n_allowed)
-        if short.any():
+        if short.any():  # the probed lists held fewer than k allowed rows: answer those queries exactly
             d[short], ids[short] = self._exact_subset(q[short], k, rowmask)
+            report["fallback_queries"] = report.get("fallback_queries", 0) + int(short.sum())
         return d, ids
 
     def _finish(self, q: np.ndarray, k: int, cand_d: np.ndarray, cand_r: np.ndarray,

@@ -3,23 +3,37 @@ metadata as JSON, the segment's index (``index.save``), and per-generation tombs
 
 Every file's size and CRC32C is recorded in the manifest and checked on open, so
 a flipped byte is reported (CorruptionError naming the file) instead of answered from.
+This module knows files and arrays only; the engine turns them into segments.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import google_crc32c
 import numpy as np
 
-from ..engine.errors import CorruptionError, FormatVersionError
-from ..engine.segment import Segment
+from ..engine.errors import CorruptionError, FormatVersionError, StorageError
 from .wal import fsync_dir
 
 VECTORS, NORMS, ROWS, INDEX = "vectors.npy", "norms.npy", "rows.json", "index.bin"
 _CHUNK = 1 << 22
+
+
+@dataclass
+class SegmentData:
+    """What a sealed segment's files hold; ``ids[r]`` is None (and ``payloads[r]`` empty) for dead rows."""
+
+    vectors: np.ndarray
+    norms: np.ndarray
+    live: np.ndarray
+    ids: list[Any]
+    payloads: list[dict[str, Any]]
+    index: Any = None
 
 
 def file_crc(path: Path) -> int:
@@ -38,20 +52,40 @@ def _fsynced(path: Path, write) -> list[int]:
     return [path.stat().st_size, file_crc(path)]
 
 
-def write_segment(directory: Path, seg: Segment, ext_ids: list[Any], generation: int) -> dict[str, Any]:
-    """Write a segment's files into a new directory; returns its manifest entry."""
-    directory.mkdir()
-    n = seg.n
-    live = seg.live[:n]
+def write_segment(directory: Path, data: SegmentData, generation: int) -> dict[str, Any]:
+    """Write a segment's files into a new directory; returns its manifest entry.
+
+    A failure removes the partial directory, so nothing half-written is left behind.
+    """
+    try:
+        directory.mkdir()
+    except OSError as exc:
+        raise StorageError(f"cannot create segment directory {directory}: {exc.strerror or exc}") from None
+    try:
+        return _write_segment(directory, data, generation)
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"cannot write segment {directory}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def _write_segment(directory: Path, data: SegmentData, generation: int) -> dict[str, Any]:
+    n = data.vectors.shape[0]
+    live = np.asarray(data.live[:n], bool)
     files = {
-        VECTORS: _fsynced(directory / VECTORS, lambda f: np.save(f, np.ascontiguousarray(seg.vectors[:n]))),
-        NORMS: _fsynced(directory / NORMS, lambda f: np.save(f, np.ascontiguousarray(seg.norms[:n]))),
+        VECTORS: _fsynced(directory / VECTORS, lambda f: np.save(f, np.ascontiguousarray(data.vectors[:n]))),
+        NORMS: _fsynced(directory / NORMS, lambda f: np.save(f, np.ascontiguousarray(data.norms[:n]))),
     }
-    rows = {"ids": [e if ok else None for e, ok in zip(ext_ids, live.tolist())],
-            "meta": [seg.meta.rows[r] if ok else {} for r, ok in enumerate(live.tolist())]}
+    flags = live.tolist()
+    rows = {"ids": [e if ok else None for e, ok in zip(data.ids, flags)],
+            "meta": [p if ok else {} for p, ok in zip(data.payloads, flags)]}
     files[ROWS] = _fsynced(directory / ROWS, lambda f: f.write(json.dumps(rows, separators=(",", ":")).encode()))
-    if seg.index is not None and seg.index.is_trained:
-        seg.index.save(directory / INDEX)
+    if data.index is not None:
+        data.index.save(directory / INDEX)
         files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
     entry = {"dir": directory.name, "n": n, "files": files, "tomb": None, "dead": 0}
     if not live.all():
@@ -91,16 +125,19 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
         raise CorruptionError(f"{path}: not a readable .npy array: {exc}") from None
 
 
-def read_segment(directory: Path, entry: dict[str, Any], start: int, dim: int, metric: str, exact: Any,
-                 index_factory: Any, backend: Any, verify: bool = True) -> tuple[Segment, list[Any]]:
-    """Open a sealed segment (vectors memory-mapped); returns ``(segment, external ids per row)``."""
+def open_vectors(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The segment's vectors and norms, memory-mapped (the stored copy replaces the in-memory one)."""
+    seg_dir = directory / entry["dir"]
+    return _load_npy(seg_dir / VECTORS, True), _load_npy(seg_dir / NORMS, True)
+
+
+def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any, verify: bool = True) -> SegmentData:
+    """Open a sealed segment's files (vectors memory-mapped)."""
     from ..index.io import load_index
 
     seg_dir = directory / entry["dir"]
-    files = entry["files"]
-    paths = {name: _checked(seg_dir / name, expect, verify) for name, expect in files.items()}
-    vectors = _load_npy(paths[VECTORS], True)
-    norms = _load_npy(paths[NORMS], True)
+    paths = {name: _checked(seg_dir / name, expect, verify) for name, expect in entry["files"].items()}
+    vectors, norms = _load_npy(paths[VECTORS], True), _load_npy(paths[NORMS], True)
     n = entry["n"]
     if vectors.shape != (n, dim) or norms.shape != (n,) or vectors.dtype != np.float32:
         raise FormatVersionError(f"{seg_dir}: vectors {vectors.shape}/{vectors.dtype} do not match the manifest ({n}, {dim}) float32")
@@ -109,6 +146,5 @@ def read_segment(directory: Path, entry: dict[str, Any], start: int, dim: int, m
     if entry["tomb"] is not None:
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
     index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
-    seg = Segment.restore(start, dim, metric, exact, index_factory, vectors, norms, live, rows["meta"], index)
-    seg.disk = entry
-    return seg, [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]
+    ids = [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]
+    return SegmentData(vectors, norms, live, ids, rows["meta"], index)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import shoal.engine.segment as segment_mod
 from shoal import Database
 from shoal.engine.errors import InvalidArgumentError, NotTrainedError
 from shoal.index import IVFIndex, load_index, make_index
@@ -196,19 +195,26 @@ def test_balanced_training(data):
 
 
 @pytest.mark.parametrize("spec", ["IVF64,PQ8", "IVF64,SQ8", "IVF64,Flat"])
-def test_collection_filtered_search_through_index(spec, monkeypatch):
-    """A Collection trains the index once min_train_size rows exist and pushes filters into it."""
-    monkeypatch.setattr(segment_mod, "EXACT_SEARCH_THRESHOLD", 0)
+def test_collection_filtered_search_through_index(spec):
+    """The optimizer trains the index once a sealed segment has min_train_size rows; filters go into it."""
     x = clustered(4200, DIM, seed=9)
-    coll = Database().create_collection("c", dim=DIM, metric="l2", index=spec)
+    coll = Database().create_collection("c", dim=DIM, metric="l2", index=spec,
+                                        planner={"exact_max_rows": 0}, optimizer={"background": False})
     ids = [f"v{j}" for j in range(4200)]
     meta = [{"bucket": j % 50} for j in range(4200)]
-    seg = coll.segments[0]
-    first = seg.index.min_train_size - 1
+    first = make_index(spec, DIM, "l2").min_train_size - 1
     coll.upsert(ids=ids[:first], vectors=x[:first], metadata=meta[:first])
-    assert not seg.index.is_trained
+    coll.optimize()
+    (seg, _) = coll._shard.segments
+    assert not seg.indexed and coll.explain(x[0])[0]["reason"] == "segment not indexed"  # too few rows to train
     coll.upsert(ids=ids[first:], vectors=x[first:], metadata=meta[first:])
-    assert seg.index.is_trained and len(seg.index) == 4200
+    coll.optimize()
+    (seg, _) = coll._shard.segments
+    assert seg.indexed and len(seg.index) == 4200
+    plan = coll.explain(x[0], filter={"bucket": 3})[0]  # 2% of the rows: the planner scans them exactly
+    assert plan["path"] == "exact" and plan["matched"] == 84 and "exact_max_fraction" in plan["reason"]
+    plan = coll.explain(x[0], filter={"bucket": {"$lt": 25}})[0]
+    assert plan["path"] == "filtered-index" and plan["matched"] == 2100
     q = x[:5] + 0.01
     for flt, n_match in (({"bucket": 3}, 84), ({"bucket": {"$lt": 25}}, 2100), (None, 4200)):
         hits = coll.search(q[0], k=K, filter=flt)

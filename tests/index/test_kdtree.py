@@ -202,7 +202,9 @@ def test_through_collection(spec, rng):
     assert col.index_spec.lower() == "kdtree"
     col.upsert(ids=[f"v{j}" for j in range(x.shape[0])], vectors=x,
                metadata=[{"g": j % 10} for j in range(x.shape[0])])
-    assert isinstance(col.segments[0].index, KDTreeIndex)
+    col.optimize()
+    assert isinstance(col._shard.segments[0].index, KDTreeIndex)
+    assert [p["path"] for p in col.explain(x[0])] == ["index"]
     q = rng.normal(size=3).astype(np.float32)
     _, ref_i = brute_force(q[None], x, 5, "l2")
     assert col.search(q, k=5).ids == [f"v{j}" for j in ref_i[0]]

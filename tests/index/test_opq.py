@@ -108,14 +108,14 @@ def test_durable_collection_reopens_with_the_same_results(data, tmp_path):
     with shoal.Database(tmp_path / "db") as db:
         col = db.create_collection("v", dim=DIM, metric="l2", index="OPQ4,IVF8,PQ4", opq_niter=4)
         col.upsert(list(range(len(x))), x)
-        col.flush()
+        col.optimize()
         before = [r.ids for r in col.search(q, k=K, params={"nprobe": 8})]
     with shoal.Database(tmp_path / "db") as db:
         col = db.get_collection("v")
-        (seg,) = [s for s in col.segments if s.n]
+        (seg,) = [s for s in col._shard.segments if s.n]
         assert isinstance(seg.index, OPQIndex) and seg.index.is_trained and seg.index.ntotal == len(x)  # from index.bin
         after = [r.ids for r in col.search(q, k=K, params={"nprobe": 8})]
-        _, i = seg.index.search(q, K, params={"nprobe": 8})  # the index itself (the planner scans exactly below 20k rows)
+        _, i = seg.index.search(q, K, params={"nprobe": 8})  # the index itself (the planner scans exactly below exact_max_rows)
     assert after == before
     truth = true_ids(q, x, K, "l2")
     assert recall(np.array(after), truth) == 1.0 and recall(i, truth) >= 0.9

@@ -26,7 +26,7 @@ def op_plan(op: int) -> tuple[str, list[int]]:
 def apply_op(col: Any, op: int) -> None:
     kind, ids = op_plan(op)
     if kind == "delete":
-        present = [i for i in ids if i in col._id_to_internal]
+        present = [i for i in ids if i in col._shard.tracker]
         col.delete(ids=present) if present else col.delete(filter={"op": -1})
     else:
         col.upsert(ids=ids, vectors=np.stack([vector(i, op) for i in ids]), metadata=[{"op": op} for _ in ids])

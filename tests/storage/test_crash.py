@@ -32,7 +32,10 @@ def _run_child(path: Path, first: int, sync: str, rng: np.random.Generator) -> i
     assert ready.strip() == "READY", proc.stderr.read() if proc.stderr else ready
     time.sleep(float(rng.uniform(0.0, 0.25)))
     proc.send_signal(signal.SIGKILL)
-    out, err = proc.communicate()
+    # Read the rest through the same buffered stream as READY: communicate() reads the raw pipe and
+    # would miss ACK lines that readline() already buffered (seen on a loaded machine).
+    out, err = proc.stdout.read(), proc.stderr.read() if proc.stderr else ""
+    proc.wait()
     acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("ACK ")]
     assert proc.returncode == -signal.SIGKILL or not err, err
     return acked[-1] if acked else first - 1
@@ -42,7 +45,7 @@ def _recovered_ops(path: Path, last_acked: int) -> int:
     """Reopen; the state must equal ops 0..last_acked, or 0..last_acked+1 (the in-flight op, whole)."""
     with shoal.Database(path, backend="numpy") as db:
         col = db.get_collection(COLLECTION)
-        got = set(col._id_to_internal)
+        got = set(col._shard.tracker)
         for n_ops in (last_acked + 1, last_acked + 2):
             state = expected_state(n_ops)
             if got != set(state):

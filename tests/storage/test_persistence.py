@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 import shoal
-from shoal.engine import segment as segment_module
+from shoal.engine import stores
 from shoal.engine.errors import (CollectionNotFoundError, CorruptionError, FailedPreconditionError,
                                  FormatVersionError, LockedError, ReadOnlyError)
 from shoal.index.factory import known_specs, make_index
 from shoal.index.flat import FlatIndex
-from shoal.storage import collection_store
 
 DIM = 32
 QUERY_FILTER = {"g": {"$in": [0, 2]}}
@@ -37,10 +36,13 @@ def _specs() -> list[str]:
     return out
 
 
-@pytest.fixture
-def use_index(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route searches through the (approximate) index even for small segments."""
-    monkeypatch.setattr(segment_module, "EXACT_SEARCH_THRESHOLD", 0)
+#: Route searches through the (approximate) index even for small segments; merge only when asked.
+THROUGH_INDEX = {"planner": {"exact_max_rows": 0, "exact_max_fraction": 0.0}, "optimizer": {"background": False}}
+
+
+def _live_ids(col: shoal.Collection) -> list:
+    """Live ids in internal-id order (segment by segment)."""
+    return [e for seg in col._shard.segments for e in seg.ids if e is not None]
 
 
 def _churn(col: shoal.Collection, rng: np.random.Generator, n: int = 700) -> np.ndarray:
@@ -73,57 +75,65 @@ def _assert_same(a: list, b: list) -> None:
 
 
 @pytest.mark.parametrize("spec", _specs())
-def test_restart_equivalence(tmp_path: Path, rng: np.random.Generator, spec: str, use_index: None) -> None:
+def test_restart_equivalence(tmp_path: Path, rng: np.random.Generator, spec: str) -> None:
     q = rng.standard_normal((5, DIM)).astype(np.float32)
     n = max(700, getattr(make_index(spec, DIM, "l2"), "min_train_size", 1) + 300)  # big enough to train
-    db = shoal.Database(tmp_path, flush_rows=n - 200)
-    col = db.create_collection("c", dim=DIM, metric="l2", index=spec)
+    db = shoal.Database(tmp_path, flush_rows=(n - 200) // 2)
+    col = db.create_collection("c", dim=DIM, metric="l2", index=spec, **THROUGH_INDEX)
     _churn(col, rng, n)
+    col.optimize()  # the sealed segments merge into one indexed segment
+    _churn(col, rng, 150)  # a WAL tail in the growing segment, deletes on the indexed one
+    segs = col._shard.segments
+    assert segs[0].sealed and col._shard.growing.n and (segs[0].indexed or segs[0].index is None)
     before = _results(col, q)
-    assert col.segments[0].sealed and col.growing.n  # sealed segments and a WAL tail
-    assert col.segments[0].index is None or col.segments[0].index.is_trained
     with shoal.Database(tmp_path, read_only=True) as ro:  # replays the WAL tail while the writer is open
         _assert_same(before, _results(ro.get_collection("c"), q))
     db.close()
     with shoal.Database(tmp_path) as db2:
         col2 = db2.get_collection("c")
-        assert col2.describe() == col.describe() | {"segments": col2.describe()["segments"]}
+        assert col2.describe()["index"] == col.describe()["index"] and len(col2) == len(col)
         _assert_same(before, _results(col2, q))
 
 
-@pytest.mark.parametrize("spec", ["Flat", "IVF4,Flat"])
-def test_compaction_equals_fresh_build(tmp_path: Path, rng: np.random.Generator, spec: str,
-                                       use_index: None) -> None:
+@pytest.mark.parametrize("spec", ["Flat", "KDTree"])
+def test_optimize_and_compact_keep_exact_results(tmp_path: Path, rng: np.random.Generator, spec: str) -> None:
+    """Same ids, same payloads; distances equal up to float rounding (a scan may gather rows first)."""
     q = rng.standard_normal((5, DIM)).astype(np.float32)
-    with shoal.Database(tmp_path, flush_rows=250, compact_threshold=1.0) as db:
-        col = db.create_collection("c", dim=DIM, metric="l2", index=spec)
+
+    def _assert_same(a: list, b: list) -> None:
+        for (ia, da, ma), (ib, db_, mb) in zip(a, b, strict=True):
+            assert ia == ib and ma == mb
+            np.testing.assert_allclose(da, db_, rtol=1e-6)
+
+    with shoal.Database(tmp_path, flush_rows=100, compact_threshold=1.0) as db:
+        col = db.create_collection("c", dim=DIM, metric="l2", index=spec, optimizer={"background": False})
         _churn(col, rng)
-        assert col.compact()
-        assert [s.n for s in col.segments] == [len(col), 0]
-        live = [e for e in col._external if e is not None]  # internal id order after compaction
-        got = col.get(live)
-        fresh = shoal.Database().create_collection("f", dim=DIM, metric="l2", index=spec)
-        fresh.upsert(live, got.vectors, got.metadata)
-        expect = _results(fresh, q)
-        _assert_same(expect, _results(col, q))
+        before = _results(col, q)
+        assert len(col._shard.segments) > 2
+        col.optimize()
+        assert len(col._shard.segments) == 2  # one merged segment + the empty growing one
+        _assert_same(before, _results(col, q))
+        col.compact()
+        assert [s.n for s in col._shard.segments] == [len(col), 0]  # every deleted row dropped
+        _assert_same(before, _results(col, q))
     with shoal.Database(tmp_path) as db:
-        _assert_same(expect, _results(db.get_collection("c"), q))
+        _assert_same(before, _results(db.get_collection("c"), q))
 
 
-def test_compaction_reapplies_concurrent_writes_and_never_blocks_readers(
+def test_merge_reapplies_concurrent_writes_and_never_blocks_readers(
         tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     db = shoal.Database(tmp_path, flush_rows=200, compact_threshold=1.0)
-    col = db.create_collection("c", dim=DIM, metric="l2")
+    col = db.create_collection("c", dim=DIM, metric="l2", optimizer={"background": False})
     x = _churn(col, rng)
     col.flush()
     victim, moved = 11, 12
     fresh_vec = x[0:1] + 100.0
-    real_write = collection_store.write_segment
+    real_write = stores.write_segment
     searched = []
 
-    def slow_write(directory: Path, seg: segment_module.Segment, ext: list, generation: int) -> dict:
-        if directory.parent == tmp_path / "collections" / "c" and seg.sealed is False and not searched:
-            searched.append(col.search(x[victim], k=1).ids)  # a reader gets through mid-compaction
+    def slow_write(directory: Path, data, generation: int) -> dict:
+        if directory.parent == tmp_path / "collections" / "c" and not searched:
+            searched.append(col.search(x[victim], k=1).ids)  # a reader gets through mid-merge
             done = threading.Event()
 
             def writer() -> None:
@@ -131,30 +141,34 @@ def test_compaction_reapplies_concurrent_writes_and_never_blocks_readers(
                 col.upsert([moved], fresh_vec)
                 done.set()
             threading.Thread(target=writer).start()
-            assert done.wait(10), "writer blocked by compaction's build phase"
-        return real_write(directory, seg, ext, generation)
+            assert done.wait(10), "writer blocked by the merge's build phase"
+        return real_write(directory, data, generation)
 
-    monkeypatch.setattr(collection_store, "write_segment", slow_write)
-    col._store.compact(force=False) or col.compact()
+    monkeypatch.setattr(stores, "write_segment", slow_write)
+    col.optimize()
     assert searched == [[victim]]
-    assert victim not in col._id_to_internal and col.search(fresh_vec[0], k=1).ids == [moved]
+    assert len(col._shard.segments) <= 3  # merged (+ the segment the concurrent upsert sealed) + growing
+    assert victim not in col._shard.tracker and col.search(fresh_vec[0], k=1).ids == [moved]
     np.testing.assert_array_equal(col.get([moved]).vectors, fresh_vec)
     db.close()
     with shoal.Database(tmp_path) as db:
         col = db.get_collection("c")
-        assert victim not in col._id_to_internal and col.search(fresh_vec[0], k=1).ids == [moved]
+        assert victim not in col._shard.tracker and col.search(fresh_vec[0], k=1).ids == [moved]
         np.testing.assert_array_equal(col.get([moved]).vectors, fresh_vec)
 
 
-def test_automatic_compaction_past_threshold(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_automatic_vacuum_past_threshold(tmp_path: Path, rng: np.random.Generator) -> None:
     with shoal.Database(tmp_path, flush_rows=100, compact_threshold=0.2) as db:
-        col = db.create_collection("c", dim=4)
+        col = db.create_collection("c", dim=4, optimizer={"background": False})
         col.upsert(list(range(100)), rng.standard_normal((100, 4)))
-        assert col.segments[0].sealed and col.segments[0].n == 100
+        seg = col._shard.segments[0]
+        assert seg.sealed and seg.n == 100
         col.delete(ids=list(range(15)))
-        assert col.segments[0].n == 100  # 15% deleted: below threshold
+        col.optimize()
+        assert col._shard.segments[0].n == 100  # 15% deleted: below threshold
         col.delete(ids=list(range(15, 25)))
-        assert col.segments[0].n == 75 and len(col) == 75  # 25%: compacted
+        col.optimize()
+        assert col._shard.segments[0].n == 75 and len(col) == 75  # 25%: vacuumed
         segs = sorted(p.name for p in (tmp_path / "collections" / "c").glob("seg-*"))
         assert len(segs) == 1  # the old segment's files are gone
 
@@ -169,8 +183,9 @@ def _flip(path: Path, offset: int) -> None:
                                     "truncate-vectors.npy"])
 def test_corrupt_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generator, target: str) -> None:
     with shoal.Database(tmp_path, flush_rows=100) as db:
-        col = db.create_collection("c", dim=DIM, metric="l2", index="IVF4,Flat")
+        col = db.create_collection("c", dim=DIM, metric="l2", index="IVF4,Flat", optimizer={"background": False})
         col.upsert(list(range(300)), rng.standard_normal((300, DIM)))
+        col.optimize()  # one indexed segment with every kind of file
         col.delete(ids=[1, 2])
     cdir = tmp_path / "collections" / "c"
     seg = sorted(cdir.glob("seg-*"))[0]
@@ -184,10 +199,10 @@ def test_corrupt_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generat
         path.write_bytes(path.read_bytes()[:-7])
     else:
         _flip(path, path.stat().st_size - 3)
-    with pytest.raises(CorruptionError, match=path.name):
-        shoal.Database(tmp_path)
-    with pytest.raises(CorruptionError, match=path.name):
-        shoal.Database(tmp_path, read_only=True)
+    for kwargs in ({}, {"read_only": True}):
+        with shoal.Database(tmp_path, **kwargs) as db:  # the database opens; that collection reports its damage
+            with pytest.raises(CorruptionError, match=path.name):
+                db.get_collection("c")
 
 
 def test_corrupt_wal_raises_and_repair_keeps_valid_records(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -202,8 +217,8 @@ def test_corrupt_wal_raises_and_repair_keeps_valid_records(tmp_path: Path, rng: 
     from shoal.storage.wal import read_log
     second = read_log(wal)[1][1].offset
     _flip(wal, second + 40)
-    with pytest.raises(CorruptionError, match=rf"wal.log: record at offset {second}"):
-        shoal.Database(tmp_path)
+    with shoal.Database(tmp_path) as broken, pytest.raises(CorruptionError, match=rf"wal.log: record at offset {second}"):
+        broken.get_collection("c")
     wal.write_bytes(data[:-5])  # torn tail only: recovered silently, last batch dropped
     with shoal.Database(tmp_path, read_only=True) as ro:
         assert len(ro.get_collection("c")) == 30
@@ -211,7 +226,7 @@ def test_corrupt_wal_raises_and_repair_keeps_valid_records(tmp_path: Path, rng: 
     _flip(wal, second + 40)
     with shoal.Database(tmp_path, repair=True) as db:
         col = db.get_collection("c")
-        assert sorted(col._id_to_internal) == list(range(10)) + list(range(20, 40))
+        assert sorted(col._shard.tracker) == list(range(10)) + list(range(20, 40))
         np.testing.assert_array_equal(col.get([25]).vectors[0], x[25])
     assert list((tmp_path / "collections" / "c").glob("wal.log.damaged-*"))
     with shoal.Database(tmp_path) as db:  # the repaired state is durable and clean
@@ -246,9 +261,9 @@ def test_sync_modes_acknowledged_writes_are_visible_to_a_new_open(tmp_path: Path
         assert len(ro.get_collection("c")) == 19
     if sync == "batch":
         time.sleep(0.05)
-        assert col._store.wal._pending == 0  # the group commit ran
+        assert col._shard.store.wal._pending == 0  # the group commit ran
     elif sync == "never":
-        assert col._store.wal._pending == 2
+        assert col._shard.store.wal._pending == 2
     db.close()
 
 
@@ -271,8 +286,10 @@ def test_lock_read_only_and_closed(tmp_path: Path, rng: np.random.Generator) -> 
             call()
     ro.close()
     db.close()
-    with pytest.raises(FailedPreconditionError, match="closed"):
-        col.upsert([4], np.ones(4))
+    for call in (lambda: col.upsert([4], np.ones(4)), col.count, lambda: col.search(np.ones(4)),
+                 lambda: col.get([1])):
+        with pytest.raises(FailedPreconditionError, match="closed"):
+            call()
     with shoal.Database(tmp_path) as db2:  # the lock was released
         assert len(db2.get_collection("c")) == 3
 
@@ -313,3 +330,6 @@ def test_invalid_storage_options(tmp_path: Path) -> None:
     with pytest.raises(shoal.StorageError, match="not a Shoal data directory"):
         shoal.Database(tmp_path / "missing", read_only=True)
     assert shoal.Database().create_collection("c", dim=2).compact() is False  # in memory: nothing to drop
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(shoal.StorageError, match="not a directory"):
+        shoal.Database(tmp_path / "file")

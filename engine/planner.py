@@ -1,0 +1,113 @@
+"""The planner: the one place that chooses how each segment answers a search.
+
+Per segment, from the filter's cardinality (cached per filter, see
+``Segment.match``) and the collection's thresholds:
+
+* ``skip``            no live row matches;
+* ``exact``           the segment has no built index (the growing tail, a segment
+                      the optimizer has not indexed yet), or at most ``exact_max_rows``
+                      rows match, or a filter keeps at most ``exact_max_fraction`` of
+                      the live rows: an exact scan over the matching rows costs in
+                      proportion to them, while a graph walk or list probe through a
+                      selective filter costs more as the filter gets tighter;
+* ``index``           the segment's index, unfiltered (it knows its own deletions);
+* ``filtered-index``  the index with the filter's mask pushed into it.
+
+Indices do what they are asked. A fallback an index still takes for correctness
+(a walk that met fewer than k allowed rows) is reported as ``fallback_queries``.
+Thresholds live in the collection's config (``planner={...}`` at create time).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+from .filters import Node
+from .segment import Segment
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Thresholds of the planner (documented above); per collection."""
+
+    #: A segment with at most this many matching rows is scanned exactly.
+    exact_max_rows: int = 10_000
+    #: A filter keeping at most this fraction of a segment's live rows is scanned exactly.
+    exact_max_fraction: float = 0.05
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> "PlannerConfig":
+        options = dict(options or {})
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidArgumentError(f"unknown planner option(s) {sorted(unknown)}; "
+                                       f"known: {sorted(cls.__dataclass_fields__)}")
+        rows = options.get("exact_max_rows", cls.exact_max_rows)
+        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 0:
+            raise InvalidArgumentError(f"planner option exact_max_rows must be an integer >= 0, got {rows!r}")
+        frac = options.get("exact_max_fraction", cls.exact_max_fraction)
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+            raise InvalidArgumentError(f"planner option exact_max_fraction must be a number in [0, 1], got {frac!r}")
+        return cls(int(rows), float(frac))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SegmentPlan:
+    """How one segment answers one search call (``explain`` returns these as dicts)."""
+
+    segment: int
+    rows: int
+    live: int
+    matched: int
+    path: str
+    reason: str
+    mask: np.ndarray | None
+    params: dict[str, Any]
+    fallback_queries: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"segment": self.segment, "rows": self.rows, "live": self.live, "matched": self.matched,
+                "path": self.path, "reason": self.reason, "params": dict(self.params),
+                "fallback_queries": self.fallback_queries}
+
+
+def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None, params: dict[str, Any],
+                 config: PlannerConfig) -> SegmentPlan:
+    """Choose the path of one segment (see the module docstring)."""
+    mask, matched = seg.match(node, filter_key)
+
+    def plan(path: str, reason: str, use_params: bool = False) -> SegmentPlan:
+        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, path, reason, mask,
+                           params if use_params else {})
+
+    if matched == 0:
+        return plan("skip", "no live row matches")
+    if not seg.indexed:
+        return plan("exact", "segment not indexed" + ("" if seg.sealed else " (growing)"))
+    if matched <= max(k, config.exact_max_rows):
+        return plan("exact", f"{matched} matching rows <= exact_max_rows ({config.exact_max_rows})")
+    if node is not None and matched <= config.exact_max_fraction * seg.live_count:
+        return plan("exact", f"filter keeps {matched / seg.live_count:.2%} <= exact_max_fraction "
+                             f"({config.exact_max_fraction:.2%})")
+    if node is None:
+        out = plan("index", "indexed segment", use_params=True)
+        out.mask = None  # the index skips its own deleted rows
+        return out
+    return plan("filtered-index", f"filter keeps {matched / seg.live_count:.2%}", use_params=True)
+
+
+def run_plan(seg: Segment, q: np.ndarray, k: int, p: SegmentPlan) -> tuple[np.ndarray, np.ndarray]:
+    """Execute a segment's plan: ``(distances, internal ids)``."""
+    if p.path == "exact":
+        return seg.search_exact(q, k, p.mask, p.matched)
+    report: dict[str, Any] = {}
+    out = seg.search_index(q, k, p.mask, p.params, report)
+    p.fallback_queries = int(report.get("fallback_queries", 0))
+    return out

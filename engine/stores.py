@@ -1,0 +1,325 @@
+"""Where a shard keeps its data: in memory, or durably in a collection directory.
+
+Both stores take the same calls from the shard (log, seal, write a merged
+segment, commit, snapshot, close), so the shard has one code path; the memory
+store's calls just keep everything in RAM.
+
+Directory of a durable collection ``<db>/collections/<name>/``::
+
+    MANIFEST            commit point: config, segment list with file sizes/CRCs, WAL checkpoint
+    wal.log             writes since the checkpoint (see storage.wal)
+    seg-00000001/       vectors.npy norms.npy rows.json [index.bin] tomb-<generation>.npy
+
+Writes: log (durable per sync mode) -> apply to the growing segment. Seal (size
+threshold, flush, close): growing segment -> files, changed tombstones -> files,
+new manifest, empty log. A merge writes its segment's files first and then swaps
+the manifest. Files no manifest refers to (a crash mid seal/merge) are removed on
+the next writable open, never before the manifest that stops referring to them
+is durable.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
+from ..storage.segment_files import SegmentData, open_vectors, read_segment, write_segment, write_tombstones
+from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
+from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
+from .segment import Segment
+
+WAL = "wal.log"
+FORMAT = 1
+#: Attempts of a read-only open racing a writer's seal (files renamed away meanwhile).
+READ_RETRIES = 20
+
+
+class StoreOptions:
+    """Per-database storage settings (validated once)."""
+
+    def __init__(self, sync: str = "always", sync_interval_ms: float = 50.0, sync_records: int = 1000,
+                 flush_rows: int = 65536, compact_threshold: float = 0.2, read_only: bool = False,
+                 repair: bool = False, verify: bool = True) -> None:
+        from ..storage.wal import check_sync
+
+        self.sync = check_sync(sync)
+        for name, value in (("sync_interval_ms", sync_interval_ms), ("sync_records", sync_records),
+                            ("flush_rows", flush_rows)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(compact_threshold, bool) or not isinstance(compact_threshold, (int, float)) \
+                or not 0 < compact_threshold <= 1:
+            raise InvalidArgumentError(f"compact_threshold must be in (0, 1], got {compact_threshold!r}")
+        self.sync_interval_ms, self.sync_records = float(sync_interval_ms), int(sync_records)
+        self.flush_rows, self.compact_threshold = int(flush_rows), float(compact_threshold)
+        self.read_only, self.repair, self.verify = bool(read_only), bool(repair), bool(verify)
+
+
+def segment_data(seg: Segment) -> SegmentData:
+    """A segment's rows as the file layer writes them."""
+    n = seg.n
+    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], seg.ids[:n], seg.meta.rows[:n],
+                       seg.index if seg.indexed else None)
+
+
+def write_snapshot(dest: Path, doc: dict[str, Any], segments: list[Segment], last_seq: int) -> None:
+    """Write segments (the growing one too, all sealed in the copy) as a new collection directory."""
+    dest.mkdir(parents=True)
+    doc = dict(doc, format=FORMAT, checkpoint=last_seq, generation=1, segments=[], next_segment=1)
+    for seg in segments:
+        if seg.n:
+            number = doc["next_segment"]
+            doc["segments"].append(write_segment(dest / f"seg-{number:08d}", segment_data(seg), 1))
+            doc["next_segment"] = number + 1
+    write_manifest(dest, doc)
+    write_header(dest / WAL, last_seq + 1)
+    fsync_dir(dest.parent)
+
+
+class MemoryStore:
+    """An in-memory shard's store: nothing to log or write; snapshots still go to disk."""
+
+    read_only = False
+    durable = False
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+
+    def log_upsert(self, ids: list[Any], x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        pass
+
+    def log_delete(self, ids: list[Any]) -> None:
+        pass
+
+    def seal(self, seg: Segment, segments: list[Segment]) -> None:
+        if seg.n:
+            seg.seal()
+
+    def write_merged(self, seg: Segment) -> None:
+        seg.seal()
+
+    def commit(self, segments: list[Segment]) -> None:
+        pass
+
+    def abandon_merge(self) -> None:
+        pass
+
+    def snapshot(self, dest: Path, segments: list[Segment]) -> None:
+        write_snapshot(dest, self.doc, segments, 0)
+
+    def close(self, segments: list[Segment], flush: bool) -> None:
+        pass
+
+
+class DiskStore:
+    """A collection directory; the shard calls it under its write lock (merges: outside, then commit)."""
+
+    read_only = False
+    durable = True
+
+    def __init__(self, directory: Path, options: StoreOptions, doc: dict[str, Any]) -> None:
+        self.dir = directory
+        self.opts = options
+        self.doc = doc
+        self.read_only = options.read_only
+        self.wal: WriteAheadLog | None = None
+        self._in_progress: set[str] = set()  # segment dirs a merge is writing outside the lock
+        self._dirs = threading.Lock()  # _next_dir and _in_progress, shared by seal and merge
+        self._next_dir = int(doc.get("next_segment", 1))
+
+    # ----------------------------------------------------------------- create/open
+    @classmethod
+    def create(cls, directory: Path, doc: dict[str, Any], options: StoreOptions) -> "DiskStore":
+        """Lay out a new collection durably: build it in a temp dir, then rename into place."""
+        doc = dict(doc, format=FORMAT, segments=[], checkpoint=0, next_segment=1, generation=0)
+        tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            write_manifest(tmp, doc)
+            write_header(tmp / WAL, 1)
+            os.rename(tmp, directory)
+        except TypeError as exc:
+            shutil.rmtree(tmp)
+            raise InvalidArgumentError(f"collection options must be JSON values to be persisted: {exc}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(directory.parent)
+        store = cls(directory, options, doc)
+        store._open_wal(os.path.getsize(directory / WAL), 1)
+        return store
+
+    @staticmethod
+    def read_doc(directory: Path) -> dict[str, Any]:
+        doc = read_manifest(directory)
+        if doc.get("format") != FORMAT:
+            raise CorruptionError(f"{directory / MANIFEST}: unknown collection format {doc.get('format')!r}")
+        return doc
+
+    def load(self, dim: int, backend: Any) -> tuple[list[SegmentData], list[Record], bool]:
+        """The manifest's segments and the log records past its checkpoint; ``damaged`` if repair skipped bytes."""
+        segments = [read_segment(self.dir, entry, dim, backend, self.opts.verify) for entry in self.doc["segments"]]
+        base, records, end, damaged = read_log(self.dir / WAL, repair=self.opts.repair)
+        checkpoint = self.doc["checkpoint"]
+        if base > checkpoint + 1:
+            if self.read_only:  # the log was rotated after we read the manifest
+                raise FileNotFoundError(f"{self.dir / WAL} is newer than the manifest")
+            raise CorruptionError(f"{self.dir / WAL}: log starts at sequence {base} but the manifest checkpoint is "
+                                  f"{checkpoint}; writes {checkpoint + 1}..{base - 1} are missing")
+        self._log_end = end
+        return segments, [r for r in records if r.seq > checkpoint], bool(damaged)
+
+    def attach(self, segments: list[Segment], last_seq: int, damaged: bool) -> None:
+        """After replay: open the log for appends (writable stores) and clean up."""
+        for seg, entry in zip(segments, self.doc["segments"]):
+            seg.disk = entry
+        if self.read_only:
+            return
+        self._open_wal(self._log_end, last_seq + 1)
+        if damaged:
+            shutil.copyfile(self.dir / WAL, self.dir / f"{WAL}.damaged-{int(time.time())}")
+        self._remove_orphans()
+
+    def _open_wal(self, end: int, next_seq: int) -> None:
+        o = self.opts
+        self.wal = WriteAheadLog(self.dir / WAL, end, next_seq, o.sync, o.sync_interval_ms, o.sync_records)
+
+    # ----------------------------------------------------------------- write path
+    def _writable(self) -> WriteAheadLog:
+        if self.read_only:
+            raise ReadOnlyError(f"collection {self.doc['name']!r} was opened read-only; writes are not allowed")
+        if self.wal is None:
+            raise FailedPreconditionError(f"collection {self.doc['name']!r} is closed")
+        return self.wal
+
+    def log_upsert(self, ids: list[Any], x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
+        self._writable().append(OP_UPSERT, ids, x, payloads)
+
+    def log_delete(self, ids: list[Any]) -> None:
+        self._writable().append(OP_DELETE, ids)
+
+    def seal(self, seg: Segment, segments: list[Segment]) -> None:
+        """Growing segment -> files, then a commit that checkpoints and empties the log.
+
+        On failure (a full disk) nothing changes: the segment stays growing and its
+        rows stay in the log, so a later seal can succeed.
+        """
+        wal = self._writable()
+        if seg.n:
+            entry = write_segment(self._new_segment_dir(), segment_data(seg), self.doc["generation"] + 1)
+            seg.disk = entry
+            try:
+                self._commit([s for s in segments if s.sealed or s is seg], wal.next_seq - 1)
+            except BaseException:
+                seg.disk = None
+                raise
+            seg.seal(*open_vectors(self.dir, entry))
+        else:
+            self._commit([s for s in segments if s.sealed], wal.next_seq - 1)
+        wal.close()
+        write_header(self.dir / WAL, wal.next_seq)
+        self._open_wal(os.path.getsize(self.dir / WAL), wal.next_seq)
+
+    def write_merged(self, seg: Segment) -> None:
+        """Write a merged segment's files (outside the shard's lock); ``commit`` makes it visible."""
+        directory = self._new_segment_dir(in_progress=True)
+        seg.disk = write_segment(directory, segment_data(seg), 0)
+        seg.seal(*open_vectors(self.dir, seg.disk))
+
+    def abandon_merge(self) -> None:
+        with self._dirs:
+            for name in self._in_progress:
+                shutil.rmtree(self.dir / name, ignore_errors=True)
+            self._in_progress.clear()
+
+    def commit(self, segments: list[Segment]) -> None:
+        """Make the sealed segments' current state durable (the log's checkpoint is unchanged)."""
+        self._commit(segments, self.doc["checkpoint"])
+        with self._dirs:
+            self._in_progress.clear()
+
+    def _new_segment_dir(self, in_progress: bool = False) -> Path:
+        with self._dirs:
+            number = self._next_dir
+            self._next_dir = number + 1
+            name = f"seg-{number:08d}"
+            if in_progress:
+                self._in_progress.add(name)
+        return self.dir / name
+
+    def _commit(self, sealed: list[Segment], checkpoint: int) -> None:
+        """Persist changed tombstones and swap the manifest; then drop files it no longer names."""
+        generation = self.doc["generation"] + 1
+        for seg in sealed:
+            assert seg.disk is not None
+            if seg.n - seg.live_count != seg.disk["dead"]:
+                write_tombstones(self.dir, seg.disk, seg.live[: seg.n], generation)
+        with self._dirs:
+            next_dir = self._next_dir
+        doc = dict(self.doc, segments=[s.disk for s in sealed], checkpoint=checkpoint, generation=generation,
+                   next_segment=next_dir)
+        write_manifest(self.dir, doc)
+        self.doc = doc
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Delete files and segment dirs the durable manifest does not reference."""
+        keep = {e["dir"]: set(e["files"]) for e in self.doc["segments"]}
+        with self._dirs:
+            busy = set(self._in_progress)
+        for path in self.dir.iterdir():
+            if path.name in (MANIFEST, WAL) or path.name.startswith(f"{WAL}.damaged-") or path.name in busy:
+                continue
+            if path.is_dir() and path.name in keep:
+                for f in path.iterdir():
+                    if f.name not in keep[path.name]:
+                        f.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    # ----------------------------------------------------------------- snapshot/close
+    def snapshot(self, dest: Path, segments: list[Segment]) -> None:
+        seq = self.wal.next_seq - 1 if self.wal is not None else self.doc["checkpoint"]
+        write_snapshot(dest, self.doc, segments, seq)
+
+    def close(self, segments: list[Segment], flush: bool) -> None:
+        """Seal what changed (writable stores) and release the log.
+
+        If the seal fails (a full disk) the log stays open and the error propagates,
+        so ``close()`` can be called again once space is back; nothing is lost either way.
+        """
+        if self.wal is None:
+            return
+        growing = segments[-1]
+        changed = growing.n or any(s.sealed and s.disk is not None and s.n - s.live_count != s.disk["dead"]
+                                   for s in segments)
+        if flush and changed:
+            self.seal(growing, segments)
+        self.wal.close()
+        self.wal = None
+
+
+def open_store(directory: Path, options: StoreOptions) -> DiskStore:
+    """A collection directory's store with its manifest read (the shard then loads and replays)."""
+    return DiskStore(directory, options, DiskStore.read_doc(directory))
+
+
+def remove_tree_durably(directory: Path) -> None:
+    """Drop a collection: rename it out of the namespace (durable), then delete the files."""
+    trash = directory.with_name(f".drop-{directory.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.rename(directory, trash)
+    except OSError as exc:
+        raise StorageError(f"cannot drop {directory}: {exc}") from None
+    fsync_dir(directory.parent)
+    shutil.rmtree(trash)
