@@ -267,6 +267,10 @@ class IVFIndex(QuantizedIndex):
         self._entry_of_row = self._lists.entry_of_rows(live.size)
 
     # ------------------------------------------------------------------ search
+    def _check_param_values(self, params: dict[str, Any]) -> None:
+        super()._check_param_values(params)
+        positive_int_param(params, "nprobe", self.nprobe)
+
     def _probe(self, q: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """``(probes, coarse distances)``: nearest lists (l2 order, ip for ip) and metric distances."""
         nprobe = min(positive_int_param(params, "nprobe", self.nprobe), self.nlist)

@@ -117,6 +117,9 @@ class QuantizedIndex(Index):
         return removed
 
     # ------------------------------------------------------------------ search
+    def _check_param_values(self, params: dict[str, Any]) -> None:
+        self._rescore_plan(params, 1)
+
     def _rescore_plan(self, params: dict[str, Any], k: int) -> tuple[bool, int]:
         rescore = params.get("rescore", self.keep_vectors)
         if not isinstance(rescore, (bool, np.bool_)):

@@ -174,7 +174,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             # admin calls of the durable database
             col.delete(ids[1:11])
             c.flush()
-            assert col.compact() is True and col.count() == 19
+            col.compact()  # True, or False when the background optimizer vacuumed the segment first
+            assert col.count() == 19
             c.snapshot(tmp_path / "snap")
             assert c.stats()["collections"]["durable"]["count"] == 19
     finally:

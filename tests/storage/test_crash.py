@@ -22,10 +22,10 @@ from .crash_ops import COLLECTION, expected_state, vector
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
-def _run_child(path: Path, first: int, sync: str, rng: np.random.Generator) -> int:
+def _run_child(path: Path, first: int, sync: str, rng: np.random.Generator, index: str = "flat") -> int:
     """Start the child, kill it after a random delay; returns the last acknowledged op (first-1 if none)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(first), "400", sync],
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(path), str(first), "400", sync, index],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stdout is not None
     ready = proc.stdout.readline()
@@ -64,20 +64,27 @@ def _recovered_ops(path: Path, last_acked: int) -> int:
                          f"{len(got)} ids")
 
 
-def _campaign(tmp_path: Path, trials: int, seed: int, syncs: tuple[str, ...]) -> None:
+def _campaign(tmp_path: Path, trials: int, seed: int, syncs: tuple[str, ...], index: str = "flat") -> None:
     rng = np.random.default_rng(seed)
     path = tmp_path / "db"
     applied = 0
     for trial in range(trials):
         sync = syncs[trial % len(syncs)]
-        last = _run_child(path, applied, sync, rng)
+        last = _run_child(path, applied, sync, rng, index)
         assert last >= applied - 1
         applied = _recovered_ops(path, last)
 
 
 def test_crash_recovery_randomized(tmp_path: Path) -> None:
-    """20 kills, continuing on the same directory so recovery-after-recovery is exercised too."""
+    """20 kills, continuing on the same directory so recovery-after-recovery is exercised too.
+
+    Seals every 60 rows keep the optimizer merging, so kills land mid-merge as well."""
     _campaign(tmp_path, 20, seed=7, syncs=("always", "batch", "never", "always"))
+
+
+def test_crash_during_index_builds(tmp_path: Path) -> None:
+    """12 kills while the optimizer builds and extends HNSW graphs in the background."""
+    _campaign(tmp_path, 12, seed=11, syncs=("always", "batch", "never"), index="HNSW8")
 
 
 @pytest.mark.slow
