@@ -45,14 +45,14 @@ __all__ = ["ShoalVectorStore", "ShoalEmbeddings", "DEFAULT_TEXT_KEY"]
 
 DEFAULT_TEXT_KEY = "page_content"
 _COLLECTION_API = ("upsert", "search", "get", "delete", "count", "dim", "metric")
-_SEARCH_OPTIONS = ("params",)
+_SEARCH_OPTIONS = ("params",)  # besides filter=: Shoal's per-call index parameters, e.g. {"ef": 64}
 
 
 def _check_options(options: dict[str, Any], allowed: Sequence[str], where: str) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        takes = f" besides filter: {', '.join(allowed)}" if allowed else " besides filter"
-        raise InvalidArgumentError(f"{where} got unknown keyword argument(s) {unknown}; it takes{takes}")
+        takes = f"the only other one it takes is {', '.join(allowed)}" if allowed else "it takes no others"
+        raise InvalidArgumentError(f"{where} got unknown keyword argument(s) {unknown}; {takes}")
 
 
 def _clip01(x: float) -> float:

@@ -56,6 +56,11 @@ _QUERY_OPTIONS = ("params", "mmr_threshold", "mmr_prefetch_k", "mmr_prefetch_fac
 _RANGE = {FilterOperator.GT: "$gt", FilterOperator.GTE: "$gte", FilterOperator.LT: "$lt", FilterOperator.LTE: "$lte"}
 
 
+def _no_options(kwargs: dict[str, Any], where: str) -> None:
+    if kwargs:
+        raise InvalidArgumentError(f"{where} got unknown keyword argument(s) {sorted(kwargs)}; it takes none")
+
+
 # ---------------------------------------------------------------- filters
 def to_shoal_filter(filters: MetadataFilters | None) -> dict[str, Any] | None:
     """LlamaIndex ``MetadataFilters`` as a Shoal filter (None for no filter); FilterError for what Shoal cannot express."""
@@ -150,8 +155,7 @@ class ShoalVectorStore(BasePydanticVectorStore):
     # ----------------------------------------------------------------- writes
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         """Upsert nodes (an existing node id is replaced); they must carry embeddings."""
-        if kwargs:
-            raise InvalidArgumentError(f"add got unknown keyword argument(s) {sorted(kwargs)}")
+        _no_options(kwargs, "add")
         if not nodes:
             return []
         ids = [node.node_id for node in nodes]
@@ -162,12 +166,14 @@ class ShoalVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``."""
+        _no_options(delete_kwargs, "delete")
         self._collection.delete(filter={"ref_doc_id": ref_doc_id})
 
     def delete_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None,
                      **delete_kwargs: Any) -> None:
         """Delete the given nodes (missing ids are ignored) that match ``filters``; with neither, every node
         (as LlamaIndex's SimpleVectorStore does)."""
+        _no_options(delete_kwargs, "delete_nodes")
         shoal_filter = to_shoal_filter(filters)
         if node_ids is not None:
             delete_existing(self._collection, list(node_ids), shoal_filter)

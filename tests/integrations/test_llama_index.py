@@ -202,6 +202,10 @@ def test_add_replaces_and_empty_add(store):
     (node,) = store.get_nodes(["node-01"])
     assert node.text == "rewritten" and node.metadata == {"topic": "new"}
     assert store.add([]) == []
+    with pytest.raises(shoal.InvalidArgumentError, match="unknown keyword"):
+        store.add(nodes, batch=2)
+    with pytest.raises(shoal.InvalidArgumentError, match="unknown keyword"):
+        store.delete("doc-0", hard=True)
 
 
 def test_rejects_what_is_not_a_collection():
