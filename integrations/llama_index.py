@@ -209,8 +209,8 @@ class ShoalVectorStore(BasePydanticVectorStore):
         if unknown:
             raise InvalidArgumentError(f"query got unknown keyword argument(s) {unknown}; it takes {', '.join(_QUERY_OPTIONS)}")
         if query.mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR):
-            raise InvalidArgumentError(f"query mode {query.mode.value!r} is not supported by ShoalVectorStore; "
-                                       "use 'default' or 'mmr'")
+            mode = getattr(query.mode, "value", query.mode)
+            raise InvalidArgumentError(f"query mode {mode!r} is not supported by ShoalVectorStore; use 'default' or 'mmr'")
         if query.query_embedding is None:
             raise InvalidArgumentError("ShoalVectorStore searches by vector: the query needs query_embedding "
                                        "(LlamaIndex retrievers set it, since is_embedding_query is True)")
