@@ -25,6 +25,7 @@ from ..engine.errors import IdNotFoundError, InvalidArgumentError, NotTrainedErr
 from ..engine.metrics import check_metric, prepare
 from ..engine.threads import threads_for_batch
 from ..engine.validation import as_labels, as_matrix, check_k
+from .kernels.topk import pad_to
 from .options import Option, check_options
 
 RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -90,8 +91,10 @@ class Index(abc.ABC):
         if not self.is_trained:
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
         limit = nullcontext() if q.shape[0] < self.POOL_FREE_BELOW else threads_for_batch(q.shape[0])
+        kk = min(k, max(self.ntotal, 1))  # at most ntotal results exist: a huge k costs what ntotal costs
         with limit:
-            return self._search(self._prepare_queries(q), k, p, self._allowed_mask(allowed))
+            d, ids = self._search(self._prepare_queries(q), kk, p, self._allowed_mask(allowed))
+        return (d, ids) if kk == k else pad_to(d, ids, k)
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
                      allowed: Any = None) -> RangeResult:

@@ -45,6 +45,10 @@ BATCH_DIVISOR = 16
 MAX_M = 512
 #: Largest beam (ef_construction / ef_search): a build batch holds MAX_BATCH x levels x ef candidates.
 MAX_EF = 16384
+#: Searches whose beam (max(ef_search, k)) exceeds this are answered exactly. The beam is a sorted
+#: array (O(ef) per insert, about ef x M inserts per query): at ef = 2048, M = 16 that is ~7e7 moves,
+#: the cost of an exact scan of ~0.5M 128-d rows, which is also exact. Derived, not measured.
+GRAPH_MAX_EF = 2048
 
 
 class HNSWIndex(Index):
@@ -190,6 +194,8 @@ class HNSWIndex(Index):
         ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
         use_filter = allowed is not None or self._table.live_count < n
         mask = self._table.row_mask(allowed) if use_filter else _NO_MASK
+        if ef > GRAPH_MAX_EF:
+            return self._exact(q, k, self._table.row_mask(allowed))
         if use_filter:
             n_allowed = int(mask.sum())
             if n_allowed <= k or n_allowed < EXACT_FRACTION * n:
