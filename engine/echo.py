@@ -35,7 +35,12 @@ def shorten(value: Any, limit: int = MAX_CHARS, items: int = MAX_ITEMS) -> str:
     if len(text) <= limit:
         return text
     size = {str: "chars", bytes: "bytes"}.get(type(value))
-    return f"{text[:limit]}... ({len(value)} {size})" if size else f"{text[:limit]}... ({len(text)} chars as text)"
+    return f"{text[:limit]}... ({len(value)} {size})" if size else clip(text, limit)
+
+
+def clip(text: str, limit: int = MAX_CHARS) -> str:
+    """``text`` itself when short enough, else its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def _more(total: int, items: int) -> list[str]:
