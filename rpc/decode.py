@@ -7,8 +7,8 @@ random bytes). The server registers its handlers with raw bytes in
 
 protobuf's own error says little ("Error parsing message with type ..."), so on failure
 :func:`diagnose` walks the wire format against the message descriptor and names the
-first problem and where it is: bytes that are not protobuf, a field of the wrong wire
-type, a string that is not UTF-8, or nesting beyond the decoder's limit.
+first problem and where it is: bytes that are not protobuf, a string that is not
+UTF-8, or nesting beyond the decoder's limit.
 
 Nesting: the decoder accepts at most :data:`MAX_DEPTH` levels of sub-messages. The
 engine's own limits keep every valid request well inside it: filters nest at most
@@ -23,7 +23,7 @@ from typing import Any
 from google.protobuf import message
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from ..engine.echo import shorten
+from ..engine.echo import clip
 from ..engine.errors import InvalidArgumentError
 
 #: Sub-message levels below the request the protobuf decoder (upb) accepts.
@@ -32,7 +32,7 @@ MAX_DEPTH = 100
 _FIXED64 = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
 _FIXED32 = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32}
 _DELIMITED = {FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE}
-_WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 5: "32-bit"}
+_WIRE_TYPES = (0, 1, 2, 5)  # varint, 64-bit, length-delimited, 32-bit (groups, 3 and 4, are not proto3)
 
 
 def parse_request(cls: Any, data: bytes) -> Any:
@@ -80,19 +80,18 @@ def _expected_wire(field: FieldDescriptor) -> set[int]:
 
 def _walk(desc: Descriptor, data: memoryview, pos: int, end: int, depth: int, path: str) -> None:
     if depth > MAX_DEPTH:
-        raise _Malformed(f"{shorten(path, 120)} nests sub-messages deeper than {MAX_DEPTH} levels (the decoder's "
+        raise _Malformed(f"{clip(path, 120)} nests sub-messages deeper than {MAX_DEPTH} levels (the decoder's "
                          "limit; filters may nest 32 levels, metadata 16)")
     while pos < end:
         at = pos
         key, pos = _varint(data, pos, end)
         number, wire = key >> 3, key & 7
-        if number == 0 or wire not in _WIRE_NAMES:
+        if number == 0 or wire not in _WIRE_TYPES:
             raise _Malformed(f"bytes are not protobuf: bad field key {key} at byte {at}")
         field = desc.fields_by_number.get(number)
-        name = f"{path}.{field.name}" if field is not None else f"{path}.<field {number}>"
         if field is not None and wire not in _expected_wire(field):
-            raise _Malformed(f"{shorten(name, 120)} has wire type {_WIRE_NAMES[wire]} at byte {at}, which its type "
-                             "does not use")
+            field = None  # the decoder keeps a known number with another wire type as an unknown field
+        name = f"{path}.{field.name}" if field is not None else f"{path}.<field {number}>"
         if wire == 0:
             _, pos = _varint(data, pos, end)
         elif wire in (1, 5):
@@ -101,15 +100,15 @@ def _walk(desc: Descriptor, data: memoryview, pos: int, end: int, depth: int, pa
             length, pos = _varint(data, pos, end)
             stop = pos + length
             if stop > end:
-                raise _Malformed(f"{shorten(name, 120)} at byte {at} claims {length} bytes, only {end - pos} remain")
+                raise _Malformed(f"{clip(name, 120)} at byte {at} claims {length} bytes, only {end - pos} remain")
             if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
                 _walk(field.message_type, data, pos, stop, depth + 1, name)
             elif field is not None and field.type == FieldDescriptor.TYPE_STRING:
                 try:
                     bytes(data[pos:stop]).decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise _Malformed(f"{shorten(name, 120)} is not valid UTF-8 (byte {pos + exc.start}); "
+                    raise _Malformed(f"{clip(name, 120)} is not valid UTF-8 (byte {pos + exc.start}); "
                                      "strings must be UTF-8") from None
             pos = stop
         if pos > end:
-            raise _Malformed(f"bytes are not protobuf: {shorten(name, 120)} at byte {at} runs past the end")
+            raise _Malformed(f"bytes are not protobuf: {clip(name, 120)} at byte {at} runs past the end")
