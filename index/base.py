@@ -181,6 +181,8 @@ class Index(abc.ABC):
     # ----------------------------------------------------------------- helpers
     def _check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Reject unknown names and bad values, so a bad call fails whichever path serves it."""
+        if params is not None and not isinstance(params, Mapping):
+            raise InvalidArgumentError(f"params must be a dict of search parameters, got {shorten(params)}")
         p = dict(params or {})
         unknown = set(p) - self.SEARCH_PARAMS
         if unknown:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
+from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError, NotTrainedError
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
 from .options import Option
@@ -126,7 +127,7 @@ class QuantizedIndex(Index):
     def _rescore_plan(self, params: dict[str, Any], k: int) -> tuple[bool, int]:
         rescore = params.get("rescore", self.keep_vectors)
         if not isinstance(rescore, (bool, np.bool_)):
-            raise InvalidArgumentError(f"search parameter rescore must be true or false, got {rescore!r}")
+            raise InvalidArgumentError(f"search parameter rescore must be true or false, got {shorten(rescore)}")
         if rescore and not self.keep_vectors:
             raise InvalidArgumentError(
                 f"rescore=True needs full-precision vectors; build {type(self).__name__} with keep_vectors=True")

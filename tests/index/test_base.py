@@ -39,3 +39,12 @@ def test_large_k_matches_brute_force_with_ties(backend: str) -> None:
     ref_d, ref_i = brute_force(q, x, 3000, "l2")
     np.testing.assert_allclose(d, ref_d, atol=1e-5)
     np.testing.assert_array_equal(ids, ref_i)  # ties by lower id, exactly as the sorted insert did
+
+
+def test_params_must_be_a_mapping() -> None:
+    from shoal.engine.errors import InvalidArgumentError
+
+    index = make_index("Flat", 2, "l2")
+    index.add(np.ones((1, 2)), [0])
+    with pytest.raises(InvalidArgumentError, match="params must be a dict"):
+        index.search(np.ones(2), 1, params=5)
