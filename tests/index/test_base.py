@@ -19,6 +19,7 @@ def test_k_beyond_n_is_padded_and_exact_for_exact_families(spec: str) -> None:
     index = make_index(spec, 8, "l2")
     index.train(np.concatenate([x] * 11))  # PQ trains on >= 4096 rows
     index.add(x, np.arange(400))
+    index.search(x[:3], 10)  # compiles (or loads) the kernels outside the timed call
     start = time.perf_counter()
     d, ids = index.search(x[:3], 16384)
     assert time.perf_counter() - start < 5.0  # was O(k) per candidate: k = 2**26 ran past 10 s
