@@ -41,7 +41,7 @@ from .sq import TRIM
 
 CODECS = ("flat", "sq8", "pq")
 DEFAULT_NPROBE = 8
-#: Largest nlist (and nprobe): k-means over a million centroids is already hours of training.
+#: Largest nlist (and nprobe): 2**20 lists, where FAISS's guidelines stop (for a billion vectors).
 MAX_NLIST = 1 << 20
 #: Training points per centroid below which k-means centroids are unreliable.
 POINTS_PER_CENTROID = 39

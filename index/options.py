@@ -106,7 +106,7 @@ def check_option_names(options: Mapping[str, Any]) -> None:
     clash = [name for name in options if name in RESERVED]
     if clash:
         raise InvalidSpecError(f"index option(s) {shorten(clash)} clash with parameters of the same name "
-                               f"({', '.join(RESERVED[1:])}); give those as parameters, not as index options")
+                               f"({', '.join(RESERVED)}); give those as parameters, not as index options")
 
 
 def check_options(owner: str, table: Mapping[str, Option], given: Mapping[str, Any]) -> dict[str, Any]:
