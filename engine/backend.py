@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from .echo import shorten
 from .errors import InvalidArgumentError
 
 log = logging.getLogger("shoal.backend")
@@ -81,12 +82,14 @@ def get_backend(name: str | Backend | None = None) -> Backend:
     """Resolve a backend name (or None for ``SHOAL_BACKEND`` / auto)."""
     if isinstance(name, Backend):
         return name
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgumentError(f"backend must be a name ({', '.join(BACKENDS)} or 'auto'), got {shorten(name)}")
     chosen = (name or os.environ.get("SHOAL_BACKEND") or "auto").lower()
     if chosen == "auto":
         return Backend("cupy" if gpu_available() else "numba")
     if chosen not in BACKENDS:
         raise InvalidArgumentError(
-            f"unknown backend {chosen!r}; choose one of {', '.join(BACKENDS)} or 'auto'"
+            f"unknown backend {shorten(chosen)}; choose one of {', '.join(BACKENDS)} or 'auto'"
         )
     if chosen == "cupy" and not gpu_available():
         raise InvalidArgumentError(

@@ -110,6 +110,15 @@ class ResourceExhaustedError(ShoalError):
     grpc_code = "RESOURCE_EXHAUSTED"
 
 
+class DiskFullError(StorageError, ResourceExhaustedError):
+    """A write failed because the file system is full or over quota (ENOSPC / EDQUOT).
+
+    Nothing of the failed call was applied; retry once space is freed.
+    """
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
 class AuthenticationError(ShoalError):
     """The server requires an API key and the call had none or a wrong one."""
 

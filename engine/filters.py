@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .echo import shorten
 from .errors import FilterError
 from .metadata import Column, MetadataStore
 
@@ -34,6 +35,9 @@ EQ_TYPES = (str, int, float, bool, type(None))
 _RANGE_OPS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 FIELD_OPS = ("$eq", "$ne", "$in", "$nin", "$exists", *_RANGE_OPS)
 LOGICAL_OPS = ("$and", "$or", "$not")
+#: Deepest nesting of $and/$or/$not (the top-level dict is level 1). Over gRPC a level is at most
+#: 2 messages, so every accepted filter decodes well inside protobuf's 100-message limit.
+MAX_DEPTH = 32
 
 
 class Node:
@@ -190,20 +194,23 @@ class MatchAll(Node):
 
 def compile_filter(spec: Any) -> Node:
     """Validate a filter and compile it; raises FilterError naming the bad part."""
-    return _compile(spec, "filter")
+    return _compile(spec, "filter", 1)
 
 
-def _compile(spec: Any, where: str) -> Node:
+def _compile(spec: Any, where: str, depth: int) -> Node:
     if isinstance(spec, Node):
         return spec
     if not isinstance(spec, Mapping):
-        raise FilterError(f"{where} must be a dict, got {type(spec).__name__}: {spec!r}")
+        raise FilterError(f"{where} must be a dict, got {type(spec).__name__}: {shorten(spec)}")
+    if depth > MAX_DEPTH:
+        raise FilterError(f"{shorten(where, 200)}: $and/$or/$not nest deeper than {MAX_DEPTH} levels, "
+                          "the most a filter may have")
     clauses: list[Node] = []
     for key, value in spec.items():
         if not isinstance(key, str):
-            raise FilterError(f"{where}: keys must be strings, got {key!r}")
+            raise FilterError(f"{where}: keys must be strings, got {shorten(key)}")
         if key.startswith("$"):
-            clauses.append(_logical(key, value, f"{where}.{key}"))
+            clauses.append(_logical(key, value, f"{where}.{key}", depth))
         else:
             clauses.append(_field(key, value, f"{where}.{key}"))
     if not clauses:
@@ -211,22 +218,22 @@ def _compile(spec: Any, where: str) -> Node:
     return clauses[0] if len(clauses) == 1 else And(tuple(clauses))
 
 
-def _logical(op: str, value: Any, where: str) -> Node:
+def _logical(op: str, value: Any, where: str, depth: int) -> Node:
     if op in ("$and", "$or"):
         if not isinstance(value, (list, tuple)) or not value:
-            raise FilterError(f"{where} takes a non-empty list of filters, got {value!r}")
-        children = tuple(_compile(v, f"{where}[{i}]") for i, v in enumerate(value))
+            raise FilterError(f"{where} takes a non-empty list of filters, got {shorten(value)}")
+        children = tuple(_compile(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
         return And(children) if op == "$and" else Or(children)
     if op == "$not":
-        return Not(_compile(value, where))
-    raise FilterError(f"unknown operator {op!r} at {where}; logical operators are {', '.join(LOGICAL_OPS)}")
+        return Not(_compile(value, where, depth + 1))
+    raise FilterError(f"unknown operator {shorten(op)} at {where}; logical operators are {', '.join(LOGICAL_OPS)}")
 
 
 def _eq_operand(value: Any, where: str) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if not isinstance(value, EQ_TYPES) or (isinstance(value, float) and not np.isfinite(value)):
-        raise FilterError(f"{where}: operand must be a string, finite number, bool or null, got {value!r}")
+        raise FilterError(f"{where}: operand must be a string, finite number, bool or null, got {shorten(value)}")
     return value
 
 
@@ -244,7 +251,7 @@ def _field(field: str, value: Any, where: str) -> Node:
             nodes.append(Not(In(field, (_eq_operand(operand, at),))))
         elif op in ("$in", "$nin"):
             if not isinstance(operand, (list, tuple)):
-                raise FilterError(f"{at} takes a list, got {operand!r}")
+                raise FilterError(f"{at} takes a list, got {shorten(operand)}")
             node = In(field, tuple(_eq_operand(v, at) for v in operand))
             nodes.append(node if op == "$in" else Not(node))
         elif op in _RANGE_OPS:
@@ -253,12 +260,12 @@ def _field(field: str, value: Any, where: str) -> Node:
             ok = isinstance(operand, str) or (isinstance(operand, (int, float)) and not isinstance(operand, bool)
                                               and np.isfinite(operand))
             if not ok:
-                raise FilterError(f"{at} takes a finite number or a string, got {operand!r}")
+                raise FilterError(f"{at} takes a finite number or a string, got {shorten(operand)}")
             nodes.append(Range(field, op, operand))
         elif op == "$exists":
             if not isinstance(operand, bool):
-                raise FilterError(f"{at} takes true or false, got {operand!r}")
+                raise FilterError(f"{at} takes true or false, got {shorten(operand)}")
             nodes.append(Exists(field, operand))
         else:
-            raise FilterError(f"unknown operator {op!r} at {where}; field operators are {', '.join(FIELD_OPS)}")
+            raise FilterError(f"unknown operator {shorten(op)} at {where}; field operators are {', '.join(FIELD_OPS)}")
     return nodes[0] if len(nodes) == 1 else And(tuple(nodes))

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from .echo import shorten
 from .errors import DuplicateIdError, InvalidArgumentError
 
 ExternalId = int | str
@@ -24,7 +25,7 @@ def check_ids(ids: Any, name: str = "ids") -> list[ExternalId]:
         if isinstance(value, np.generic):
             value = out[i] = value.item()
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise InvalidArgumentError(f"{name}[{i}] must be an int or a str, got {value!r}")
+            raise InvalidArgumentError(f"{name}[{i}] must be an int or a str, got {shorten(value)}")
         if isinstance(value, str) and not value:
             raise InvalidArgumentError(f"{name}[{i}] is an empty string")
     return out

@@ -13,26 +13,38 @@ from typing import Any
 
 import numpy as np
 
+from .echo import shorten
 from .errors import InvalidArgumentError
 
 JSONScalar = (str, int, float, bool, type(None))
+#: Deepest nesting of dicts and lists inside one payload (the payload itself is level 1). It keeps
+#: every accepted payload well inside protobuf's 100-message decode limit over gRPC (a dict level
+#: is 3 messages there, a list level 2) and Python's recursion limit in JSON (WAL) encoding.
+MAX_NESTING = 16
 
 
-def check_metadata(meta: Any, where: str = "metadata") -> dict[str, Any]:
-    """Validate a JSON-like payload (string keys; finite numbers) and return a plain dict."""
+def check_metadata(meta: Any, where: str = "metadata", depth: int = 1) -> dict[str, Any]:
+    """Validate a JSON-like payload (string keys; finite numbers; at most MAX_NESTING deep) and return a plain dict."""
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
         raise InvalidArgumentError(f"{where} must be a dict of field -> value, got {type(meta).__name__}")
+    _check_depth(depth, where)
     out = {}
     for key, value in meta.items():
         if not isinstance(key, str) or not key or key.startswith("$"):
-            raise InvalidArgumentError(f"{where}: field names must be non-empty strings not starting with '$', got {key!r}")
-        out[key] = _check_value(value, f"{where}.{key}")
+            raise InvalidArgumentError(f"{where}: field names must be non-empty strings not starting with '$', got {shorten(key)}")
+        out[key] = _check_value(value, f"{where}.{key}", depth)
     return out
 
 
-def _check_value(value: Any, where: str) -> Any:
+def _check_depth(depth: int, where: str) -> None:
+    if depth > MAX_NESTING:
+        raise InvalidArgumentError(f"{shorten(where, 200)}: dicts and lists nest deeper than {MAX_NESTING} levels, "
+                                   "the most a payload may have")
+
+
+def _check_value(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -40,9 +52,10 @@ def _check_value(value: Any, where: str) -> Any:
     if isinstance(value, JSONScalar):
         return value
     if isinstance(value, (list, tuple)):
-        return [_check_value(v, f"{where}[]") for v in value]
+        _check_depth(depth + 1, where)
+        return [_check_value(v, f"{where}[]", depth + 1) for v in value]
     if isinstance(value, Mapping):
-        return check_metadata(value, where)
+        return check_metadata(value, where, depth + 1)
     raise InvalidArgumentError(f"{where}: unsupported type {type(value).__name__}; use str, int, float, bool, None, list or dict")
 
 

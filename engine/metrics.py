@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .echo import shorten
 from .errors import InvalidArgumentError
 
 METRICS = ("l2", "cosine", "ip")
@@ -26,7 +27,7 @@ def check_metric(metric: str) -> str:
     """Return the canonical metric name or raise a clear error."""
     name = _ALIASES.get(str(metric).lower(), str(metric).lower())
     if name not in METRICS:
-        raise InvalidArgumentError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise InvalidArgumentError(f"unknown metric {shorten(metric)}; choose one of {', '.join(METRICS)}")
     return name
 
 

@@ -5,11 +5,20 @@ Messages name the argument, what was expected and what was received.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
+from .echo import shorten
 from .errors import DimensionMismatchError, DuplicateIdError, InvalidArgumentError, InvalidVectorError
+
+#: Largest k a search may ask for, unless the environment variable ``SHOAL_MAX_K`` says
+#: otherwise (``shoal serve --max-k`` sets it). Results are ``nq x k`` distances and ids
+#: (12 bytes each): k = 2**31 allocated 8-16 GiB and answered INTERNAL (issue 15). 16384
+#: is FAISS's largest k on the GPU (2048) times 8, and far beyond any top-k a client reads.
+DEFAULT_MAX_K = 16384
+MAX_K_ENV = "SHOAL_MAX_K"
 
 
 def as_matrix(x: Any, dim: int | None, name: str = "vectors", allow_empty: bool = False) -> np.ndarray:
@@ -32,10 +41,29 @@ def as_matrix(x: Any, dim: int | None, name: str = "vectors", allow_empty: bool 
     return np.ascontiguousarray(arr)
 
 
+def max_k() -> int:
+    """The largest k a search accepts: ``$SHOAL_MAX_K`` or :data:`DEFAULT_MAX_K` (read per call, so
+    a server sets it once at start-up and every entry point agrees)."""
+    raw = os.environ.get(MAX_K_ENV)
+    if raw is None:
+        return DEFAULT_MAX_K
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidArgumentError(f"environment variable {MAX_K_ENV} must be a positive integer, got {shorten(raw)}")
+    return value
+
+
 def check_k(k: Any) -> int:
-    """k must be a positive integer."""
+    """k must be an integer in ``[1, max_k()]``."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise InvalidArgumentError(f"k must be a positive integer, got {k!r}")
+        raise InvalidArgumentError(f"k must be a positive integer, got {shorten(k)}")
+    limit = max_k()
+    if k > limit:
+        raise InvalidArgumentError(f"k={k} exceeds the maximum k of {limit}; ask for at most {limit} results "
+                                   f"(the limit is set by {MAX_K_ENV} / shoal serve --max-k)")
     return int(k)
 
 

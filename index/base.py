@@ -20,10 +20,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engine.backend import Backend, get_backend
+from ..engine.echo import shorten
 from ..engine.errors import IdNotFoundError, InvalidArgumentError, NotTrainedError
 from ..engine.metrics import check_metric, prepare
 from ..engine.threads import threads_for_batch
 from ..engine.validation import as_labels, as_matrix, check_k
+from .kernels.topk import pad_to
+from .options import Option, check_options
 
 RangeResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 """``(lims, distances, ids)``: results of query i are ``[lims[i]:lims[i+1]]``, sorted."""
@@ -45,15 +48,20 @@ class Index(abc.ABC):
     #: Batches smaller than this run kernels that never start the Numba pool, so ``search``
     #: skips the per-call thread limit (~5 µs); such families limit any pooled fallback themselves.
     POOL_FREE_BELOW: ClassVar[int] = 0
+    #: The family's constructor options (see :mod:`shoal.index.options`); each becomes an attribute.
+    OPTIONS: ClassVar[Mapping[str, Option]] = {}
 
-    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None) -> None:
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None,
+                 **options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+            raise InvalidArgumentError(f"dim must be a positive integer, got {shorten(dim)}")
         self.dim = int(dim)
         self.metric = check_metric(metric)
         if self.metric not in self.METRICS:
             raise InvalidArgumentError(
                 f"{type(self).__name__} cannot serve metric {self.metric!r}; it supports {', '.join(self.METRICS)}")
+        for name, value in check_options(type(self).__name__, self.OPTIONS, options).items():
+            setattr(self, name, value)
         self.backend = get_backend(backend)
 
     # ----------------------------------------------------------------- public API
@@ -88,9 +96,11 @@ class Index(abc.ABC):
         if not self.is_trained:
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
         limit = nullcontext() if q.shape[0] < self.POOL_FREE_BELOW else threads_for_batch(q.shape[0])
+        kk = min(k, max(self.ntotal, 1))  # at most ntotal results exist: a huge k costs what ntotal costs
         with limit:
-            return self._search(self._prepare_queries(q), k, p, self._allowed_mask(allowed),
-                                {} if report is None else report)
+            d, ids = self._search(self._prepare_queries(q), kk, p, self._allowed_mask(allowed),
+                                  {} if report is None else report)
+        return (d, ids) if kk == k else pad_to(d, ids, k)
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,
                      allowed: Any = None) -> RangeResult:
@@ -184,6 +194,8 @@ class Index(abc.ABC):
     # ----------------------------------------------------------------- helpers
     def _check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Reject unknown names and bad values, so a bad call fails whichever path serves it."""
+        if params is not None and not isinstance(params, Mapping):
+            raise InvalidArgumentError(f"params must be a dict of search parameters, got {shorten(params)}")
         p = dict(params or {})
         unknown = set(p) - self.SEARCH_PARAMS
         if unknown:
@@ -223,11 +235,13 @@ class Index(abc.ABC):
         return mask
 
 
-def positive_int_param(params: Mapping[str, Any], name: str, default: int) -> int:
-    """Read an integer search parameter, rejecting non-positive values."""
+def positive_int_param(params: Mapping[str, Any], name: str, default: int, high: int | None = None) -> int:
+    """Read an integer search parameter in ``[1, high]``: a bound on what one call may allocate."""
     value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise InvalidArgumentError(f"search parameter {name} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 \
+            or (high is not None and value > high):
+        bound = f"an integer in [1, {high}]" if high is not None else "a positive integer"
+        raise InvalidArgumentError(f"search parameter {name} must be {bound}, got {shorten(value)}")
     return int(value)
 
 

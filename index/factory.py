@@ -10,8 +10,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError, InvalidSpecError
 from .base import Index
+from .options import check_option_names
 
 Builder = Callable[[re.Match[str], int, str, dict[str, Any]], Index]
 _SPECS: list[tuple[re.Pattern[str], str, Builder]] = []
@@ -32,19 +34,34 @@ def known_specs() -> list[str]:
     return [example for _, example, _ in _SPECS]
 
 
-def make_index(spec: str, dim: int, metric: str = "l2", **options: Any) -> Index:
-    """Build an (untrained) index from ``spec``; ``options`` go to the family constructor."""
+def make_index(spec: str, dim: int, metric: str = "l2", /, **options: Any) -> Index:
+    """Build an (untrained) index from ``spec``; ``options`` go to the family constructor.
+
+    Every option is checked against the family's ``OPTIONS`` table (type and range)
+    before anything is allocated; any rejection is an InvalidSpecError naming the spec.
+    """
     if not isinstance(spec, str) or not spec.strip():
-        raise InvalidSpecError(f"index spec must be a non-empty string, got {spec!r}")
+        raise InvalidSpecError(f"index spec must be a non-empty string, got {shorten(spec)}")
+    check_option_names(options)
     text = spec.strip().replace(" ", "")
     for pattern, _, builder in _SPECS:
         match = pattern.fullmatch(text)
         if match:
             try:
                 return builder(match, dim, metric, dict(options))
-            except TypeError as exc:  # unexpected keyword options
-                raise InvalidSpecError(f"bad options for index {spec!r}: {exc}") from None
-    raise InvalidSpecError(f"unknown index spec {spec!r}; known forms: {', '.join(known_specs())}")
+            except InvalidSpecError:
+                raise
+            except InvalidArgumentError as exc:
+                raise InvalidSpecError(f"cannot build index {shorten(spec)}: {exc}") from None
+    raise InvalidSpecError(f"unknown index spec {shorten(spec)}; known forms: {', '.join(known_specs())}")
+
+
+def spec_option(options: dict[str, Any], name: str, value: Any, spec: str) -> None:
+    """Put a number read from the spec (``"HNSW32"`` -> ``M=32``) into ``options``; an option saying otherwise is an error."""
+    if name in options and options[name] != value:
+        raise InvalidSpecError(f"index spec {shorten(spec)} sets {name}={shorten(value)} but the options say "
+                               f"{name}={shorten(options[name])}; give it once")
+    options[name] = value
 
 
 @register_spec(r"flat", "Flat")

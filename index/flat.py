@@ -20,8 +20,8 @@ class FlatIndex(Index):
     KIND = "FLAT"
     EXACT = True
 
-    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, backend=backend)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)  # Flat has no options: any is an error
         self._kernels = load_kernels("shoal.index.kernels", "flat", self.backend)
         self._table = LabelTable()
         self._x = np.zeros((0, self.dim), dtype=np.float32)

@@ -24,12 +24,12 @@ import numba
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
-from ..engine.errors import InvalidArgumentError
 from ..engine.metrics import prepare
 from ..engine.threads import threads_for_batch
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
+from .options import SEED, Option
 from .exact import knn_over
-from .factory import register_spec
+from .factory import register_spec, spec_option
 from .kernels import hnsw_numba as kernels
 from .kernels.topk import sq_norms
 
@@ -39,6 +39,14 @@ MAX_BATCH = 4096
 _NO_MASK = np.zeros(1, bool)
 #: A batch is at most this fraction (1/BATCH_DIVISOR) of the graph built so far.
 BATCH_DIVISOR = 16
+#: Largest M: 2M int32 neighbours per node at level 0 (hnswlib suggests 2-100; FAISS uses up to 64).
+MAX_M = 512
+#: Largest beam (ef_construction / ef_search): a build batch holds MAX_BATCH x levels x ef candidates.
+MAX_EF = 16384
+#: Searches whose beam (max(ef_search, k)) exceeds this are answered exactly. The beam is a sorted
+#: array (O(ef) per insert, about ef x M inserts per query): at ef = 2048, M = 16 that is ~7e7 moves,
+#: the cost of an exact scan of ~0.5M 128-d rows, which is also exact. Derived, not measured.
+GRAPH_MAX_EF = 2048
 
 
 class HNSWIndex(Index):
@@ -47,17 +55,15 @@ class HNSWIndex(Index):
     KIND = "HNSW"
     SEARCH_PARAMS = frozenset({"ef_search"})
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
+    OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
+               "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED}
+    M: int
+    ef_construction: int
+    ef_search: int
+    seed: int
 
-    def __init__(self, dim: int, metric: str = "l2", *, M: int = 16, ef_construction: int = 200,
-                 ef_search: int = 64, seed: int = 0, backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, backend=backend)
-        for name, value in (("M", M), ("ef_construction", ef_construction), ("ef_search", ef_search)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (2 if name == "M" else 1):
-                raise InvalidArgumentError(f"{name} must be an integer >= {2 if name == 'M' else 1}, got {value!r}")
-        self.M = int(M)
-        self.ef_construction = int(ef_construction)
-        self.ef_search = int(ef_search)
-        self.seed = int(seed)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
         self._code = 0 if self.metric == "l2" else 1
         #: Added to kernel distances: the kernel's -dot becomes the cosine distance 1 - dot.
         self._offset = np.float32(1.0 if self.metric == "cosine" else 0.0)
@@ -176,16 +182,19 @@ class HNSWIndex(Index):
 
     def _check_param_values(self, params: dict[str, Any]) -> None:
         if "ef_search" in params:
-            positive_int_param(params, "ef_search", self.ef_search)
+            positive_int_param(params, "ef_search", self.ef_search, MAX_EF)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         n = self._table.size
         if self._table.live_count == 0:
             return pad_results(q.shape[0], k)
-        ef = max(positive_int_param(params, "ef_search", self.ef_search), k)
+        ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
         use_filter = allowed is not None or self._table.live_count < n
         mask = self._table.row_mask(allowed) if use_filter else _NO_MASK
+        if ef > GRAPH_MAX_EF:  # a beam that wide costs more than the scan: answer exactly, and say so
+            report["fallback_queries"] = report.get("fallback_queries", 0) + q.shape[0]
+            return self._exact(q, k, self._table.row_mask(allowed))
         self._scratch(n)
         out_d = np.empty((q.shape[0], k), np.float32)
         out_ids = np.empty((q.shape[0], k), np.int64)
@@ -252,5 +261,5 @@ class HNSWIndex(Index):
 @register_spec(r"hnsw(?P<M>\d+)?", "HNSW32")
 def _build(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> Index:
     if match.group("M"):
-        options.setdefault("M", int(match.group("M")))
+        spec_option(options, "M", int(match.group("M")), match.group(0))
     return HNSWIndex(dim, metric, **options)

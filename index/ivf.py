@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
+from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError, InvalidSpecError
 from ..engine.metrics import prepare
 from ..engine.validation import as_matrix
@@ -32,12 +33,16 @@ from ..quant.kmeans import KMeans, balanced_assign
 from ..quant.pq import ProductQuantizer
 from ..quant.sq import ScalarQuantizer
 from .base import positive_int_param
-from .factory import register_spec
-from .pq import PQ_MIN_TRAIN, residual_tables
+from .factory import register_spec, spec_option
+from .options import SEED, Option
+from .pq import MAX_PQ_M, PQ_MIN_TRAIN, residual_tables
 from .quantized import QuantizedIndex, grow
+from .sq import TRIM
 
 CODECS = ("flat", "sq8", "pq")
 DEFAULT_NPROBE = 8
+#: Largest nlist (and nprobe): 2**20 lists, where FAISS's guidelines stop (for a billion vectors).
+MAX_NLIST = 1 << 20
 #: Training points per centroid below which k-means centroids are unreliable.
 POINTS_PER_CENTROID = 39
 #: Coarse k-means: FAISS's IVF settings (10 Lloyd iterations from k random points); k-means++
@@ -153,28 +158,26 @@ class IVFIndex(QuantizedIndex):
 
     KIND = "IVF"
     SEARCH_PARAMS = frozenset({"nprobe", "rescore", "oversample"})
+    OPTIONS = {"nlist": Option(int, None, 1, MAX_NLIST, nullable=True), "codec": Option(str, "flat", choices=CODECS),
+               "m": Option(int, None, 1, MAX_PQ_M, nullable=True), "nprobe": Option(int, DEFAULT_NPROBE, 1, MAX_NLIST),
+               "keep_vectors": Option(bool, None, nullable=True), "balanced": Option(bool, False),
+               "sq_trim": TRIM, "seed": SEED}
+    nlist: int | None
+    codec: str
+    m: int | None
+    nprobe: int
+    balanced: bool
+    sq_trim: float
+    seed: int
 
-    def __init__(self, dim: int, metric: str = "l2", nlist: int | None = None, codec: str = "flat",
-                 m: int | None = None, *, nprobe: int = DEFAULT_NPROBE, keep_vectors: bool | None = None,
-                 balanced: bool = False, sq_trim: float = 0.0, seed: int = 0,
-                 backend: str | Backend | None = None) -> None:
-        codec = str(codec).lower()
-        if codec not in CODECS:
-            raise InvalidArgumentError(f"unknown IVF codec {codec!r}; choose one of {', '.join(CODECS)}")
-        if nlist is not None and (isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist <= 0):
-            raise InvalidArgumentError(f"nlist must be a positive integer (or None to choose at train time), got {nlist!r}")
-        if codec == "pq" and m is None:
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
+        if self.codec == "pq" and self.m is None:
             raise InvalidArgumentError("IVF with the pq codec needs m (bytes per vector), e.g. m=8")
-        # raw vectors need no re-ranking copy; lossy codecs keep one by default
-        super().__init__(dim, metric, keep_vectors=(codec != "flat") if keep_vectors is None else keep_vectors,
-                         backend=backend)
-        self.nlist = None if nlist is None else int(nlist)
-        self.codec = codec
-        self.nprobe = positive_int_param({"nprobe": nprobe}, "nprobe", DEFAULT_NPROBE)
-        self.balanced = bool(balanced)
-        self.seed = seed
-        self.sq = ScalarQuantizer(self.dim, "sq8", trim=sq_trim) if codec == "sq8" else None
-        self.pq = ProductQuantizer(self.dim, m, seed=seed, backend=self.backend) if codec == "pq" else None
+        if self.keep_vectors is None:  # raw vectors need no re-ranking copy; lossy codecs keep one by default
+            self.keep_vectors = self.codec != "flat"
+        self.sq = ScalarQuantizer(self.dim, "sq8", trim=self.sq_trim) if self.codec == "sq8" else None
+        self.pq = ProductQuantizer(self.dim, self.m, seed=self.seed, backend=self.backend) if self.codec == "pq" else None
         self._ivf = load_kernels("shoal.index.kernels", "ivf", self.backend)
         self._kmk = load_kernels("shoal.quant.kernels", "kmeans", self.backend)
         self.centroids: np.ndarray | None = None
@@ -323,7 +326,7 @@ class IVFIndex(QuantizedIndex):
 
     @classmethod
     def _from_state(cls, meta, arrays, *, version, backend):
-        index = cls(meta["dim"], meta["metric"], meta["nlist"], meta["codec"], meta.get("pq_m"),
+        index = cls(meta["dim"], meta["metric"], nlist=meta["nlist"], codec=meta["codec"], m=meta.get("pq_m"),
                     nprobe=meta["nprobe"], keep_vectors=meta["keep_vectors"], balanced=meta["balanced"],
                     sq_trim=meta.get("sq_trim", 0.0), seed=meta["seed"], backend=backend)
         if index.codec == "sq8":
@@ -340,43 +343,40 @@ class IVFIndex(QuantizedIndex):
 
 
 # ----------------------------------------------------------------- factory specs
-def _build(spec: str, dim: int, metric: str, options: dict[str, Any], **kwargs: Any) -> IVFIndex:
-    try:
-        return IVFIndex(dim, metric, **kwargs, **options)
-    except InvalidSpecError:
-        raise
-    except InvalidArgumentError as exc:
-        raise InvalidSpecError(f"cannot build index {spec!r}: {exc}") from None
+def _build(match: re.Match[str], dim: int, metric: str, options: dict[str, Any], **from_spec: Any) -> IVFIndex:
+    for name, value in from_spec.items():
+        spec_option(options, name, value, match.group(0))
+    return IVFIndex(dim, metric, **options)
 
 
 def _nlist(match: re.Match[str]) -> int:
     nlist = int(match.group(1))
     if nlist <= 0:
-        raise InvalidSpecError(f"index spec {match.group(0)!r}: nlist must be >= 1, e.g. 'IVF256,Flat'")
+        raise InvalidSpecError(f"index spec {shorten(match.group(0))}: nlist must be >= 1, e.g. 'IVF256,Flat'")
     return nlist
 
 
 @register_spec(r"ivf", "ivf")
 def _ivf_auto(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> IVFIndex:
-    return _build(match.group(0), dim, metric, options, nlist=None, codec="flat")
+    return _build(match, dim, metric, options, nlist=None, codec="flat")
 
 
 @register_spec(r"ivf(\d+)(?:,flat)?", "IVF256,Flat")
 def _ivf_flat(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> IVFIndex:
-    return _build(match.group(0), dim, metric, options, nlist=_nlist(match), codec="flat")
+    return _build(match, dim, metric, options, nlist=_nlist(match), codec="flat")
 
 
 @register_spec(r"ivf(\d+),sq8", "IVF256,SQ8")
 def _ivf_sq8(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> IVFIndex:
-    return _build(match.group(0), dim, metric, options, nlist=_nlist(match), codec="sq8")
+    return _build(match, dim, metric, options, nlist=_nlist(match), codec="sq8")
 
 
 @register_spec(r"ivf(\d+),pq(\d+)", "IVF256,PQ16")
 def _ivf_pq(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> IVFIndex:
-    return _build(match.group(0), dim, metric, options, nlist=_nlist(match), codec="pq", m=int(match.group(2)))
+    return _build(match, dim, metric, options, nlist=_nlist(match), codec="pq", m=int(match.group(2)))
 
 
 @register_spec(r"ivf(\d+),(.*)", "IVF<nlist>,{Flat|SQ8|PQ<m>}")
 def _ivf_unknown(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> IVFIndex:
-    raise InvalidSpecError(f"index spec {match.group(0)!r}: unknown IVF codec {match.group(2)!r}; "
+    raise InvalidSpecError(f"index spec {shorten(match.group(0))}: unknown IVF codec {shorten(match.group(2))}; "
                            "use Flat, SQ8 or PQ<m> (m dividing the dimension), e.g. 'IVF256,PQ16'")

@@ -40,7 +40,8 @@ import numpy as np
 from ..engine.backend import Backend, load_kernels
 from ..engine.errors import InvalidArgumentError
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
-from .factory import register_spec
+from .factory import register_spec, spec_option
+from .options import Option
 from .kernels.topk import METRIC_CODES
 
 #: Rebuild when the unindexed buffer exceeds this many rows and ...
@@ -51,6 +52,8 @@ REBUILD_BUFFER_FRACTION = 1 / 32
 REBUILD_DEAD_FRACTION = 0.25
 #: Points per leaf: scipy cKDTree's default, so bench/kdtree_vs_scipy.py compares like with like.
 DEFAULT_LEAF_SIZE = 16
+#: Largest leaf: beyond this the tree is a slower brute-force scan.
+MAX_LEAF_SIZE = 1 << 16
 #: Below this many rows the build is sequential (thread start-up costs more than it saves).
 PARALLEL_BUILD_MIN_ROWS = 65_536
 
@@ -85,13 +88,11 @@ class KDTreeIndex(Index):
     #: Exact, yet worth keeping per segment: it replaces the brute-force scan (see Collection._new_index).
     REPLACES_SCAN = True
     SEARCH_PARAMS = frozenset({"max_leaves"})
+    OPTIONS = {"leaf_size": Option(int, DEFAULT_LEAF_SIZE, 1, MAX_LEAF_SIZE)}
+    leaf_size: int
 
-    def __init__(self, dim: int, metric: str = "l2", *, leaf_size: int = DEFAULT_LEAF_SIZE,
-                 backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, backend=backend)  # 'ip' is rejected here: no metric bound to prune with
-        if isinstance(leaf_size, bool) or not isinstance(leaf_size, (int, np.integer)) or leaf_size <= 0:
-            raise InvalidArgumentError(f"leaf_size must be a positive integer, got {leaf_size!r}")
-        self.leaf_size = int(leaf_size)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)  # 'ip' is rejected here: no bound to prune with
         try:
             self._kernels = load_kernels("shoal.index.kernels", "kdtree", self.backend)
         except ModuleNotFoundError:
@@ -215,5 +216,5 @@ class KDTreeIndex(Index):
 @register_spec(r"kdtree(\d+)?", "KDTree")
 def _kdtree(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> Index:
     if match.group(1):
-        options["leaf_size"] = int(match.group(1))
+        spec_option(options, "leaf_size", int(match.group(1)), match.group(0))
     return KDTreeIndex(dim, metric, **options)

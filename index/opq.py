@@ -13,28 +13,39 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..engine.backend import Backend
-from ..engine.errors import InvalidArgumentError, InvalidSpecError
+from ..engine.errors import InvalidArgumentError
 from ..engine.metrics import prepare
 from ..engine.validation import as_matrix
 from ..quant.opq import train_opq_rotation
 from .base import Index, RangeResult
 from .factory import make_index, register_spec
 from .io import index_class
+from .options import SEED, Option
+from .pq import MAX_PQ_M
+
+#: Largest number of OPQ training iterations (each is a PQ training plus an SVD).
+MAX_NITER = 1000
 
 
 class OPQIndex(Index):
     """An inner index searched in OPQ-rotated space."""
 
     KIND = "OPQROT"
+    #: ``m`` has no default: it comes from the spec (``"OPQ16,..."``). The others carry an ``opq_``
+    #: prefix because the spec's options are shared with the inner index (which has its own seed).
+    OPTIONS = {"m": Option(int, None, 1, MAX_PQ_M), "opq_niter": Option(int, 20, 1, MAX_NITER), "opq_seed": SEED}
+    m: int
+    opq_niter: int
+    opq_seed: int
 
-    def __init__(self, dim: int, metric: str, inner: Index, m: int, *, niter: int = 20, seed: int = 0,
-                 backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, backend=backend)
+    def __init__(self, dim: int, metric: str, inner: Index, *, backend: str | Backend | None = None,
+                 **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
         if inner.dim != self.dim or inner.metric != self.metric:
             raise InvalidArgumentError(f"inner index is {inner.dim}-d {inner.metric}, OPQ was asked for {self.dim}-d {self.metric}")
-        if m <= 0 or self.dim % m:
-            raise InvalidArgumentError(f"OPQ needs m to be a positive divisor of dim={self.dim}, got m={m}")
-        self.inner, self.m, self.niter, self.seed = inner, int(m), int(niter), int(seed)
+        if self.dim % self.m:
+            raise InvalidArgumentError(f"OPQ needs m to be a positive divisor of dim={self.dim}, got m={self.m}")
+        self.inner = inner
         self.rotation: np.ndarray | None = None
 
     # ------------------------------------------------------------- properties
@@ -72,7 +83,7 @@ class OPQIndex(Index):
     # ----------------------------------------------------------------- training
     def train(self, vectors: Any) -> None:
         x = prepare(as_matrix(vectors, self.dim), self.metric)
-        self.rotation = train_opq_rotation(x, self.m, niter=self.niter, seed=self.seed, backend=self.backend)
+        self.rotation = train_opq_rotation(x, self.m, niter=self.opq_niter, seed=self.opq_seed, backend=self.backend)
         self.inner.train(self._rotate(x))
 
     def _rotate(self, x: np.ndarray) -> np.ndarray:
@@ -105,7 +116,7 @@ class OPQIndex(Index):
         inner_meta = {"dim": self.dim, "metric": self.metric, **meta}
         rot = {} if self.rotation is None else {"opq_rotation": self.rotation}
         return ({**rot, **{f"inner.{k}": v for k, v in arrays.items()}},
-                {"opq_m": self.m, "opq_niter": self.niter, "opq_seed": self.seed, "inner_kind": self.inner.KIND,
+                {"opq_m": self.m, "opq_niter": self.opq_niter, "opq_seed": self.opq_seed, "inner_kind": self.inner.KIND,
                  "inner_version": self.inner.VERSION, "inner_meta": inner_meta})
 
     @classmethod
@@ -114,8 +125,8 @@ class OPQIndex(Index):
         inner_cls = index_class(meta["inner_kind"])
         inner_arrays = {k[len("inner."):]: v for k, v in arrays.items() if k.startswith("inner.")}
         inner = inner_cls._from_state(meta["inner_meta"], inner_arrays, version=meta["inner_version"], backend=backend)
-        index = cls(meta["dim"], meta["metric"], inner, meta["opq_m"], niter=meta["opq_niter"], seed=meta["opq_seed"],
-                    backend=backend)
+        index = cls(meta["dim"], meta["metric"], inner, m=meta["opq_m"], opq_niter=meta["opq_niter"],
+                    opq_seed=meta["opq_seed"], backend=backend)
         if "opq_rotation" in arrays:
             index.rotation = np.asarray(arrays["opq_rotation"], dtype=np.float32)
         return index
@@ -123,9 +134,7 @@ class OPQIndex(Index):
 
 @register_spec(r"opq(\d+),(.+)", "OPQ16,PQ16")
 def _opq_spec(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> OPQIndex:
-    own = {name: options.pop(f"opq_{name}") for name in ("niter", "seed") if f"opq_{name}" in options}
+    """Options ``opq_*`` are OPQ's own; the rest go to the inner index."""
+    own = {name: options.pop(name) for name in ("opq_niter", "opq_seed") if name in options}
     inner = make_index(match.group(2), dim, metric, **options)
-    try:
-        return OPQIndex(dim, metric, inner, int(match.group(1)), backend=options.get("backend"), **own)
-    except InvalidArgumentError as exc:
-        raise InvalidSpecError(f"cannot build index {match.group(0)!r}: {exc}") from None
+    return OPQIndex(dim, metric, inner, m=int(match.group(1)), backend=options.get("backend"), **own)

@@ -12,15 +12,17 @@ from typing import Any
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
-from ..engine.errors import InvalidArgumentError, InvalidSpecError
 from ..engine.metrics import prepare
 from ..engine.validation import as_matrix
 from ..quant.pq import ProductQuantizer
-from .factory import register_spec
+from .factory import register_spec, spec_option
+from .options import SEED, Option
 from .quantized import QuantizedIndex, grow
 
 #: Rows a Segment collects before training PQ (16 per sub-centroid).
 PQ_MIN_TRAIN = 4096
+#: Largest number of PQ sub-quantizers (bytes per code); it must also divide the dimension.
+MAX_PQ_M = 4096
 
 
 def residual_tables(pq: ProductQuantizer, centroids: np.ndarray) -> np.ndarray:
@@ -35,11 +37,13 @@ class PQIndex(QuantizedIndex):
 
     KIND = "PQFLAT"
     min_train_size = PQ_MIN_TRAIN
+    OPTIONS = {**QuantizedIndex.OPTIONS, "m": Option(int, 8, 1, MAX_PQ_M), "seed": SEED}
+    m: int
+    seed: int
 
-    def __init__(self, dim: int, metric: str = "l2", m: int = 8, *, keep_vectors: bool = True, seed: int = 0,
-                 backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, keep_vectors=keep_vectors, backend=backend)
-        self.pq = ProductQuantizer(self.dim, m, seed=seed, backend=self.backend)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
+        self.pq = ProductQuantizer(self.dim, self.m, seed=self.seed, backend=self.backend)
         self._ivf = load_kernels("shoal.index.kernels", "ivf", self.backend)
         self._codes = np.zeros((0, self.pq.m), np.uint8)
 
@@ -81,7 +85,7 @@ class PQIndex(QuantizedIndex):
 
     @classmethod
     def _from_state(cls, meta, arrays, *, version, backend):
-        index = cls(meta["dim"], meta["metric"], meta["pq_m"], keep_vectors=meta["keep_vectors"], backend=backend)
+        index = cls(meta["dim"], meta["metric"], m=meta["pq_m"], keep_vectors=meta["keep_vectors"], backend=backend)
         index.pq = ProductQuantizer.from_state(index.dim, meta, arrays, backend=index.backend)
         index._load_base(arrays)
         index._codes = arrays["codes"]
@@ -90,9 +94,5 @@ class PQIndex(QuantizedIndex):
 
 @register_spec(r"pq(\d+)", "PQ16")
 def _pq_spec(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> PQIndex:
-    try:
-        return PQIndex(dim, metric, int(match.group(1)), **options)
-    except InvalidSpecError:
-        raise
-    except InvalidArgumentError as exc:
-        raise InvalidSpecError(f"cannot build index {match.group(0)!r}: {exc}") from None
+    spec_option(options, "m", int(match.group(1)), match.group(0))
+    return PQIndex(dim, metric, **options)

@@ -24,13 +24,17 @@ from typing import Any
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
+from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError, NotTrainedError
 from .base import Index, LabelTable, RangeResult, pad_results, positive_int_param
+from .options import Option
 from .exact import knn_over
 from .kernels.topk import METRIC_CODES, range_blocks, sq_norms
 
 #: Candidates per result that are rescored exactly when ``rescore`` is on.
 DEFAULT_OVERSAMPLE = 4
+#: Largest ``oversample`` a call may ask for (k x oversample candidates are kept per query).
+MAX_OVERSAMPLE = 256
 
 
 def grow(arr: np.ndarray, used: int, need: int) -> np.ndarray:
@@ -46,11 +50,11 @@ class QuantizedIndex(Index):
     """Base of indices whose kernels return approximate candidates by row."""
 
     SEARCH_PARAMS = frozenset({"rescore", "oversample"})
+    OPTIONS = {"keep_vectors": Option(bool, True)}
+    keep_vectors: bool
 
-    def __init__(self, dim: int, metric: str = "l2", *, keep_vectors: bool = True,
-                 backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, backend=backend)
-        self.keep_vectors = bool(keep_vectors)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
         self._flat = load_kernels("shoal.index.kernels", "flat", self.backend)
         self._rescore = load_kernels("shoal.index.kernels", "rescore", self.backend)
         self._table = LabelTable()
@@ -123,11 +127,11 @@ class QuantizedIndex(Index):
     def _rescore_plan(self, params: dict[str, Any], k: int) -> tuple[bool, int]:
         rescore = params.get("rescore", self.keep_vectors)
         if not isinstance(rescore, (bool, np.bool_)):
-            raise InvalidArgumentError(f"search parameter rescore must be true or false, got {rescore!r}")
+            raise InvalidArgumentError(f"search parameter rescore must be true or false, got {shorten(rescore)}")
         if rescore and not self.keep_vectors:
             raise InvalidArgumentError(
                 f"rescore=True needs full-precision vectors; build {type(self).__name__} with keep_vectors=True")
-        oversample = positive_int_param(params, "oversample", DEFAULT_OVERSAMPLE)
+        oversample = positive_int_param(params, "oversample", DEFAULT_OVERSAMPLE, MAX_OVERSAMPLE)
         return bool(rescore), (k * oversample if rescore else k)
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],

@@ -13,13 +13,17 @@ from typing import Any
 import numpy as np
 
 from ..engine.backend import Backend
-from ..engine.errors import InvalidArgumentError, InvalidSpecError
 from ..engine.metrics import prepare
 from ..engine.validation import as_matrix
-from ..quant.sq import ScalarQuantizer
-from .factory import register_spec
+from ..quant.sq import KINDS, ScalarQuantizer
+from .factory import register_spec, spec_option
+from .options import Option
 from .kernels.topk import sq_norms
 from .quantized import QuantizedIndex, grow
+
+
+#: SQ8's outlier trim: the quantile cut off each end of every dimension's range.
+TRIM = Option(float, 0.0, 0.0, 0.5, open_high=True)
 
 
 class _DecodedView:
@@ -38,11 +42,13 @@ class SQIndex(QuantizedIndex):
     """Scalar quantizer over all rows; ``kind`` is ``"sq8"`` or ``"fp16"``."""
 
     KIND = "SQFLAT"
+    OPTIONS = {**QuantizedIndex.OPTIONS, "kind": Option(str, "sq8", choices=KINDS), "trim": TRIM}
+    kind: str
+    trim: float
 
-    def __init__(self, dim: int, metric: str = "l2", kind: str = "sq8", *, trim: float = 0.0,
-                 keep_vectors: bool = True, backend: str | Backend | None = None) -> None:
-        super().__init__(dim, metric, keep_vectors=keep_vectors, backend=backend)
-        self.sq = ScalarQuantizer(self.dim, kind, trim=trim)
+    def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
+        super().__init__(dim, metric, backend=backend, **options)
+        self.sq = ScalarQuantizer(self.dim, self.kind, trim=self.trim)
         #: Rows a Segment collects before training (ranges need a representative sample).
         self.min_train_size = 1 if self.sq.kind == "fp16" else 1000
         self._codes = np.zeros((0, self.dim), self.sq.code_dtype)
@@ -88,7 +94,7 @@ class SQIndex(QuantizedIndex):
 
     @classmethod
     def _from_state(cls, meta, arrays, *, version, backend):
-        index = cls(meta["dim"], meta["metric"], meta["sq_kind"], trim=meta["sq_trim"],
+        index = cls(meta["dim"], meta["metric"], kind=meta["sq_kind"], trim=meta["sq_trim"],
                     keep_vectors=meta["keep_vectors"], backend=backend)
         index.sq = ScalarQuantizer.from_state(index.dim, meta, arrays)
         index._load_base(arrays)
@@ -99,8 +105,5 @@ class SQIndex(QuantizedIndex):
 
 @register_spec(r"sq(8|fp16|16)", "SQ8")
 def _sq_spec(match: re.Match[str], dim: int, metric: str, options: dict[str, Any]) -> SQIndex:
-    kind = "sq8" if match.group(1) == "8" else "fp16"
-    try:
-        return SQIndex(dim, metric, kind, **options)
-    except InvalidArgumentError as exc:
-        raise InvalidSpecError(f"cannot build index {match.group(0)!r}: {exc}") from None
+    spec_option(options, "kind", "sq8" if match.group(1) == "8" else "fp16", match.group(0))
+    return SQIndex(dim, metric, **options)

@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..engine.validation import DEFAULT_MAX_K, MAX_K_ENV
+
 log = logging.getLogger("shoal.rpc")
 LISTENING = "listening on"
+#: Environment variable holding the API key (kept out of the command line, which any local user can read).
+API_KEY_ENV = "SHOAL_API_KEY"
 
 
 def spawn(args: list[str], *, stderr: IO[Any] | int | None = None, timeout: float = 60.0
@@ -46,8 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
     key = p.add_mutually_exclusive_group()
-    key.add_argument("--api-key", help="require this key ('authorization: Bearer KEY' or 'x-api-key')")
-    key.add_argument("--api-key-file", help="read the API key from this file")
+    key.add_argument("--api-key-file", help="require the API key held in this file (surrounding whitespace ignored); clients send "
+                     "'authorization: Bearer KEY' or 'x-api-key: KEY'")
+    key.add_argument("--api-key", help=f"require this API key. Prefer --api-key-file or ${API_KEY_ENV}: a key on "
+                     "the command line is visible to every local user in /proc/<pid>/cmdline and ps")
+    p.add_argument("--snapshot-dir", help="directory Admin.Snapshot writes into; requests name a snapshot, never a "
+                   "path (default: DATA/snapshots; an in-memory server without it refuses snapshots)")
+    p.add_argument("--max-k", type=int, default=None,
+                   help=f"largest k a search may ask for (default: ${MAX_K_ENV} or {DEFAULT_MAX_K})")
     p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
     p.add_argument("--workers", type=int, default=None, help="thread pool size (default: 4 per core, at most 64)")
@@ -59,16 +69,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def read_api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key-file, else --api-key, else $SHOAL_API_KEY; None: no authentication."""
+    from ..engine.errors import InvalidArgumentError
+
+    if args.api_key_file:
+        try:
+            key = Path(args.api_key_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"cannot read the API key file {args.api_key_file}: {exc}") from None
+        if not key:
+            raise InvalidArgumentError(f"API key file {args.api_key_file} is empty")
+        return key
+    return args.api_key or os.environ.get(API_KEY_ENV) or None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.database import Database
     from ..engine.errors import InvalidArgumentError
     from .server import build_server
 
-    api_key = args.api_key
-    if args.api_key_file:
-        api_key = Path(args.api_key_file).read_text().strip()
-        if not api_key:
-            raise InvalidArgumentError(f"API key file {args.api_key_file} is empty")
+    api_key = read_api_key(args)
+    if args.max_k is not None:
+        if args.max_k <= 0:
+            raise InvalidArgumentError(f"--max-k must be a positive integer, got {args.max_k}")
+        os.environ[MAX_K_ENV] = str(args.max_k)  # engine.validation.check_k reads it on every search
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidArgumentError("--tls-cert and --tls-key must be given together")
     cert = Path(args.tls_cert).read_bytes() if args.tls_cert else None
@@ -82,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     enable_from_args(args)
     server = build_server(db, args.host, args.port, api_key=api_key, tls_cert=cert, tls_key=tls_key,
-                          workers=args.workers, max_message_bytes=int(args.max_message_mb * 1024 * 1024))
+                          workers=args.workers, max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+                          snapshot_dir=args.snapshot_dir)
     print(f"{LISTENING} {args.host}:{server.port}", flush=True)
     while not stop.wait(0.5):
         pass

@@ -111,9 +111,10 @@ class Client:
         """Compact every collection; returns {collection: whether anything changed}."""
         return self._admin(self.admin.Compact)
 
-    def snapshot(self, dest: str) -> None:
-        """Write a consistent copy of the database to ``dest`` (a new directory on the server)."""
-        self._admin(self.admin.Snapshot, path=str(dest))
+    def snapshot(self, name: str) -> None:
+        """Write a consistent copy of the database as ``name`` in the server's snapshot directory
+        (``shoal serve --snapshot-dir``); a name, not a path."""
+        self._admin(self.admin.Snapshot, path=name)
 
     def stats(self) -> dict[str, Any]:
         return self._admin(self.admin.Stats)
@@ -243,8 +244,9 @@ class RemoteCollection:
         """Drop deleted rows and rebuild the index (see ``Collection.compact``); returns whether anything changed."""
         return bool(self._client._admin(self._client.admin.Compact, collection=self.name).get("result"))
 
-    def snapshot(self, dest: str) -> None:
-        self._client._admin(self._client.admin.Snapshot, collection=self.name, path=str(dest))
+    def snapshot(self, name: str) -> None:
+        """Write a consistent copy of this collection as ``name`` in the server's snapshot directory."""
+        self._client._admin(self._client.admin.Snapshot, collection=self.name, path=name)
 
     def stats(self) -> dict[str, Any]:
         return self._client._admin(self._client.admin.Stats, collection=self.name)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.echo import shorten
 from ..engine.errors import FilterError, InvalidArgumentError, InvalidVectorError
 from ..engine.results import GetResult, QueryResult
 from .v1 import types_pb2 as pb
@@ -37,7 +38,7 @@ def fill_ids(out: Any, ids: Sequence[Any], new: Any = None) -> None:
         elif isinstance(value, int) and not isinstance(value, bool):
             add(num=value)
         else:
-            raise InvalidArgumentError(f"ids must be ints or strings, got {value!r}")
+            raise InvalidArgumentError(f"ids must be ints or strings, got {shorten(value)}")
 
 
 def ids_from_proto(ids: Sequence[pb.PointId]) -> list[Any]:
@@ -139,7 +140,7 @@ def fill_metadata(out: pb.Metadata, meta: Mapping[str, Any] | None) -> None:
     out.SetInParent()
     for key, value in (meta or {}).items():
         if not isinstance(key, str):
-            raise InvalidArgumentError(f"metadata field names must be strings, got {key!r}")
+            raise InvalidArgumentError(f"metadata field names must be strings, got {shorten(key)}")
         fill_value(out.fields[key], value)
 
 
@@ -161,20 +162,20 @@ _LIST_OPS = ("$in", "$nin")
 def filter_to_proto(spec: Mapping[str, Any]) -> pb.Filter:
     """Encode a filter dict; the structure is checked here, operands by the server's compiler."""
     if not isinstance(spec, Mapping):
-        raise FilterError(f"filter must be a dict, got {type(spec).__name__}: {spec!r}")
+        raise FilterError(f"filter must be a dict, got {type(spec).__name__}: {shorten(spec)}")
     clauses = []
     for key, value in spec.items():
         if not isinstance(key, str):
-            raise FilterError(f"filter keys must be strings, got {key!r}")
+            raise FilterError(f"filter keys must be strings, got {shorten(key)}")
         if key in ("$and", "$or"):
             if not isinstance(value, (list, tuple)) or not value:
-                raise FilterError(f"{key} takes a non-empty list of filters, got {value!r}")
+                raise FilterError(f"{key} takes a non-empty list of filters, got {shorten(value)}")
             children = pb.FilterList(filters=[filter_to_proto(v) for v in value])
             clauses.append(pb.Filter(**{key[1:]: children}))
         elif key == "$not":
             clauses.append(pb.Filter(**{"not": filter_to_proto(value)}))
         elif key.startswith("$"):
-            raise FilterError(f"unknown operator {key!r}; logical operators are $and, $or, $not")
+            raise FilterError(f"unknown operator {shorten(key)}; logical operators are $and, $or, $not")
         elif isinstance(value, Mapping):
             if not value:
                 raise FilterError(f"filter.{key}: empty operator dict; use a value for equality or ops like $gt")
@@ -189,11 +190,11 @@ def filter_to_proto(spec: Mapping[str, Any]) -> pb.Filter:
 def _condition(field: str, op: str, operand: Any) -> pb.FieldCondition:
     name = _OP_NAMES.get(op)
     if name is None:
-        raise FilterError(f"unknown operator {op!r} on field {field!r}; field operators are {', '.join(_OP_NAMES)}")
+        raise FilterError(f"unknown operator {shorten(op)} on field {shorten(field)}; field operators are {', '.join(_OP_NAMES)}")
     cond = pb.FieldCondition(field=field, op=getattr(pb.FieldCondition.Op, name))
     if op in _LIST_OPS:
         if not isinstance(operand, (list, tuple)):
-            raise FilterError(f"filter.{field}.{op} takes a list, got {operand!r}")
+            raise FilterError(f"filter.{field}.{op} takes a list, got {shorten(operand)}")
         cond.values.extend(_operand_to_proto(v, field, op) for v in operand)
     else:
         cond.value.CopyFrom(_operand_to_proto(operand, field, op))
@@ -222,12 +223,12 @@ def filter_from_proto(msg: pb.Filter) -> dict[str, Any]:
         raise FilterError("filter field condition has an empty field name")
     op = _OPS.get(cond.op)
     if op is None:
-        raise FilterError(f"filter on {cond.field!r} has no operator; use one of {', '.join(_OP_NAMES)}")
+        raise FilterError(f"filter on {shorten(cond.field)} has no operator; use one of {', '.join(_OP_NAMES)}")
     if op in _LIST_OPS:
         operand: Any = [value_from_proto(v) for v in cond.values]
     else:
         if not cond.HasField("value"):
-            raise FilterError(f"filter {cond.field!r} {op} needs a value")
+            raise FilterError(f"filter {shorten(cond.field)} {op} needs a value")
         operand = value_from_proto(cond.value)
     return {cond.field: {op: operand}}
 

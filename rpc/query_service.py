@@ -21,7 +21,7 @@ import grpc
 from ..engine.errors import ShoalError
 from ..rag.ratelimit import RateLimiter
 from . import convert
-from .server import ServerState, ServiceSpec, handle_errors, register_service
+from .server import ServerState, ServiceSpec, api_key_of, handle_errors, register_service
 from .status import abort_with
 from .v1 import query_pb2, query_pb2_grpc
 
@@ -42,12 +42,9 @@ class QueryConfig:
     cache_threshold: float = 0.95
 
 
-def api_key_of(context: grpc.ServicerContext) -> str:
-    meta = dict(context.invocation_metadata() or ())
-    if "x-api-key" in meta:
-        return meta["x-api-key"]
-    auth = meta.get("authorization", "")
-    return auth[len("Bearer "):] if auth.startswith("Bearer ") else "anonymous"
+def rate_key(context: grpc.ServicerContext) -> str:
+    """Whose token bucket a call draws from: its API key, or the shared ``anonymous``."""
+    return api_key_of(context.invocation_metadata()) or "anonymous"
 
 
 class QueryServicer(query_pb2_grpc.QueryServicer):
@@ -87,7 +84,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
     def Ask(self, request: query_pb2.AskRequest, context: grpc.ServicerContext) -> Iterator[query_pb2.AskEvent]:
         # A generator: errors must be mapped here (handle_errors only sees the generator being created).
         try:
-            self.limiter.check(api_key_of(context))
+            self.limiter.check(rate_key(context))
             from ..rag.generation import SamplingParams
 
             pipe = self.pipeline(request.collection)
@@ -110,7 +107,7 @@ class QueryServicer(query_pb2_grpc.QueryServicer):
 
     @handle_errors
     def Embed(self, request: query_pb2.EmbedRequest, context: grpc.ServicerContext) -> query_pb2.EmbedResponse:
-        self.limiter.check(api_key_of(context))
+        self.limiter.check(rate_key(context))
         embedder = self.embedder()
         x = embedder.encode(list(request.texts))
         return query_pb2.EmbedResponse(vectors=convert.vectors_to_proto(x, embedder.dim), embedder=embedder.name)

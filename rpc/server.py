@@ -12,12 +12,23 @@ Layout (how to add a service)
   reflection, auth, logging and error mapping then apply to it automatically.
 * Servicer methods are wrapped by ``handle_errors``: a ShoalError becomes its
   ``grpc_code`` status (``rpc/status.py``), anything else INTERNAL.
+* Requests reach the servicers already parsed, but by our code (``DecodeInterceptor``,
+  ``rpc/decode.py``), not grpcio's: bytes that do not decode are INVALID_ARGUMENT
+  saying why, where grpcio would answer INTERNAL.
 
 Concurrency: the thread pool runs calls in parallel; a Collection's RW lock lets
 searches share it and serializes writes. Interceptors add a request id (``x-request-id``
 metadata, echoed back) and an access log line with the latency, check the API key in
 constant time (health and reflection stay open so probes and tools work), and answer
 UNAVAILABLE once shutdown has begun.
+
+Snapshots (``Admin.Snapshot``) are written only inside the server's snapshot directory
+and the request names one (``SNAPSHOT_NAME``), never a path: a path let any client write
+wherever the server user could (issue 15).
+
+Reflection is served as ``grpc.reflection.v1`` and ``v1alpha``; grpcio-reflection 1.85
+ships v1alpha only, and the two protocols are the same messages on the wire, so one
+servicer answers both.
 """
 from __future__ import annotations
 
@@ -25,22 +36,29 @@ import functools
 import hmac
 import logging
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ..engine.database import Database
-from ..engine.errors import (AuthenticationError, InvalidArgumentError, ShoalError, UnavailableError,
-                             UnimplementedError)
+from ..engine.echo import shorten
+from ..engine.errors import (AlreadyExistsError, AuthenticationError, FailedPreconditionError, InvalidArgumentError,
+                             ShoalError, UnavailableError, UnimplementedError)
+from ..index.options import check_option_names
+from ..storage.io_errors import storage_errors
 from . import convert
+from .decode import parse_request
 from .status import abort_with
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
 from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
@@ -49,15 +67,33 @@ log = logging.getLogger("shoal.rpc")
 access_log = logging.getLogger("shoal.rpc.access")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection")
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+OPEN_SERVICES = (health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+#: A snapshot name: one path component of letters, digits, '_', '-', '.', not starting with '.'
+#: (so never '..' or a hidden file), at most 128 characters.
+SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+#: The snapshot directory of a durable server without ``snapshot_dir``, inside its data directory.
+DEFAULT_SNAPSHOT_SUBDIR = "snapshots"
 
 
 @dataclass
 class ServerState:
-    """What servicers share: the database and the shutdown flag."""
+    """What servicers share: the database, where snapshots go (None: nowhere) and the shutdown flag."""
 
     db: Database
+    snapshot_dir: Path | None = None
     draining: threading.Event = field(default_factory=threading.Event)
+
+
+def api_key_of(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The key a call presents: ``x-api-key``, else ``authorization: Bearer <key>`` (scheme
+    case-insensitive, RFC 6750 section 2.1); None when it presents none."""
+    meta = dict(metadata or ())
+    if "x-api-key" in meta:
+        return meta["x-api-key"]
+    scheme, _, token = str(meta.get("authorization", "")).strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def handle_errors(method: Callable) -> Callable:
@@ -95,6 +131,7 @@ class CollectionsServicer(service_pb2_grpc.CollectionsServicer):
     @handle_errors
     def Create(self, request, context):
         options = convert.metadata_from_proto(request.index_options)
+        check_option_names(options)  # a clash would be a TypeError in the call below
         col = self.db.create_collection(request.name, request.dim, request.metric or "cosine",
                                         request.index or "flat", **options)
         return self.info(col)
@@ -195,6 +232,7 @@ class AdminServicer(service_pb2_grpc.AdminServicer):
 
     def __init__(self, state: ServerState) -> None:
         self.db = state.db
+        self.snapshot_dir = state.snapshot_dir
 
     def _call(self, request: admin_pb2.AdminRequest, name: str, *args: Any,
               per_collection: bool = True) -> admin_pb2.AdminResponse:
@@ -221,9 +259,26 @@ class AdminServicer(service_pb2_grpc.AdminServicer):
 
     @handle_errors
     def Snapshot(self, request, context):
-        if not request.path:
-            raise InvalidArgumentError("snapshot needs a target path (a directory on the server)")
-        return self._call(request, "snapshot", request.path, per_collection=False)  # one consistent copy
+        dest = self._snapshot_target(request.path)
+        with storage_errors(dest, "write the snapshot"):
+            self._call(request, "snapshot", dest, per_collection=False)  # one consistent copy
+        return admin_pb2.AdminResponse(result=_to_metadata({"snapshot": request.path}))
+
+    def _snapshot_target(self, name: str) -> Path:
+        """``<snapshot dir>/<name>`` for a valid, unused name; the request never names a path."""
+        if self.snapshot_dir is None:
+            raise FailedPreconditionError("this server has no snapshot directory; start it with --snapshot-dir DIR "
+                                          "(a durable server defaults to DATA/snapshots)")
+        if not SNAPSHOT_NAME.fullmatch(name):
+            raise InvalidArgumentError(
+                f"snapshot name must be 1-128 letters, digits, '_', '-' or '.', not starting with '.', got "
+                f"{shorten(name)}; it names a new directory inside the server's snapshot directory, not a path")
+        dest = self.snapshot_dir / name
+        if os.path.lexists(dest):
+            raise AlreadyExistsError(f"snapshot {name!r} already exists; choose a new name")
+        with storage_errors(self.snapshot_dir, "create the snapshot directory"):
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        return dest
 
     @handle_errors
     def Stats(self, request, context):
@@ -262,18 +317,24 @@ def register_service(spec: ServiceSpec) -> None:
 
 # ------------------------------------------------------------- interceptors
 
-def _wrap_handler(handler: grpc.RpcMethodHandler | None,
-                  wrap: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler | None:
-    """The same handler with its behaviour wrapped (whatever its streaming kind)."""
+_KEEP = object()
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler | None, wrap: Callable[[Callable], Callable],
+                  request_deserializer: Any = _KEEP) -> grpc.RpcMethodHandler | None:
+    """The same handler with its behaviour wrapped (whatever its streaming kind), and optionally
+    another request deserializer (None: the behaviour gets the raw bytes)."""
     if handler is None:
         return None
+    if request_deserializer is _KEEP:
+        request_deserializer = handler.request_deserializer
     for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
                           ("unary_stream", grpc.unary_stream_rpc_method_handler),
                           ("stream_unary", grpc.stream_unary_rpc_method_handler),
                           ("stream_stream", grpc.stream_stream_rpc_method_handler)):
         behaviour = getattr(handler, kind)
         if behaviour is not None:
-            return factory(wrap(behaviour), request_deserializer=handler.request_deserializer,
+            return factory(wrap(behaviour), request_deserializer=request_deserializer,
                            response_serializer=handler.response_serializer)
     return handler
 
@@ -294,10 +355,7 @@ class GuardInterceptor(grpc.ServerInterceptor):
             return UnavailableError("server is shutting down; retry against another instance or after restart")
         if self.api_key is None or _is_open(details.method):
             return None
-        meta = dict(details.invocation_metadata or ())
-        given = meta.get("x-api-key")
-        if given is None and meta.get("authorization", "").startswith("Bearer "):
-            given = meta["authorization"][len("Bearer "):]
+        given = api_key_of(details.invocation_metadata)
         if given is None:
             return AuthenticationError("missing API key: send metadata 'authorization: Bearer <key>' or 'x-api-key'")
         if not hmac.compare_digest(given.encode(), self.api_key):
@@ -316,6 +374,54 @@ class GuardInterceptor(grpc.ServerInterceptor):
             return run
 
         return _wrap_handler(handler, refuse)
+
+
+@functools.lru_cache(maxsize=None)
+def request_class(method: str) -> Any:
+    """The request message class of ``/package.Service/Method``, or None for a method not in the pool."""
+    try:
+        found = descriptor_pool.Default().FindMethodByName(method.strip("/").replace("/", "."))
+    except KeyError:
+        return None
+    return message_factory.GetMessageClass(found.input_type)
+
+
+class DecodeInterceptor(grpc.ServerInterceptor):
+    """Parses requests with :func:`rpc.decode.parse_request` instead of grpcio's deserializer.
+
+    A request that does not decode is INVALID_ARGUMENT naming the problem. Streamed requests
+    are parsed one by one as the servicer reads them; an error met then ends the call the same way.
+    """
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        cls = request_class(handler_call_details.method)
+        if handler is None or cls is None:
+            return handler
+
+        def parse_each(requests: Iterator[bytes]) -> Iterator[Any]:
+            return (parse_request(cls, data) for data in requests)
+
+        parse = parse_each if handler.request_streaming else functools.partial(parse_request, cls)
+
+        def decoding(behaviour):
+            def run(request, context):
+                try:
+                    result = behaviour(parse(request), context)
+                except ShoalError as exc:  # handlers map their own errors: this one is the request's
+                    abort_with(context, exc)
+                return _aborting_on_error(result, context) if handler.response_streaming else result
+            return run
+
+        return _wrap_handler(handler, decoding, request_deserializer=None)
+
+
+def _aborting_on_error(responses: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    """A streamed response that ends the call with the status of a ShoalError raised while streaming."""
+    try:
+        yield from responses
+    except ShoalError as exc:
+        abort_with(context, exc)
 
 
 class AccessLogInterceptor(grpc.ServerInterceptor):
@@ -369,24 +475,41 @@ class ShoalServer:
         return self.server.wait_for_termination(timeout)
 
 
+def _enable_reflection(service_names: list[str], server: grpc.Server) -> None:
+    """Serve reflection as v1alpha and v1 from one servicer (same messages on the wire)."""
+    servicer = reflection.ReflectionServicer([*service_names, reflection.SERVICE_NAME, REFLECTION_V1])
+    method = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": method})
+                                     for name in (reflection.SERVICE_NAME, REFLECTION_V1)])
+
+
 def default_workers() -> int:
     return min(64, 4 * (os.cpu_count() or 1))
 
 
 def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, api_key: str | None = None,
                  tls_cert: bytes | None = None, tls_key: bytes | None = None, workers: int | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, snapshot_dir: str | os.PathLike | None = None,
                  services: Iterable[ServiceSpec] | None = None) -> ShoalServer:
-    """Build, bind and start a server for ``db`` (``port=0`` picks a free port)."""
+    """Build, bind and start a server for ``db`` (``port=0`` picks a free port).
+
+    Snapshots go under ``snapshot_dir``, by default ``<data>/snapshots`` for a durable ``db``;
+    an in-memory ``db`` without one refuses them.
+    """
     if (tls_cert is None) != (tls_key is None):
         raise InvalidArgumentError("TLS needs both a certificate and a key")
-    state = ServerState(db)
+    if snapshot_dir is None and db.path is not None:
+        snapshot_dir = Path(db.path) / DEFAULT_SNAPSHOT_SUBDIR
+    state = ServerState(db, None if snapshot_dir is None else Path(snapshot_dir).resolve())
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers or default_workers(),
                                                     thread_name_prefix="shoal-rpc"),
-                         interceptors=[AccessLogInterceptor(), GuardInterceptor(state, api_key)], options=options)
+                         interceptors=[AccessLogInterceptor(), GuardInterceptor(state, api_key), DecodeInterceptor()],
+                         options=options)
     specs = list(SERVICES if services is None else services)
     for spec in specs:
         spec.add_to_server(spec.factory(state), server)
@@ -395,8 +518,7 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
     for spec in specs:
         health_servicer.set(spec.name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*(s.name for s in specs), health.SERVICE_NAME, reflection.SERVICE_NAME],
-                                        server)
+    _enable_reflection([*(s.name for s in specs), health.SERVICE_NAME], server)
     address = f"{host}:{port}"
     if tls_cert is not None:
         bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)]))

@@ -10,8 +10,12 @@ from __future__ import annotations
 import grpc
 
 from ..engine import errors
+from ..engine.echo import clip
 
 ERROR_TRAILER = "shoal-error"
+#: Longest status message sent. gRPC carries it in a header (8 KiB by default): a longer one made
+#: the client see RESOURCE_EXHAUSTED about header size instead of the real status (issue 15).
+MAX_DETAILS = 2000
 
 
 def _shoal_classes() -> dict[str, type[errors.ShoalError]]:
@@ -35,7 +39,7 @@ def abort_with(context: grpc.ServicerContext, exc: errors.ShoalError) -> None:
     """Abort the call with the status of ``exc`` (raises, as ``context.abort`` does)."""
     earlier = tuple(context.trailing_metadata() or ()) if hasattr(context, "trailing_metadata") else ()
     context.set_trailing_metadata((*earlier, (ERROR_TRAILER, type(exc).__name__)))
-    context.abort(status_code(exc), str(exc))
+    context.abort(status_code(exc), clip(str(exc), MAX_DETAILS))
 
 
 def error_from_rpc(err: grpc.RpcError) -> errors.ShoalError:

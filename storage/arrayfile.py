@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.errors import CorruptionError, FormatVersionError
+from .io_errors import atomic_file
 
 MAGIC = b"SHOALARR"
 _PREFIX = struct.Struct("<8s8sII")
@@ -58,8 +59,7 @@ def write_arrays(path: str | os.PathLike, kind: str, version: int, arrays: dict[
         offset += -(-a.nbytes // _ALIGN) * _ALIGN
     header = json.dumps({"meta": meta or {}, "arrays": descr}, sort_keys=True).encode()
     data_start = -(-(_PREFIX.size + len(header) + 4) // _ALIGN) * _ALIGN
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path, "write", fsync=fsync) as f:
         f.write(_PREFIX.pack(MAGIC, _kind_bytes(kind), version, len(header)))
         f.write(header)
         f.write(struct.pack("<I", zlib.crc32(header)))
@@ -67,16 +67,6 @@ def write_arrays(path: str | os.PathLike, kind: str, version: int, arrays: dict[
             f.seek(data_start + off)
             f.write(a.tobytes())
         f.truncate(data_start + (prepared[-1][0] + prepared[-1][1].nbytes if prepared else 0))
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read_arrays(path: str | os.PathLike, kind: str, versions: tuple[int, ...] | int,

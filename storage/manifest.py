@@ -7,13 +7,13 @@ so a reader sees the old or the new commit point, never a mix.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
 from ..engine.errors import CorruptionError, FormatVersionError
-from .wal import crc32c, fsync_dir
+from .io_errors import atomic_file
+from .wal import crc32c
 
 MAGIC = b"SHOALMAN"
 VERSION = 1
@@ -23,15 +23,9 @@ _PREFIX = struct.Struct("<8sIII")
 
 def write_manifest(directory: Path, doc: dict[str, Any]) -> None:
     body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-    path = directory / NAME
-    tmp = directory / (NAME + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(directory / NAME, "write the manifest") as f:
         f.write(_PREFIX.pack(MAGIC, VERSION, len(body), crc32c(body)))
         f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(directory)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from ..engine.errors import CorruptionError, FormatVersionError, StorageError
+from ..engine.errors import CorruptionError, FormatVersionError
+from .io_errors import storage_errors
 from .wal import fsync_dir
 
 VECTORS, NORMS, ROWS, INDEX = "vectors.npy", "norms.npy", "rows.json", "index.bin"
@@ -57,17 +58,11 @@ def write_segment(directory: Path, data: SegmentData, generation: int) -> dict[s
 
     A failure removes the partial directory, so nothing half-written is left behind.
     """
-    try:
+    with storage_errors(directory, "create segment directory"):
         directory.mkdir()
-    except OSError as exc:
-        raise StorageError(f"cannot create segment directory {directory}: {exc.strerror or exc}") from None
     try:
-        return _write_segment(directory, data, generation)
-    except OSError as exc:
-        shutil.rmtree(directory, ignore_errors=True)
-        if isinstance(exc, StorageError):
-            raise
-        raise StorageError(f"cannot write segment {directory}: {exc.strerror or exc}") from None
+        with storage_errors(directory, "write segment"):
+            return _write_segment(directory, data, generation)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -99,8 +94,9 @@ def write_tombstones(directory: Path, entry: dict[str, Any], live: np.ndarray, g
     """Persist a segment's deleted rows as a new bitmap file and point ``entry`` at it."""
     name = f"tomb-{generation:08d}.npy"
     dead = ~np.asarray(live, bool)
-    entry["files"][name] = _fsynced(directory / entry["dir"] / name, lambda f: np.save(f, np.packbits(dead)))
-    fsync_dir(directory / entry["dir"])
+    with storage_errors(directory / entry["dir"] / name, "write tombstones"):
+        entry["files"][name] = _fsynced(directory / entry["dir"] / name, lambda f: np.save(f, np.packbits(dead)))
+        fsync_dir(directory / entry["dir"])
     old = entry["tomb"]
     if old is not None and old != name:
         entry["files"].pop(old, None)

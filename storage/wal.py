@@ -10,6 +10,12 @@ Payload (no pickle): ``u8 op, u64 seq, u32 json_len, json`` then, for an upsert,
 external ids (and metadata for upserts). One call = one record, so a batch is
 all-or-nothing on replay.
 
+A failed append (the write or, in ``"always"`` mode, the fsync; e.g. a full disk) cuts
+the file back to where the record began and raises ``DiskFullError`` / ``StorageError``,
+so neither the next append nor a replay ever sees part of it, and the caller, which
+logs before applying, applies nothing. If even that cut fails the log refuses further
+appends until the collection is reopened (reopening drops a torn tail).
+
 Torn tail: a crash can leave a prefix of the last record; a record whose
 extent runs past the end of the file (or a complete final record failing its
 checksum) is dropped. Any other damage raises CorruptionError naming the file
@@ -27,6 +33,7 @@ Durability modes (what an acknowledged write survives):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import threading
@@ -38,7 +45,10 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from ..engine.errors import CorruptionError, FormatVersionError, InvalidArgumentError
+from ..engine.errors import CorruptionError, FormatVersionError, InvalidArgumentError, ShoalError, StorageError
+from .io_errors import atomic_file, fsync_dir, storage_errors  # noqa: F401  (fsync_dir: re-exported)
+
+log = logging.getLogger("shoal.storage")
 
 MAGIC = b"SHOALWAL"
 VERSION = 1
@@ -53,15 +63,6 @@ SYNC_MODES = ("always", "batch", "never")
 
 def crc32c(data: bytes | memoryview) -> int:
     return google_crc32c.value(bytes(data))
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename/create/unlink inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_sync(sync: str) -> str:
@@ -110,13 +111,8 @@ def decode(payload: bytes, offset: int) -> Record:
 
 def write_header(path: Path, base_seq: int) -> None:
     """Create an empty log atomically (temp + fsync + rename + fsync dir)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path, "create the write-ahead log") as f:
         f.write(_HEADER.pack(MAGIC, VERSION, base_seq))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _record_at(data: bytes, pos: int) -> tuple[str, int]:
@@ -190,10 +186,13 @@ class WriteAheadLog:
         self.path = path
         self.sync = check_sync(sync)
         self.next_seq = next_seq
-        self._fd = os.open(path, os.O_WRONLY)
-        os.ftruncate(self._fd, end)  # drop a torn tail before appending after it
-        os.lseek(self._fd, end, os.SEEK_SET)
+        with storage_errors(path, "open the write-ahead log"):
+            self._fd = os.open(path, os.O_WRONLY)
+            os.ftruncate(self._fd, end)  # drop a torn tail before appending after it
+            os.lseek(self._fd, end, os.SEEK_SET)
         self._end = end
+        #: Set when a failed append could not be cut back: appending after it would corrupt the log.
+        self._broken: StorageError | None = None
         self._pending = 0
         self._last_sync = time.monotonic()
         self._interval = sync_interval_ms / 1000.0
@@ -211,26 +210,41 @@ class WriteAheadLog:
         seq = self.next_seq
         frame = encode(op, seq, ids, vectors, metadata)
         with self._cond:
+            if self._broken is not None:
+                raise StorageError(f"{self.path}: the write-ahead log refuses appends after a failed append "
+                                   f"could not be rolled back ({self._broken}); reopen the collection")
+            group_full = self.sync == "batch" and self._pending + 1 >= self._sync_records
             try:
-                written = 0
-                while written < len(frame):
-                    written += os.write(self._fd, frame[written:])
-            except OSError:
-                os.ftruncate(self._fd, self._end)  # never leave half a record before the next one
-                os.lseek(self._fd, self._end, os.SEEK_SET)
+                with storage_errors(self.path, "append to"):
+                    written = 0
+                    while written < len(frame):
+                        written += os.write(self._fd, frame[written:])
+                    if self.sync == "always" or group_full:
+                        os.fdatasync(self._fd)  # this record and every pending one
+            except ShoalError:
+                self._roll_back()
                 raise
             self._end += len(frame)
             self.next_seq = seq + 1
-            self._pending += 1
-            if self.sync == "always":
-                self._sync_locked()
-            elif self.sync == "batch" and self._pending >= self._sync_records:
-                self._sync_locked()
+            if self.sync == "always" or group_full:
+                self._pending = 0
+                self._last_sync = time.monotonic()
+            else:
+                self._pending += 1
         return seq
+
+    def _roll_back(self) -> None:
+        """Cut the file back to the end of the last complete record (after a failed append)."""
+        try:
+            os.ftruncate(self._fd, self._end)
+            os.lseek(self._fd, self._end, os.SEEK_SET)
+        except OSError as exc:
+            self._broken = StorageError(f"cannot truncate {self.path} to offset {self._end}: {exc.strerror}")
 
     def _sync_locked(self) -> None:
         if self._pending:
-            os.fdatasync(self._fd)
+            with storage_errors(self.path, "sync"):
+                os.fdatasync(self._fd)
             self._pending = 0
         self._last_sync = time.monotonic()
 
@@ -239,7 +253,10 @@ class WriteAheadLog:
             while not self._closed:
                 self._cond.wait(self._interval)
                 if not self._closed:
-                    self._sync_locked()
+                    try:
+                        self._sync_locked()
+                    except StorageError as exc:  # acknowledged records stay pending: retried next interval
+                        log.warning("group commit of %s failed, retrying: %s", self.path, exc)
 
     def sync_now(self) -> None:
         with self._cond:
@@ -253,7 +270,7 @@ class WriteAheadLog:
         with self._cond:
             if self._closed:
                 return
-            self._sync_locked()
+            self._sync_locked()  # raises while the disk is full; close() again once there is space
             self._closed = True
             self._cond.notify_all()
             os.close(self._fd)

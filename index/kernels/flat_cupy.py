@@ -17,7 +17,7 @@ import numpy as np
 
 from ...engine.device import DeviceMemory, device_memory
 from ...engine.errors import ResourceExhaustedError
-from .topk import METRIC_CODES
+from .topk import METRIC_CODES, pad_to
 
 QUERY_BLOCK = 4096
 #: Widest data chunk per GEMM (bounds one distance block to QUERY_BLOCK × DATA_CHUNK floats, 2 GiB).
@@ -130,6 +130,8 @@ def _on_device(q, x, xnorm, labels, rowmask):
 def knn(q, x, xnorm, labels, rowmask, k, metric):
     """Exact k-NN of ``q`` among rows of ``x`` where ``rowmask`` holds: host ``(distances, labels)``."""
     nq, n = q.shape[0], x.shape[0]
+    if 0 < n < k:  # at most n results exist: a huge k costs what n costs
+        return pad_to(*knn(q, x, xnorm, labels, rowmask, n, metric), k)
     code = METRIC_CODES[metric]
     with _on_device(q, x, xnorm, labels, rowmask) as (xd, xn, lab, qb, w, mask, qd, qn):
         out_d = cp.full((nq, k), cp.inf, cp.float32)

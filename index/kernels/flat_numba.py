@@ -1,31 +1,15 @@
-"""Numba flat kernels: BLAS computes dot products, a parallel kernel keeps the top-k."""
+"""Numba flat kernels: BLAS computes dot products, a parallel kernel keeps the top-k.
+
+Between blocks each query's running top-k is a heap (:mod:`.heap_numba`); it is sorted
+once, after the last block.
+"""
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
+from .heap_numba import heap_push, heap_sort_rows
 from .topk import blocked_knn, range_blocks
-
-
-@nb.njit(cache=True, inline="always")
-def _before(d1, i1, d2, i2):
-    """Strict order on (distance, id): ties go to the lower id."""
-    return d1 < d2 or (d1 == d2 and i1 < i2)
-
-
-@nb.njit(cache=True, inline="always")
-def insert_sorted(dist, ids, d, i):
-    """Insert (d, i) into ascending arrays of fixed length if it beats the worst entry."""
-    k = dist.shape[0]
-    if not _before(d, i, dist[k - 1], ids[k - 1] if ids[k - 1] >= 0 else 1 << 62):
-        return
-    pos = k - 1
-    while pos > 0 and _before(d, i, dist[pos - 1], ids[pos - 1] if ids[pos - 1] >= 0 else 1 << 62):
-        dist[pos] = dist[pos - 1]
-        ids[pos] = ids[pos - 1]
-        pos -= 1
-    dist[pos] = d
-    ids[pos] = i
 
 
 @nb.njit(cache=True, parallel=True)
@@ -34,7 +18,6 @@ def _merge_kernel(sims, xnorm, qnorm, code, labels, mask, use_mask, out_d, out_i
     for r in nb.prange(nq):
         dr = out_d[r]
         ir = out_i[r]
-        k = dr.shape[0]
         for j in range(nb_rows):
             if use_mask and not mask[j]:
                 continue
@@ -47,8 +30,8 @@ def _merge_kernel(sims, xnorm, qnorm, code, labels, mask, use_mask, out_d, out_i
                 d = 1.0 - s
             else:
                 d = -s
-            if d <= dr[k - 1]:
-                insert_sorted(dr, ir, np.float32(d), labels[j])
+            if d <= dr[0]:
+                heap_push(dr, ir, np.float32(d), labels[j])
 
 
 _EMPTY_MASK = np.zeros(1, dtype=np.bool_)
@@ -61,7 +44,7 @@ def _merge(sims, xnorm, qnorm, code, labels, mask, out_d, out_i) -> None:
 
 def knn(q, x, xnorm, labels, rowmask, k, metric):
     """Exact k-NN; see :func:`shoal.index.kernels.topk.blocked_knn`."""
-    return blocked_knn(_merge, q, x, xnorm, labels, rowmask, k, metric)
+    return blocked_knn(_merge, q, x, xnorm, labels, rowmask, k, metric, finish=heap_sort_rows)
 
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .flat_numba import insert_sorted
+from .heap_numba import heap_push, heap_sort
 from .rescore_numba import exact_dist
 
 
@@ -42,8 +42,9 @@ def _probe_one(q, i, ct, cnorm, code, coarse, probes):
         else:
             coarse[c] = -dots[c]
         order = coarse[c] if code == 2 else l2  # lists hold nearest-by-l2 vectors; ip probes by ip
-        if order <= best[nprobe - 1]:
-            insert_sorted(best, probes, order, c)
+        if order <= best[0]:
+            heap_push(best, probes, order, c)
+    heap_sort(best, probes)
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
@@ -54,12 +55,14 @@ def _probe(q, ct, cnorm, code, out_p, out_c):
 
 @nb.njit(cache=True, fastmath=True, inline="always")
 def _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r):
-    """Per-query start of a list scan: ``(coarse distances, probed lists, out_d[qi], out_r[qi], kk)``."""
+    """Per-query start of a list scan: ``(coarse distances, probed lists, out_d[qi], out_r[qi])``.
+
+    The scan keeps ``out_d[qi]`` / ``out_r[qi]`` as a heap (:mod:`.heap_numba`) and sorts it when done.
+    """
     coarse = np.empty(ct.shape[1], np.float32)
     probes = np.empty(nprobe, np.int64)
     _probe_one(q, qi, ct, cnorm, code, coarse, probes)
-    dr = out_d[qi]
-    return coarse, probes, dr, out_r[qi], dr.shape[0]
+    return coarse, probes, out_d[qi], out_r[qi]
 
 
 def _coarse_args(centroids):
@@ -82,7 +85,7 @@ def probe(q, centroids, code, nprobe):
 def _scan_flat(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, vecs, rowmask, out_d, out_r):
     nq = q.shape[0]
     for qi in nb.prange(nq):
-        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
+        coarse, probes, dr, rr = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         for p in range(nprobe):
             lst = probes[p]
             for e in range(starts[lst], starts[lst] + sizes[lst]):
@@ -90,8 +93,9 @@ def _scan_flat(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, vecs, rowm
                 if r < 0 or not rowmask[r]:
                     continue
                 acc = exact_dist(q, qi, vecs, e, code)
-                if acc <= dr[kk - 1]:
-                    insert_sorted(dr, rr, acc, r)
+                if acc <= dr[0]:
+                    heap_push(dr, rr, acc, r)
+        heap_sort(dr, rr)
 
 
 def scan_flat(q, centroids, code, nprobe, starts, sizes, entry_rows, vecs, rowmask, kk):
@@ -106,7 +110,7 @@ def _scan_sq8(q, centroids, ct, cnorm, code, nprobe, starts, sizes, entry_rows, 
               out_d, out_r):
     nq, dim = q.shape
     for qi in nb.prange(nq):
-        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
+        coarse, probes, dr, rr = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         a = np.empty(dim, np.float32)
         base = np.float32(0.0)
         for p in range(nprobe):
@@ -132,8 +136,9 @@ def _scan_sq8(q, centroids, ct, cnorm, code, nprobe, starts, sizes, entry_rows, 
                     for j in range(dim):
                         acc += a[j] * np.float32(codes[e, j])
                     acc = base - acc
-                if acc <= dr[kk - 1]:
-                    insert_sorted(dr, rr, acc, r)
+                if acc <= dr[0]:
+                    heap_push(dr, rr, acc, r)
+        heap_sort(dr, rr)
 
 
 def scan_sq8(q, centroids, code, nprobe, starts, sizes, entry_rows, codes, vmin, scale, rowmask, kk):
@@ -152,7 +157,7 @@ def _scan_pq(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, codes, pq_ct
     # l2 uses |q-c|² + (|r|² + 2c·r) - 2q·r: the table holds -2 q·r; ip/cosine: coarse - q·r
     factor = np.float32(2.0) if use_ltab else np.float32(1.0)
     for qi in nb.prange(nq):
-        coarse, probes, dr, rr, kk = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
+        coarse, probes, dr, rr = _start_query(q, qi, ct, cnorm, code, nprobe, out_d, out_r)
         qlut = np.zeros((m, ksub), np.float32)
         for s in range(m):
             for j in range(dsub):
@@ -193,9 +198,10 @@ def _scan_pq(q, ct, cnorm, code, nprobe, starts, sizes, entry_rows, codes, pq_ct
                         acc = base
                         for s in range(m):
                             acc += tab[s, codes[e + t, s]]
-                    if acc <= dr[kk - 1]:
-                        insert_sorted(dr, rr, acc, r)
+                    if acc <= dr[0]:
+                        heap_push(dr, rr, acc, r)
                 e += 4
+        heap_sort(dr, rr)
 
 
 def scan_pq(q, centroids, code, nprobe, starts, sizes, entry_rows, codes, pq_cents, ltab, use_ltab, rowmask, kk):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .flat_numba import insert_sorted
+from .heap_numba import heap_push, heap_sort
 
 #: Metric codes shared with :data:`shoal.index.kernels.topk.METRIC_CODES`.
 L2, COSINE = 0, 1
@@ -246,13 +246,13 @@ def _skip(node, counts, use_counts):
 @nb.njit(cache=True)
 def _knn_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, counts, use_counts,
              code, max_leaves, dr, ir, stack, sbound):
-    k = dr.shape[0]
+    """k nearest rows into the heap ``dr``/``ir`` (:mod:`.heap_numba`; the caller sorts it)."""
     for row in range(ntree, xs.shape[0]):  # unindexed buffer: exact scan seeds the bound
         if use_mask and not mask[row]:
             continue
-        dist = _point_dist_within(q, xs, row, code, dr[k - 1])
-        if dist <= dr[k - 1]:
-            insert_sorted(dr, ir, dist, labels[row])
+        dist = _point_dist_within(q, xs, row, code, dr[0])
+        if dist <= dr[0]:
+            heap_push(dr, ir, dist, labels[row])
     if ntree == 0 or _skip(0, counts, use_counts):
         return
     stack[0] = 0
@@ -262,7 +262,7 @@ def _knn_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask
     while sp > 0:
         sp -= 1
         node = stack[sp]
-        if sbound[sp] > dr[k - 1]:
+        if sbound[sp] > dr[0]:
             continue
         rnode = right[node]
         if rnode < 0:
@@ -272,9 +272,9 @@ def _knn_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask
             for row in range(start[node], end[node]):
                 if use_mask and not mask[row]:
                     continue
-                dist = _point_dist_within(q, xs, row, code, dr[k - 1])
-                if dist <= dr[k - 1]:
-                    insert_sorted(dr, ir, dist, labels[row])
+                dist = _point_dist_within(q, xs, row, code, dr[0])
+                if dist <= dr[0]:
+                    heap_push(dr, ir, dist, labels[row])
             continue
         lnode = node + 1
         bl = np.float32(np.inf) if _skip(lnode, counts, use_counts) else _box_bound(q, bmin, bmax, lnode, code)
@@ -282,7 +282,7 @@ def _knn_one(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask
         near, far, bnear, bfar = lnode, rnode, bl, br
         if br < bl:
             near, far, bnear, bfar = rnode, lnode, br, bl
-        worst = dr[k - 1]
+        worst = dr[0]
         if bfar <= worst and bfar < np.inf:
             stack[sp] = far
             sbound[sp] = bfar
@@ -308,6 +308,7 @@ def knn(q, xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, cou
         for r in range(c * _CHUNK, min(nq, (c + 1) * _CHUNK)):
             _knn_one(q[r], xs, labels, ntree, bmin, bmax, start, end, right, mask, use_mask, counts,
                      use_counts, code, max_leaves, out_d[r], out_i[r], stack, sbound)
+            heap_sort(out_d[r], out_i[r])
 
 
 @nb.njit(cache=True, inline="always")

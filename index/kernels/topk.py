@@ -2,7 +2,10 @@
 
 Distances come from one BLAS GEMM per (query block × data block), so memory
 stays bounded (``QUERY_BLOCK × DATA_BLOCK`` floats) however large nq × n is;
-a backend-specific ``merge`` folds each block into the running top-k.
+a backend-specific ``merge`` folds each block into the running top-k, and an
+optional ``finish`` puts it in order at the end (a heap-based merge needs one).
+At most n results exist, so the running top-k holds ``min(k, n)`` and the rest
+is padding: a huge k costs what n costs.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ QUERY_BLOCK = 1024
 DATA_BLOCK = 16384
 METRIC_CODES = {"l2": 0, "cosine": 1, "ip": 2}
 
+FinishFn = Callable[[np.ndarray, np.ndarray], None]
 MergeFn = Callable[[np.ndarray, np.ndarray, float | np.ndarray, int, np.ndarray, np.ndarray | None,
                     np.ndarray, np.ndarray], None]
 
@@ -26,14 +30,17 @@ def sq_norms(x: np.ndarray) -> np.ndarray:
 
 
 def blocked_knn(merge: MergeFn, q: np.ndarray, x: np.ndarray, xnorm: np.ndarray, labels: np.ndarray,
-                rowmask: np.ndarray | None, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+                rowmask: np.ndarray | None, k: int, metric: str,
+                finish: FinishFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``q`` against rows of ``x`` whose ``rowmask`` is true; ids are ``labels``."""
     nq = q.shape[0]
+    n = x.shape[0]
+    if 0 < n < k:
+        return pad_to(*blocked_knn(merge, q, x, xnorm, labels, rowmask, n, metric, finish), k)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
     code = METRIC_CODES[metric]
     qnorm = sq_norms(q)
-    n = x.shape[0]
     with single_threaded_blas():
         for qs in range(0, nq, QUERY_BLOCK):
             qe = min(nq, qs + QUERY_BLOCK)
@@ -44,6 +51,18 @@ def blocked_knn(merge: MergeFn, q: np.ndarray, x: np.ndarray, xnorm: np.ndarray,
                     continue
                 sims = q[qs:qe] @ np.asarray(x[s:e]).T
                 merge(sims, xnorm[s:e], qnorm[qs:qe], code, labels[s:e], m, out_d[qs:qe], out_i[qs:qe])
+    if finish is not None:
+        finish(out_d, out_i)
+    return out_d, out_i
+
+
+def pad_to(d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(nq, k)`` results from fewer columns: distances inf, ids -1 after them."""
+    nq, have = d.shape
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    out_d[:, :have] = d
+    out_i[:, :have] = ids
     return out_d, out_i
 
 

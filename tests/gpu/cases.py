@@ -88,7 +88,7 @@ def check_pq_flat(metric: str, n: int = 4096, dim: int = 32, k: int = 10) -> Non
     x, q = data(n, dim)
     out = {}
     for name in ("numba", "cupy"):
-        idx = PQIndex(dim, metric, 8, backend=name)
+        idx = PQIndex(dim, metric, m=8, backend=name)
         idx.train(x)
         idx.add(x, np.arange(n))
         out[name] = (idx.search(q, k, params={"rescore": False}), idx.search(q, k), idx.pq.centroids)

@@ -35,7 +35,7 @@ def test_options_pass_through():
     ("IVF16,PQ7", "divisor"),
     ("IVF16,LSH", "unknown IVF codec"),
     ("IVF16,PQ", "unknown IVF codec"),
-    ("PQ0", "divisor"),
+    ("PQ0", r"option m must be an integer in \[1, 4096\], got 0"),
     ("PQ5", "divisor"),
     ("SQ4", "unknown index spec"),
 ])

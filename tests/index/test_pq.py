@@ -72,12 +72,12 @@ def test_save_load_remove(data, built, tmp_path):
 
 def test_untrained_and_errors(data):
     x, q = data
-    index = PQIndex(DIM, "l2", 4)
+    index = PQIndex(DIM, "l2", m=4)
     assert index.min_train_size == 4096
     with pytest.raises(NotTrainedError):
         index.add(x[:2], [0, 1])
     with pytest.raises(InvalidArgumentError, match="divisor"):
-        PQIndex(DIM, "l2", 5)
+        PQIndex(DIM, "l2", m=5)
     index.train(x)
     index.add(x, np.arange(N))
     with pytest.raises(InvalidArgumentError, match="oversample"):
@@ -89,8 +89,8 @@ def test_untrained_and_errors(data):
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_numpy_backend_matches_numba(metric, data):
     x, q = data
-    a = PQIndex(DIM, metric, 4, backend="numba")
-    b = PQIndex(DIM, metric, 4, backend="numpy")
+    a = PQIndex(DIM, metric, m=4, backend="numba")
+    b = PQIndex(DIM, metric, m=4, backend="numpy")
     for index in (a, b):
         index.train(x[:1000])
         index.add(x[:1000], np.arange(1000))

@@ -16,6 +16,7 @@ class ServerProcess:
     proc: subprocess.Popen
     port: int
     log: Path
+    snapshot_dir: Path | None = None
 
     @property
     def target(self) -> str:
@@ -42,8 +43,10 @@ def start_server(tmp: Path, *args: str) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """An in-memory server shared by one test module."""
-    srv = start_server(tmp_path_factory.mktemp("rpc"))
+    """An in-memory server shared by one test module (snapshots go to its own temp directory)."""
+    tmp = tmp_path_factory.mktemp("rpc")
+    srv = start_server(tmp, "--snapshot-dir", str(tmp / "snapshots"))
+    srv.snapshot_dir = tmp / "snapshots"
     yield srv
     srv.stop()
 

@@ -96,12 +96,12 @@ def test_admin_call_missing_from_the_database_is_unimplemented(tmp_path: Path) -
     class NoSnapshotDatabase(shoal.Database):
         snapshot = None  # a storage layer without snapshots
 
-    server = build_server(NoSnapshotDatabase(), "127.0.0.1", 0)
+    server = build_server(NoSnapshotDatabase(), "127.0.0.1", 0, snapshot_dir=tmp_path)
     try:
         with shoal.Client(f"127.0.0.1:{server.port}", timeout=10) as c:
             c.create_collection("a", dim=2)
             with pytest.raises(errors.UnimplementedError, match="snapshot") as info:
-                c.snapshot(tmp_path / "snap")
+                c.snapshot("snap")
             assert info.value.grpc_code == "UNIMPLEMENTED" and not (tmp_path / "snap").exists()
             c.flush()  # the Database has no flush(): each collection's runs
     finally:
@@ -176,11 +176,11 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             c.flush()
             col.compact()  # True, or False when the background optimizer vacuumed the segment first
             assert col.count() == 19
-            c.snapshot(tmp_path / "snap")
+            c.snapshot("snap")  # the default snapshot directory: DATA/snapshots
             assert c.stats()["collections"]["durable"]["count"] == 19
     finally:
         assert srv.stop() == 0
-    snap = shoal.Database(str(tmp_path / "snap"))
+    snap = shoal.Database(str(data_dir / "snapshots" / "snap"))
     assert snap.get_collection("durable").count() == 19
     snap.close()
 

@@ -223,7 +223,7 @@ def test_oversized_request_is_resource_exhausted(tmp_path) -> None:
         assert srv.stop() == 0
 
 
-def test_admin_calls_in_memory(client, tmp_path) -> None:
+def test_admin_calls_in_memory(client, server) -> None:
     col = client.create_collection("adm", dim=2)
     col.upsert([1, 2], [[1.0, 2.0], [3.0, 4.0]], [{"v": 1}, {"v": 2}])
     stats = client.stats()
@@ -233,12 +233,12 @@ def test_admin_calls_in_memory(client, tmp_path) -> None:
     assert col.compact() is False
     col.delete(ids=[1])
     assert col.compact() is True and col.get([2]).metadata == [{"v": 2}]
-    with pytest.raises(errors.InvalidArgumentError, match="path"):
+    with pytest.raises(errors.InvalidArgumentError, match="snapshot name"):
         client.snapshot("")
-    client.snapshot(tmp_path / "snap")
-    with pytest.raises(errors.InvalidArgumentError, match="already exists"):
-        client.snapshot(tmp_path / "snap")
-    snap = shoal.Database(str(tmp_path / "snap"))
+    client.snapshot("snap")
+    with pytest.raises(errors.AlreadyExistsError, match="already exists"):
+        client.snapshot("snap")
+    snap = shoal.Database(str(server.snapshot_dir / "snap"))
     assert snap.get_collection("adm").get([2]).metadata == [{"v": 2}]
     snap.close()
     client.drop_collection("adm")
