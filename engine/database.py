@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .collection import Collection
-from .errors import (CollectionExistsError, CollectionNotFoundError, CorruptionError, InvalidArgumentError,
-                     LockedError, ReadOnlyError, ShoalError, StorageError)
-from .shard import ClosedError
+from .echo import shorten
+from .errors import (ClosedError, CollectionExistsError, CollectionNotFoundError, InvalidArgumentError, LockedError,
+                     ReadOnlyError, ShoalError, StorageError)
 from .stores import READ_RETRIES, DiskStore, StoreOptions, open_store, remove_tree_durably
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -32,7 +32,7 @@ LOCK = "LOCK"
 def check_collection_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgumentError(
-            f"collection name must be 1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit; got {name!r}")
+            f"collection name must be 1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit; got {shorten(name)}")
     return name
 
 
@@ -193,10 +193,8 @@ class Database:
             pass
         if name in self.unavailable:
             raise self.unavailable[name]
-        names = sorted(self._collections)
-        listed = ", ".join(repr(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        shown = name if not isinstance(name, str) or len(name) <= 80 else name[:80] + "..."
-        raise CollectionNotFoundError(f"collection {shown!r} does not exist; existing: [{listed}]")
+        raise CollectionNotFoundError(f"collection {shorten(name)} does not exist; "
+                                      f"existing: {shorten(sorted(self._collections))}")
 
     def get_or_create_collection(self, name: str, dim: int, **kwargs: Any) -> Collection:
         with self._lock:
@@ -229,7 +227,7 @@ class Database:
         """
         self._check_open(writing=False)
         target = Path(dest)
-        if target.exists():
+        if os.path.lexists(target):
             raise InvalidArgumentError(f"snapshot destination {target} already exists; give a new directory")
         try:
             (target / COLLECTIONS).mkdir(parents=True)

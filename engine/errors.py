@@ -72,6 +72,10 @@ class FailedPreconditionError(ShoalError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class ClosedError(FailedPreconditionError):
+    """The collection (or its database) was closed; open the database again to use it."""
+
+
 class NotTrainedError(FailedPreconditionError):
     """The index must be trained before vectors can be added or searched."""
 

@@ -25,17 +25,13 @@ from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..storage.segment_files import SegmentData
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record
-from .errors import CollectionNotFoundError, CorruptionError, FailedPreconditionError, ShoalError, StorageError
+from .errors import ClosedError, CollectionNotFoundError, CorruptionError, ShoalError, StorageError
 from .filters import Node
 from .id_tracker import ExternalId, IdTracker
 from .locks import RWLock
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plan
 from .segment import SLOT_BITS, Segment
-
-
-class ClosedError(FailedPreconditionError):
-    """The collection (or its database) was closed; open the database again to use it."""
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,38 @@ def test_upsert_on_full_disk_is_not_applied(tmp_path: Path, monkeypatch: pytest.
     with shoal.Database(tmp_path / "db") as db:
         assert sorted(db.get_collection("c").get([1, 2, 5]).ids) == [1, 2, 5]
         assert db.get_collection("c").count() == 3
+
+
+@pytest.mark.parametrize("sync", ["always", "batch", "never"])
+def test_seal_on_full_disk_loses_nothing_and_flush_close_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              sync: str) -> None:
+    """A seal that fails (full disk) leaves every acknowledged upsert applied and logged; flush and
+    close raise DiskFullError and succeed once space is back."""
+    from shoal.storage import segment_files
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((90, 4)).astype(np.float32)
+    db = shoal.Database(tmp_path / "db", sync=sync, flush_rows=10)
+    col = db.create_collection("c", dim=4, metric="l2", optimizer={"background": False})
+    col.upsert(list(range(30)), x[:30])
+    real = segment_files._fsynced
+
+    def full(path: Path, write: Any) -> list[int]:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(segment_files, "_fsynced", full)
+    for s in range(30, 90, 10):  # each of these would seal: the seal fails, the upsert stands
+        assert col.upsert(list(range(s, s + 10)), x[s:s + 10]) == 10
+    assert col.count() == 90 and "seal failed" in col.describe()["optimizer"]["last_error"]
+    assert not [p for p in (tmp_path / "db" / "collections" / "c").glob("seg-*")
+                if not (p / "vectors.npy").exists()]  # no half-written segment left behind
+    with pytest.raises(DiskFullError):
+        col.flush()
+    with pytest.raises(DiskFullError):
+        db.close()
+    assert col.count() == 90  # still open and whole after the failed close
+    monkeypatch.setattr(segment_files, "_fsynced", real)
+    db.close()
+    with shoal.Database(tmp_path / "db") as db2:
+        got = db2.get_collection("c").get(list(range(90)))
+        np.testing.assert_array_equal(got.vectors, x)
