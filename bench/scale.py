@@ -30,10 +30,6 @@ def _data(name: str, n: int, dim: int, queries: int) -> tuple[np.ndarray, np.nda
     return x[:n], x[n:], "l2"
 
 
-def _recall(found: list[list[int]], truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t.tolist())) / truth.shape[1] for f, t in zip(found, truth)]))
-
-
 def _per_call(fn, q: np.ndarray) -> tuple[float, list[list[int]]]:
     """QPS of one query per call over all queries (best of two passes) and the ids found."""
     best, found = float("inf"), []
@@ -61,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     import numba
 
     import shoal
+    from shoal.bench.metrics import recall_at_k
     from shoal.index import FlatIndex
 
     numba.set_num_threads(args.threads)
@@ -106,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             s_qps, s_found = _per_call(lambda v: col.search(v, k=10, params=params, include=()).ids, q)
             graph.set_ef(max(ef, 10))
             h_qps, h_found = _per_call(lambda v: graph.knn_query(v, k=10)[0][0].tolist(), q)
-            print(f"| {ef} | {s_qps:,.0f} | {_recall(s_found, truth):.3f} | {h_qps:,.0f} | "
-                  f"{_recall(h_found, truth):.3f} | {s_qps / h_qps:.2f} |")
+            print(f"| {ef} | {s_qps:,.0f} | {recall_at_k(s_found, truth, 10):.3f} | {h_qps:,.0f} | "
+                  f"{recall_at_k(h_found, truth, 10):.3f} | {s_qps / h_qps:.2f} |")
         print("| filter | plan | shoal QPS | R@10 | exact over matching rows QPS |")
         print("|---|---|---|---|---|")
         for frac in (0.01, 0.10):
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             sub = FlatIndex(dim, metric)
             sub.add(x[rows], rows)
             e_qps, _ = _per_call(lambda v: sub.search(v, 10)[1], q)
-            print(f"| {frac:.0%} | {plan} | {s_qps:,.0f} | {_recall(s_found, ftruth):.3f} | {e_qps:,.0f} |")
+            print(f"| {frac:.0%} | {plan} | {s_qps:,.0f} | {recall_at_k(s_found, ftruth, 10):.3f} | {e_qps:,.0f} |")
         db.close()
 
 

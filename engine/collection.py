@@ -77,7 +77,9 @@ class Collection:
         flush_rows = MEMORY_FLUSH_ROWS if _flush_rows is None else _flush_rows
         self.optimizer_config = OptimizerConfig.from_options(optimizer)
         self.planner_config = PlannerConfig.from_options(planner)
-        layout = ShardLayout(name, self.dim, self.metric, ExactSearcher(self.metric, self.backend), self._new_index)
+        indexes = not self._template.EXACT or getattr(self._template, "REPLACES_SCAN", False)
+        layout = ShardLayout(name, self.dim, self.metric, ExactSearcher(self.metric, self.backend), self._new_index,
+                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))))
         store = MemoryStore(self.config_doc()) if _store is None else (
             _store(self.config_doc()) if callable(_store) else _store)
         self._shard = Shard(layout, store, flush_rows, self.optimizer_config, self.planner_config)
@@ -92,9 +94,10 @@ class Collection:
         return {**self.index_options, "backend": self.backend}
 
     def _new_index(self) -> Index | None:
-        index = make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
         # exact indices are a scan the segment does itself, unless they replace it (k-d tree)
-        return None if index.EXACT and not getattr(index, "REPLACES_SCAN", False) else index
+        if not self._shard.layout.indexes:
+            return None
+        return make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
 
     # ----------------------------------------------------------------- writes
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:

@@ -83,24 +83,22 @@ def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None
     """Choose the path of one segment (see the module docstring)."""
     mask, matched = seg.match(node, filter_key)
 
-    def plan(path: str, reason: str, use_params: bool = False) -> SegmentPlan:
-        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, path, reason, mask,
-                           params if use_params else {})
+    def exact(reason: str) -> SegmentPlan:
+        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "exact", reason, mask, {})
 
     if matched == 0:
-        return plan("skip", "no live row matches")
+        return SegmentPlan(seg.slot, seg.n, seg.live_count, 0, "skip", "no live row matches", None, {})
     if not seg.indexed:
-        return plan("exact", "segment not indexed" + ("" if seg.sealed else " (growing)"))
+        return exact("segment not indexed" + ("" if seg.sealed else " (growing)"))
     if matched <= max(k, config.exact_max_rows):
-        return plan("exact", f"{matched} matching rows <= exact_max_rows ({config.exact_max_rows})")
+        return exact(f"{matched} matching rows <= exact_max_rows ({config.exact_max_rows})")
     if node is not None and matched <= config.exact_max_fraction * seg.live_count:
-        return plan("exact", f"filter keeps {matched / seg.live_count:.2%} <= exact_max_fraction "
-                             f"({config.exact_max_fraction:.2%})")
-    if node is None:
-        out = plan("index", "indexed segment", use_params=True)
-        out.mask = None  # the index skips its own deleted rows
-        return out
-    return plan("filtered-index", f"filter keeps {matched / seg.live_count:.2%}", use_params=True)
+        return exact(f"filter keeps {matched / seg.live_count:.2%} <= exact_max_fraction "
+                     f"({config.exact_max_fraction:.2%})")
+    if node is None:  # the index skips its own deleted rows: no mask
+        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "index", "indexed segment", None, params)
+    return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "filtered-index",
+                       f"filter keeps {matched / seg.live_count:.2%}", mask, params)
 
 
 def run_plan(seg: Segment, q: np.ndarray, k: int, p: SegmentPlan) -> tuple[np.ndarray, np.ndarray]:

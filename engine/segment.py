@@ -82,14 +82,15 @@ class Segment:
         self.sealed = True
 
     # ----------------------------------------------------------------- writes
-    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]]) -> np.ndarray:
-        """Append prepared vectors; returns their internal ids."""
+    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]],
+               norms: np.ndarray | None = None) -> np.ndarray:
+        """Append prepared vectors (with their squared norms, when already known); returns their internal ids."""
         if self.sealed:
             raise FailedPreconditionError("a sealed segment accepts only deletes")
         rows = np.arange(self.n, self.n + x.shape[0], dtype=np.int64)
         self._reserve(self.n + x.shape[0])
         self.vectors[rows] = x
-        self.norms[rows] = sq_norms(x)
+        self.norms[rows] = sq_norms(x) if norms is None else norms
         self.live[rows] = True
         self.meta.append(payloads)
         self.ids.extend(ids)

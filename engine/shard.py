@@ -43,6 +43,9 @@ class ShardLayout:
     metric: str
     exact: ExactSearcher
     new_index: Callable[[], Index | None]
+    #: The family builds an index (Flat does not), and the fewest live rows it can be built on.
+    indexes: bool
+    min_index_rows: int
 
 
 class _Cancelled(Exception):
@@ -62,9 +65,6 @@ class Shard:
         self._next_slot = 0
         self.segments: list[Segment] = [self._new_segment()]
         self._by_slot: dict[int, Segment] = {self.segments[0].slot: self.segments[0]}
-        template = layout.new_index()
-        self._indexes = template is not None
-        self._min_index_rows = max(1, int(getattr(template, "min_train_size", 1))) if template is not None else 1
         self.optimizer = Optimizer(self, optimizer)
         self._closed: str | None = None
 
@@ -196,16 +196,18 @@ class Shard:
             self._seal()
 
     def unindexed_rows(self) -> int:
-        if not self._indexes:
+        if not self.layout.indexes:
             return 0
         return sum(s.live_count for s in self.segments if s.sealed and not s.indexed)
 
     # ----------------------------------------------------------------- merges
-    def plan_merge(self) -> Merge | None:
+    def plan_merge(self, vacuum_threshold: float | None = None) -> Merge | None:
+        """The optimizer's next merge (``vacuum_threshold`` overrides the config's, see ``choose_merge``)."""
         if self.store.read_only or self._closed is not None:
             return None
         with self.lock.read():
-            return choose_merge(self.segments, self.optimizer.config, self._indexes, self._min_index_rows)
+            return choose_merge(self.segments, self.optimizer.config, self.layout.indexes,
+                                self.layout.min_index_rows, vacuum_threshold)
 
     def run_merge(self, merge: Merge) -> bool:
         """Build the merged segment outside the lock, then swap it in (see engine.optimizer)."""
@@ -234,24 +236,29 @@ class Shard:
         vectors = [np.asarray(s.vectors[rows]) for s, rows in zip(merge.sources, taken)]
         ids = [s.ids[r] for s, rows in zip(merge.sources, taken) for r in rows.tolist()]
         payloads = [s.meta.rows[r] for s, rows in zip(merge.sources, taken) for r in rows.tolist()]
-        if base is None:
-            return None, taken, vectors, ids, payloads
-        kept = (base.live[: base.n].copy(), np.asarray(base.vectors[: base.n]), list(base.ids[: base.n]),
-                list(base.meta.rows[: base.n]), base.index.copy() if base.index is not None else None)
+        if base is None:  # a fresh segment: its slot is taken now (merges run one at a time)
+            slot = self._next_slot
+            self._next_slot += 1
+            return slot, taken, vectors, ids, payloads
+        kept = (base.live[: base.n].copy(), np.asarray(base.vectors[: base.n]), np.asarray(base.norms[: base.n]),
+                list(base.ids[: base.n]), list(base.meta.rows[: base.n]),
+                base.index.copy() if base.index is not None else None)
         return kept, taken, vectors, ids, payloads
 
     def _build_merged(self, merge: Merge, kept: Any, taken: list[np.ndarray], vectors: list[np.ndarray],
                       ids: list[Any], payloads: list[dict[str, Any]]) -> tuple[Segment, list[np.ndarray]]:
-        """Outside the lock: the merged segment with its index; returns it and the rows it took per source."""
+        """Outside the lock: the merged segment with its index; returns it and the rows it took per source.
+
+        ``kept`` is the base's rows and index copy, or the slot of a fresh segment."""
         dim = self.layout.dim
         new = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-        if kept is None:
-            seg = Segment(self._reserve_slot(), dim, self.layout.exact)
+        if isinstance(kept, int):
+            seg = Segment(kept, dim, self.layout.exact)
             index, first_new = self.layout.new_index(), 0
         else:
-            live, base_vectors, base_ids, base_payloads, index = kept
+            live, base_vectors, base_norms, base_ids, base_payloads, index = kept
             seg = Segment(merge.base.slot, dim, self.layout.exact)
-            seg.append(base_vectors, base_ids, base_payloads)
+            seg.append(base_vectors, base_ids, base_payloads, base_norms)
             dead = np.flatnonzero(~live)
             seg.live[dead] = False
             seg.live_count -= int(dead.size)
@@ -259,7 +266,7 @@ class Shard:
         seg.append(new, ids, payloads)
         if index is not None:
             rows = np.arange(first_new, seg.n, dtype=np.int64)
-            if not index.is_trained and seg.live_count >= self._min_index_rows:
+            if not index.is_trained and seg.live_count >= self.layout.min_index_rows:
                 index.train(seg.vectors[seg.live_rows()])
             if index.is_trained:
                 for start in range(0, rows.size, ADD_CHUNK):
@@ -269,12 +276,6 @@ class Shard:
                     index.add(seg.vectors[chunk], chunk)
                 seg.index = index
         return seg, taken
-
-    def _reserve_slot(self) -> int:
-        with self.lock.write():
-            slot = self._next_slot
-            self._next_slot += 1
-        return slot
 
     def _swap_in(self, merge: Merge, merged: Segment, taken: list[np.ndarray]) -> None:
         """Under the write lock: re-apply deletes made during the build, move ids, commit."""
@@ -314,10 +315,8 @@ class Shard:
         changed = False
         with self.optimizer.merging:
             while True:
-                with self.lock.read():
-                    self.check_open()
-                    merge = choose_merge(self.segments, self.optimizer.config, self._indexes, self._min_index_rows,
-                                         vacuum_threshold=0.0)
+                self.check_open()
+                merge = self.plan_merge(vacuum_threshold=0.0)
                 if merge is None or not self.run_merge(merge):
                     return changed
                 changed = True

@@ -86,7 +86,6 @@ class MemoryStore:
     """An in-memory shard's store: nothing to log or write; snapshots still go to disk."""
 
     read_only = False
-    durable = False
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -121,7 +120,6 @@ class DiskStore:
     """A collection directory; the shard calls it under its write lock (merges: outside, then commit)."""
 
     read_only = False
-    durable = True
 
     def __init__(self, directory: Path, options: StoreOptions, doc: dict[str, Any]) -> None:
         self.dir = directory
