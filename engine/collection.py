@@ -28,7 +28,6 @@ from .planner import PlannerConfig
 from .results import GetResult, QueryResult
 from .shard import Shard, ShardLayout
 from .stores import MemoryStore
-from .threads import threads_for_batch
 from .validation import as_matrix, check_k
 
 INCLUDE_FIELDS = ("metadata", "distance", "vector")
@@ -189,7 +188,7 @@ class Collection:
         params = self._template.check_params(params)
         want_meta, want_vectors = "metadata" in include, "vector" in include
         shard = self._shard
-        with shard.lock.read(), threads_for_batch(q.shape[0]):
+        with shard.lock.read():
             shard.check_open()
             d, internal, plans = shard.search(q, k, node, key, params)
             rows = [self._result_row(d[i], internal[i], want_meta, want_vectors) for i in range(q.shape[0])]

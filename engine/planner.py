@@ -70,6 +70,7 @@ class SegmentPlan:
     reason: str
     mask: np.ndarray | None
     params: dict[str, Any]
+    filter_key: str | None = None
     fallback_queries: int = 0
 
     def describe(self) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None
     mask, matched = seg.match(node, filter_key)
 
     def exact(reason: str) -> SegmentPlan:
-        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "exact", reason, mask, {})
+        return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "exact", reason, mask, {}, filter_key)
 
     if matched == 0:
         return SegmentPlan(seg.slot, seg.n, seg.live_count, 0, "skip", "no live row matches", None, {})
@@ -104,7 +105,7 @@ def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None
 def run_plan(seg: Segment, q: np.ndarray, k: int, p: SegmentPlan) -> tuple[np.ndarray, np.ndarray]:
     """Execute a segment's plan: ``(distances, internal ids)``."""
     if p.path == "exact":
-        return seg.search_exact(q, k, p.mask, p.matched)
+        return seg.search_exact(q, k, p.mask, p.matched, p.filter_key)
     report: dict[str, Any] = {}
     out = seg.search_index(q, k, p.mask, p.params, report)
     p.fallback_queries = int(report.get("fallback_queries", 0))

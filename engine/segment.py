@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..index.base import Index
-from ..index.exact import ExactSearcher
+from ..index.exact import GATHER_FRACTION, ExactSearcher
 from ..index.kernels.topk import sq_norms
 from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
+from .threads import threads_for_batch
 
 SLOT_BITS = 32
 #: Filter masks a sealed segment keeps (least recently used dropped first).
@@ -52,7 +53,8 @@ class Segment:
         #: The store's record of this segment's files (None while in memory only).
         self.disk: dict[str, Any] | None = None
         self._version = 0  # bumped by every delete: cached masks of an older version are stale
-        self._masks: OrderedDict[str, tuple[int, np.ndarray, int]] = OrderedDict()
+        #: filter key -> [version, mask, count, matching rows (filled by the first exact scan)]
+        self._masks: OrderedDict[str, list[Any]] = OrderedDict()
 
     @classmethod
     def restore(cls, slot: int, dim: int, exact: ExactSearcher, vectors: np.ndarray, norms: np.ndarray,
@@ -141,28 +143,46 @@ class Segment:
         """
         if node is None:
             return (None, self.n) if self.live_count == self.n else (self.live[: self.n], self.live_count)
-        if self.sealed and key is not None:
-            hit = self._masks.get(key)
-            if hit is not None and hit[0] == self._version:
-                self._masks.move_to_end(key)
-                return hit[1], hit[2]
+        hit = self._cached(key)
+        if hit is not None:
+            return hit[1], hit[2]
         mask = self.live[: self.n] & node.mask(self.meta)
         count = int(np.count_nonzero(mask))
         if self.sealed and key is not None:
-            self._masks[key] = (self._version, mask, count)
+            self._masks[key] = [self._version, mask, count, None]
             if len(self._masks) > MASK_CACHE:
                 self._masks.popitem(last=False)
         return mask, count
 
-    def search_exact(self, q: np.ndarray, k: int, mask: np.ndarray | None,
-                     count: int) -> tuple[np.ndarray, np.ndarray]:
-        d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count)
+    def _cached(self, key: str | None) -> list[Any] | None:
+        """The cache entry of a filter, if this sealed segment holds a current one."""
+        hit = self._masks.get(key) if self.sealed and key is not None else None
+        if hit is None or hit[0] != self._version:
+            return None
+        self._masks.move_to_end(key)
+        return hit
+
+    def matching_rows(self, mask: np.ndarray, key: str | None) -> np.ndarray:
+        """Positions of ``mask`` (the filter ``key``'s), computed once per filter on a sealed segment."""
+        hit = self._cached(key)
+        if hit is None:
+            return np.flatnonzero(mask)
+        if hit[3] is None:
+            hit[3] = np.flatnonzero(mask)
+        return hit[3]
+
+    def search_exact(self, q: np.ndarray, k: int, mask: np.ndarray | None, count: int,
+                     key: str | None) -> tuple[np.ndarray, np.ndarray]:
+        gather = mask is not None and count <= GATHER_FRACTION * self.n
+        rows = self.matching_rows(mask, key) if gather else None
+        with threads_for_batch(q.shape[0]):  # the scan kernels would wake the whole pool for one query
+            d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count, rows)
         return d, np.where(rows >= 0, rows + self.base, -1)
 
     def search_index(self, q: np.ndarray, k: int, mask: np.ndarray | None, params: dict[str, Any],
                      report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         assert self.index is not None
-        d, rows = self.index.search(q, k, params=params, allowed=mask, report=report)
+        d, rows = self.index.search_checked(q, k, params, mask, report)
         return d, np.where(rows >= 0, rows + self.base, -1)
 
     def payload(self, row: int) -> dict[str, Any]:

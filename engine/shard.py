@@ -48,6 +48,10 @@ class ShardLayout:
     min_index_rows: int
 
 
+#: Up to this many internal ids are looked up one by one (``external_of``).
+SMALL_LOOKUP = 64
+
+
 class _Cancelled(Exception):
     """A merge stopped because the shard is closing."""
 
@@ -344,9 +348,9 @@ class Shard:
         return out
 
     def external_of(self, internal: np.ndarray) -> list[ExternalId]:
-        if internal.size == 1:
-            i = int(internal[0])
-            return [self._by_slot[i >> SLOT_BITS].ids[i & ((1 << SLOT_BITS) - 1)]]
+        if internal.size <= SMALL_LOOKUP:  # a search's hits: plain Python beats grouping by segment
+            by_slot, low = self._by_slot, (1 << SLOT_BITS) - 1
+            return [by_slot[i >> SLOT_BITS].ids[i & low] for i in internal.tolist()]
         out: list[Any] = [None] * internal.size
         for seg, pos, rows in self._locate(internal):
             ids = seg.ids

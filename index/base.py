@@ -95,11 +95,20 @@ class Index(abc.ABC):
         p = self._check_params(params)
         if not self.is_trained:
             raise NotTrainedError(f"{type(self).__name__} must be trained before search()")
+        return self.search_checked(self._prepare_queries(q), k, p, self._allowed_mask(allowed),
+                                   {} if report is None else report)
+
+    def search_checked(self, q: np.ndarray, k: int, params: dict[str, Any], mask: np.ndarray | None,
+                       report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` for a caller that already validated everything (the planner): ``q`` float32 in
+        the kernels' space, ``k`` and ``params`` checked, ``mask`` a boolean array or None, index trained.
+
+        Skipping the second validation is what keeps a one-query collection search near the kernel's time.
+        """
         limit = nullcontext() if q.shape[0] < self.POOL_FREE_BELOW else threads_for_batch(q.shape[0])
         kk = min(k, max(self.ntotal, 1))  # at most ntotal results exist: a huge k costs what ntotal costs
         with limit:
-            d, ids = self._search(self._prepare_queries(q), kk, p, self._allowed_mask(allowed),
-                                  {} if report is None else report)
+            d, ids = self._search(q, kk, params, mask, report)
         return (d, ids) if kk == k else pad_to(d, ids, k)
 
     def range_search(self, queries: Any, radius: float, *, params: Mapping[str, Any] | None = None,

@@ -1,7 +1,7 @@
 """Exact search over rows held elsewhere: the planner's fallback and the Flat path.
 
-Uses the backend's flat kernels. When few rows match, the matching rows are
-gathered first so the cost follows the selectivity, not the segment size.
+Uses the backend's flat kernels. When few rows match, only the matching rows are
+read (``knn_rows``), so the cost follows the selectivity, not the segment size.
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ class ExactSearcher:
         self.metric = metric
         self.kernels = load_kernels("shoal.index.kernels", "flat", backend)
 
-    def search(self, x: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int,
-               mask: np.ndarray | None, n_match: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, x: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None,
+               n_match: int | None = None, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ``(distances, rows)`` of ``q`` among rows of ``x`` where ``mask`` holds.
 
-        ``n_match`` (the mask's count, when the caller knows it) saves a pass over the mask.
+        ``n_match`` (the mask's count) and ``rows`` (its true positions), when the caller has
+        them cached, save passes over the mask.
         """
         n = x.shape[0]
         if n_match is None:
@@ -36,8 +37,7 @@ class ExactSearcher:
         if n_match == 0:
             return pad_results(q.shape[0], k)
         if n_match <= GATHER_FRACTION * n:
-            rows = np.flatnonzero(mask)
-            return self.kernels.knn(q, np.ascontiguousarray(x[rows]), norms[rows], rows, None, k, self.metric)
+            return self.kernels.knn_rows(q, x, norms, np.flatnonzero(mask) if rows is None else rows, k, self.metric)
         rows = np.arange(n, dtype=np.int64)
         return self.kernels.knn(q, x, norms, rows, None if n_match == n else mask, k, self.metric)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...engine.device import DeviceMemory, device_memory
 from ...engine.errors import ResourceExhaustedError
-from .topk import METRIC_CODES, pad_to
+from .topk import METRIC_CODES, gathered_knn, pad_to
 
 QUERY_BLOCK = 4096
 #: Widest data chunk per GEMM (bounds one distance block to QUERY_BLOCK × DATA_CHUNK floats, 2 GiB).
@@ -150,6 +150,11 @@ def knn(q, x, xnorm, labels, rowmask, k, metric):
                 out_d[a:b], out_i[a:b] = sort_pairs(cp.concatenate([out_d[a:b], cd], 1),
                                                     cp.concatenate([out_i[a:b], ci], 1), k)
         return cp.asnumpy(out_d), cp.asnumpy(out_i)
+
+
+def knn_rows(q, x, xnorm, rows, k, metric):
+    """Exact k-NN among the rows ``rows`` of ``x`` (ids are row numbers)."""
+    return gathered_knn(knn, q, x, xnorm, rows, k, metric)
 
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):

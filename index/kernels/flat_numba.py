@@ -9,7 +9,7 @@ import numba as nb
 import numpy as np
 
 from .heap_numba import heap_push, heap_sort_rows
-from .topk import blocked_knn, range_blocks
+from .topk import METRIC_CODES, blocked_knn, gathered_knn, range_blocks
 
 
 @nb.njit(cache=True, parallel=True)
@@ -45,6 +45,47 @@ def _merge(sims, xnorm, qnorm, code, labels, mask, out_d, out_i) -> None:
 def knn(q, x, xnorm, labels, rowmask, k, metric):
     """Exact k-NN; see :func:`shoal.index.kernels.topk.blocked_knn`."""
     return blocked_knn(_merge, q, x, xnorm, labels, rowmask, k, metric, finish=heap_sort_rows)
+
+
+#: Up to this many queries, ``knn_rows`` reads the rows in place; larger batches gather them for BLAS.
+ROWS_IN_PLACE_BELOW = 8
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def _knn_rows_kernel(q, qnorm, x, xnorm, rows, code, out_d, out_i):
+    for r in nb.prange(q.shape[0]):
+        dr = out_d[r]
+        ir = out_i[r]
+        for t in range(rows.shape[0]):
+            j = rows[t]
+            s = np.float32(0.0)
+            for c in range(x.shape[1]):
+                s += q[r, c] * x[j, c]
+            if code == 0:
+                d = qnorm[r] + xnorm[j] - np.float32(2.0) * s
+                if d < 0.0:
+                    d = np.float32(0.0)
+            elif code == 1:
+                d = np.float32(1.0) - s
+            else:
+                d = -s
+            if d <= dr[0]:
+                heap_push(dr, ir, np.float32(d), j)
+
+
+def knn_rows(q, x, xnorm, rows, k, metric):
+    """Exact k-NN among the rows ``rows`` of ``x`` (ids are row numbers).
+
+    A few queries read the rows where they are: gathering them first (for a BLAS product)
+    copies as many bytes as the scan reads, so for one query it doubles the work."""
+    if q.shape[0] >= ROWS_IN_PLACE_BELOW:
+        return gathered_knn(knn, q, x, xnorm, rows, k, metric)
+    out_d = np.full((q.shape[0], k), np.inf, dtype=np.float32)
+    out_i = np.full((q.shape[0], k), -1, dtype=np.int64)
+    qnorm = np.einsum("ij,ij->i", q, q).astype(np.float32)
+    _knn_rows_kernel(q, qnorm, np.asarray(x), np.asarray(xnorm), rows, METRIC_CODES[metric], out_d, out_i)
+    heap_sort_rows(out_d, out_i)
+    return out_d, out_i
 
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):

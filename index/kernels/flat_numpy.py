@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .topk import blocked_knn, distances_from_sims, range_blocks
+from .topk import blocked_knn, distances_from_sims, gathered_knn, range_blocks
 
 
 def _merge(sims, xnorm, qnorm, code, labels, mask, out_d, out_i) -> None:
@@ -23,6 +23,11 @@ def _merge(sims, xnorm, qnorm, code, labels, mask, out_d, out_i) -> None:
 def knn(q, x, xnorm, labels, rowmask, k, metric):
     """Exact k-NN; see :func:`shoal.index.kernels.topk.blocked_knn`."""
     return blocked_knn(_merge, q, x, xnorm, labels, rowmask, k, metric)
+
+
+def knn_rows(q, x, xnorm, rows, k, metric):
+    """Exact k-NN among the rows ``rows`` of ``x`` (ids are row numbers)."""
+    return gathered_knn(knn, q, x, xnorm, rows, k, metric)
 
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):

@@ -56,6 +56,12 @@ def blocked_knn(merge: MergeFn, q: np.ndarray, x: np.ndarray, xnorm: np.ndarray,
     return out_d, out_i
 
 
+def gathered_knn(knn: Callable[..., tuple[np.ndarray, np.ndarray]], q: np.ndarray, x: np.ndarray,
+                 xnorm: np.ndarray, rows: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over the rows ``rows`` of ``x`` (ids are the row numbers), by gathering them for ``knn``."""
+    return knn(q, np.ascontiguousarray(x[rows]), xnorm[rows], rows, None, k, metric)
+
+
 def pad_to(d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(nq, k)`` results from fewer columns: distances inf, ids -1 after them."""
     nq, have = d.shape
