@@ -22,7 +22,8 @@ from .collection import Collection
 from .echo import shorten
 from .errors import (ClosedError, CollectionExistsError, CollectionNotFoundError, InvalidArgumentError, LockedError,
                      ReadOnlyError, ShoalError, StorageError)
-from .stores import READ_RETRIES, DiskStore, StoreOptions, open_store, remove_tree_durably
+from ..storage.io_errors import as_storage_error, storage_errors
+from .stores import READ_RETRIES, WAL, DiskStore, StoreOptions, open_store, remove_tree_durably
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 COLLECTIONS = "collections"
@@ -68,7 +69,9 @@ class Database:
             raise InvalidArgumentError(f"{exc}; storage options are sync, sync_interval_ms, sync_records, "
                                        "flush_rows, compact_threshold, read_only, repair, verify") from None
         root = Path(path)
-        try:
+        if "\0" in str(root):
+            raise InvalidArgumentError(f"database path {shorten(str(root))} contains a NUL byte")
+        with storage_errors(root, "open database"):
             if root.exists() and not root.is_dir():
                 raise StorageError(f"{root} is not a directory; a durable database is a directory")
             if read_only and not (root / COLLECTIONS).is_dir():
@@ -77,10 +80,6 @@ class Database:
                 (root / COLLECTIONS).mkdir(parents=True, exist_ok=True)
                 self._acquire_lock(root / LOCK)
             children = sorted((root / COLLECTIONS).iterdir())
-        except ShoalError:
-            raise
-        except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
-            raise StorageError(f"cannot open database {root}: {exc.strerror or exc}") from None
         try:
             for child in children:
                 if child.name.startswith((".tmp-", ".drop-")):
@@ -105,15 +104,15 @@ class Database:
                 return self._open_once(directory)
             except FileNotFoundError as exc:
                 if not self._options.read_only or attempt == READ_RETRIES - 1:
-                    raise StorageError(f"{directory}: {exc}") from None
+                    raise as_storage_error(exc, directory, "open collection") from exc
                 time.sleep(0.01 * (attempt + 1))
-            except OSError as exc:
-                if isinstance(exc, ShoalError):
-                    raise
-                raise StorageError(f"cannot open collection {directory}: {exc}") from None
         raise AssertionError("unreachable")
 
     def _open_once(self, directory: Path) -> Collection:
+        with storage_errors(directory, "open collection"):
+            return self._load(directory)
+
+    def _load(self, directory: Path) -> Collection:
         options = self._options
         assert options is not None
         store = open_store(directory, options)
@@ -123,7 +122,7 @@ class Database:
                          _flush_rows=options.flush_rows, **doc["index_options"])
         stored, records, damaged = store.load(col.dim, col.backend)
         shard = col._shard
-        last = shard.restore(stored, records, options.repair, directory / "wal.log")
+        last = shard.restore(stored, records, options.repair, directory / WAL)
         store.attach(shard.segments[:-1], max(last, doc["checkpoint"]), damaged)
         if damaged and not options.read_only:
             shard.flush()  # rewrite the state without the damaged bytes
@@ -229,10 +228,8 @@ class Database:
         target = Path(dest)
         if os.path.lexists(target):
             raise InvalidArgumentError(f"snapshot destination {target} already exists; give a new directory")
-        try:
+        with storage_errors(target, "create snapshot directory"):
             (target / COLLECTIONS).mkdir(parents=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create snapshot directory {target}: {exc.strerror or exc}") from None
         for name, col in sorted(self._collections.items()):
             col.snapshot(target / COLLECTIONS / name)
 

@@ -1,15 +1,16 @@
 """The planner: the one place that chooses how each segment answers a search.
 
 Per segment, from the filter's cardinality (cached per filter, see
-``Segment.match``) and the collection's thresholds:
+``Segment.match``), the index's cost estimate and the collection's thresholds:
 
 * ``skip``            no live row matches;
 * ``exact``           the segment has no built index (the growing tail, a segment
-                      the optimizer has not indexed yet), or at most ``exact_max_rows``
-                      rows match, or a filter keeps at most ``exact_max_fraction`` of
-                      the live rows: an exact scan over the matching rows costs in
-                      proportion to them, while a graph walk or list probe through a
-                      selective filter costs more as the filter gets tighter;
+                      the optimizer has not indexed yet); or at most ``exact_max_rows``
+                      rows match; or a filter keeps at most ``exact_max_fraction`` of the
+                      live rows; or scanning the matching rows is cheaper than the index
+                      by its own estimate (``Index.search_cost``, in exact-scan rows, times
+                      ``index_cost_factor``). A graph walk through a filter costs more as
+                      the filter gets tighter, while the scan costs less;
 * ``index``           the segment's index, unfiltered (it knows its own deletions);
 * ``filtered-index``  the index with the filter's mask pushed into it.
 
@@ -35,9 +36,12 @@ class PlannerConfig:
     """Thresholds of the planner (documented above); per collection."""
 
     #: A segment with at most this many matching rows is scanned exactly.
-    exact_max_rows: int = 10_000
+    exact_max_rows: int = 1000
     #: A filter keeping at most this fraction of a segment's live rows is scanned exactly.
-    exact_max_fraction: float = 0.05
+    exact_max_fraction: float = 0.0
+    #: Weight of the index's cost estimate against the scan's (0: always use the index past the
+    #: thresholds above; larger: prefer exact scans).
+    index_cost_factor: float = 1.0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> "PlannerConfig":
@@ -52,7 +56,10 @@ class PlannerConfig:
         frac = options.get("exact_max_fraction", cls.exact_max_fraction)
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
             raise InvalidArgumentError(f"planner option exact_max_fraction must be a number in [0, 1], got {frac!r}")
-        return cls(int(rows), float(frac))
+        factor = options.get("index_cost_factor", cls.index_cost_factor)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < float("inf"):
+            raise InvalidArgumentError(f"planner option index_cost_factor must be a finite number >= 0, got {factor!r}")
+        return cls(int(rows), float(frac), float(factor))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +103,10 @@ def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None
     if node is not None and matched <= config.exact_max_fraction * seg.live_count:
         return exact(f"filter keeps {matched / seg.live_count:.2%} <= exact_max_fraction "
                      f"({config.exact_max_fraction:.2%})")
+    assert seg.index is not None
+    cost = config.index_cost_factor * seg.index.search_cost(seg.live_count, matched, k, params)
+    if matched <= cost:
+        return exact(f"scanning {matched} rows is cheaper than the index (~{cost:,.0f} row-equivalents)")
     if node is None:  # the index skips its own deleted rows: no mask
         return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "index", "indexed segment", None, params)
     return SegmentPlan(seg.slot, seg.n, seg.live_count, matched, "filtered-index",

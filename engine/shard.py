@@ -278,6 +278,7 @@ class Shard:
                         raise _Cancelled()
                     chunk = rows[start:start + ADD_CHUNK]
                     index.add(seg.vectors[chunk], chunk)
+                index.finish_adds()
                 seg.index = index
         return seg, taken
 

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from ..storage.io_errors import storage_errors
 from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
 from ..storage.segment_files import SegmentData, open_vectors, read_segment, write_segment, write_tombstones
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
-from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
+from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError
 from .segment import Segment
 
 WAL = "wal.log"
@@ -315,9 +316,7 @@ def open_store(directory: Path, options: StoreOptions) -> DiskStore:
 def remove_tree_durably(directory: Path) -> None:
     """Drop a collection: rename it out of the namespace (durable), then delete the files."""
     trash = directory.with_name(f".drop-{directory.name}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
+    with storage_errors(directory, "drop"):
         os.rename(directory, trash)
-    except OSError as exc:
-        raise StorageError(f"cannot drop {directory}: {exc}") from None
     fsync_dir(directory.parent)
     shutil.rmtree(trash)

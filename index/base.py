@@ -214,6 +214,18 @@ class Index(abc.ABC):
         self._check_param_values(p)
         return p
 
+    def finish_adds(self) -> None:
+        """Rows stop arriving for now (the optimizer finished a merge): do deferred build work here,
+        outside any lock, instead of in the first search. Nothing to do for most families."""
+
+    def search_cost(self, live: int, matched: int, k: int, params: dict[str, Any]) -> float:
+        """Estimated cost of one query that ``matched`` of ``live`` rows pass, in rows an exact
+        scan reads in the same time (the planner compares it with ``matched``).
+
+        The default is a scan of every row; families that skip rows say how many they touch.
+        """
+        return float(live)
+
     def check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Validate per-call search parameters without searching (the Collection's planner uses it)."""
         return self._check_params(params)

@@ -274,6 +274,11 @@ class IVFIndex(QuantizedIndex):
         super()._check_param_values(params)
         positive_int_param(params, "nprobe", self.nprobe)
 
+    def _rows_scanned(self, live: int, params: dict[str, Any]) -> float:
+        """The probed lists' share of the rows, plus the coarse step's distances to every centroid."""
+        nprobe = min(int(params.get("nprobe", self.nprobe)), self.nlist)
+        return live * nprobe / self.nlist + self.nlist * 4.0 * self.dim / max(self.code_size, 1)
+
     def _probe(self, q: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """``(probes, coarse distances)``: nearest lists (l2 order, ip for ip) and metric distances."""
         nprobe = min(positive_int_param(params, "nprobe", self.nprobe), self.nlist)

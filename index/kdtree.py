@@ -139,6 +139,10 @@ class KDTreeIndex(Index):
         with self._rebuild_lock:
             self._data = self._built(self._data)
 
+    def finish_adds(self) -> None:
+        if self.buffered:
+            self.build()
+
     def _built(self, data: _Layout) -> _Layout:
         live = np.flatnonzero(~data.table.deleted[: data.size])
         x = np.ascontiguousarray(data.x[live])
@@ -179,6 +183,11 @@ class KDTreeIndex(Index):
     def _tree_args(self, data: _Layout) -> tuple[Any, ...]:
         return (data.x[: data.size], data.table.labels[: data.size], data.ntree,
                 data.bmin, data.bmax, data.start, data.end, data.right)
+
+    def search_cost(self, live: int, matched: int, k: int, params: dict[str, Any]) -> float:
+        """A descent visits about log2(n) nodes and the leaves near the query, about k / s
+        points through a filter keeping a fraction s; rows added since the last build are scanned."""
+        return self.leaf_size * math.log2(live + 2) + (k + self.leaf_size) * live / max(matched, 1) + self.buffered
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -97,6 +97,12 @@ class OPQIndex(Index):
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         self.inner._add(self._rotate(x), labels)
 
+    def finish_adds(self) -> None:
+        self.inner.finish_adds()
+
+    def search_cost(self, live: int, matched: int, k: int, params: dict[str, Any]) -> float:
+        return self.inner.search_cost(live, matched, k, params) + self.dim  # + rotating the query
+
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         return self.inner._search(self.inner._prepare_queries(self._rotate(q)), k, params, allowed, report)

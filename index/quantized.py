@@ -124,6 +124,16 @@ class QuantizedIndex(Index):
     def _check_param_values(self, params: dict[str, Any]) -> None:
         self._rescore_plan(params, 1)
 
+    def search_cost(self, live: int, matched: int, k: int, params: dict[str, Any]) -> float:
+        """Codes scanned (a code byte costs what a float32 of a full vector does: bytes read)
+        plus the candidates rescored at full precision."""
+        rescore, kk = self._rescore_plan(params, k)
+        return self._rows_scanned(live, params) * self.code_size / (4.0 * self.dim) + (kk if rescore else 0)
+
+    def _rows_scanned(self, live: int, params: dict[str, Any]) -> float:
+        """Rows whose codes one query reads (all of them, for a flat code scan)."""
+        return float(live)
+
     def _rescore_plan(self, params: dict[str, Any], k: int) -> tuple[bool, int]:
         rescore = params.get("rescore", self.keep_vectors)
         if not isinstance(rescore, (bool, np.bool_)):

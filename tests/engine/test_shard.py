@@ -185,21 +185,41 @@ def test_planner_path_at_every_selectivity(spec: str, rng: np.random.Generator) 
     col.upsert(list(range(n)), x, [{"r": i % 1000} for i in range(n)])
     assert [p["path"] for p in col.explain(x[0])] == ["exact"]  # growing segment: no index yet
     col.optimize()
-    indexed = col._shard.segments[0].indexed
+    seg = col._shard.segments[0]
+    costs = []
     for frac in (0.001, 0.01, 0.05, 0.1, 0.5, 1.0):
-        (plan,) = col.explain(x[0], k=5, filter={"r": {"$lt": int(frac * 1000)}}, params=None)
-        assert plan["matched"] == int(frac * n)
-        if not indexed:  # Flat: every segment is a scan
-            want = "exact"
-        elif frac * n <= 100 or frac <= 0.05:
+        flt = {"r": {"$lt": int(frac * 1000)}}
+        (plan,) = col.explain(x[0], k=5, filter=flt)
+        matched = int(frac * n)
+        assert plan["matched"] == matched
+        if not seg.indexed:  # Flat: every segment is a scan
             want = "exact"
         else:
-            want = "filtered-index"
+            costs.append(seg.index.search_cost(n, matched, 5, {}))
+            want = "exact" if matched <= 100 or matched <= costs[-1] else "filtered-index"
         assert plan["path"] == want, (frac, plan)
-        res = col.search(x[0], k=5, filter={"r": {"$lt": int(frac * 1000)}})
-        assert len(res) == min(5, plan["matched"]) and all(int(i) % 1000 < frac * 1000 for i in res.ids)
+        res = col.search(x[0], k=5, filter=flt)
+        assert len(res) == min(5, matched) and all(int(i) % 1000 < frac * 1000 for i in res.ids)
+    # an index costs no less through a tighter filter; a scan costs less: exact wins at the tight end
+    assert costs == sorted(costs, reverse=True)
     (plan,) = col.explain(x[0])
-    assert plan["path"] == ("index" if indexed else "exact") and plan["rows"] == n and plan["live"] == n
+    assert plan["rows"] == n and plan["live"] == n and plan["path"] == (
+        "index" if seg.indexed and n > seg.index.search_cost(n, n, 10, {}) else "exact")
+
+
+def test_planner_cost_model_picks_the_index_at_scale(rng: np.random.Generator) -> None:
+    """With the index's cost weighted down (a stand-in for a large segment) the graph serves loose
+    filters and unfiltered queries, while tight filters stay exact."""
+    n = 4000
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    col = shoal.Database().create_collection("s", DIM, "l2", "HNSW8", optimizer={"background": False},
+                                             planner={"exact_max_rows": 10, "index_cost_factor": 0.05})
+    col.upsert(list(range(n)), x, [{"r": i % 1000} for i in range(n)])
+    col.optimize()
+    paths = {frac: col.explain(x[0], filter={"r": {"$lt": int(frac * 1000)}})[0]["path"]
+             for frac in (0.01, 0.5)}
+    assert paths == {0.01: "exact", 0.5: "filtered-index"}
+    assert col.explain(x[0])[0]["path"] == "index"
 
 
 def test_params_validated_at_every_size() -> None:

@@ -199,7 +199,8 @@ def test_collection_filtered_search_through_index(spec):
     """The optimizer trains the index once a sealed segment has min_train_size rows; filters go into it."""
     x = clustered(4200, DIM, seed=9)
     coll = Database().create_collection("c", dim=DIM, metric="l2", index=spec,
-                                        planner={"exact_max_rows": 0}, optimizer={"background": False})
+                                        planner={"exact_max_rows": 0, "exact_max_fraction": 0.05},
+                                        optimizer={"background": False})
     ids = [f"v{j}" for j in range(4200)]
     meta = [{"bucket": j % 50} for j in range(4200)]
     first = make_index(spec, DIM, "l2").min_train_size - 1

@@ -114,8 +114,9 @@ def test_durable_collection_reopens_with_the_same_results(data, tmp_path):
         col = db.get_collection("v")
         (seg,) = [s for s in col._shard.segments if s.n]
         assert isinstance(seg.index, OPQIndex) and seg.index.is_trained and seg.index.ntotal == len(x)  # from index.bin
-        after = [r.ids for r in col.search(q, k=K, params={"nprobe": 8})]
-        _, i = seg.index.search(q, K, params={"nprobe": 8})  # the index itself (the planner scans exactly below exact_max_rows)
-    assert after == before
+        after = col.search(q, k=K, params={"nprobe": 8}, explain=True)
+        assert after[0].plan[0]["path"] == "index"  # the PQ code scan is cheaper than the exact one
+        _, i = seg.index.search(q, K, params={"nprobe": 8})
+    assert [r.ids for r in after] == before == i.tolist()
     truth = true_ids(q, x, K, "l2")
-    assert recall(np.array(after), truth) == 1.0 and recall(i, truth) >= 0.9
+    assert recall(i, truth) >= 0.9

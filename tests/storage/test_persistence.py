@@ -37,7 +37,7 @@ def _specs() -> list[str]:
 
 
 #: Route searches through the (approximate) index even for small segments; merge only when asked.
-THROUGH_INDEX = {"planner": {"exact_max_rows": 0, "exact_max_fraction": 0.0}, "optimizer": {"background": False}}
+THROUGH_INDEX = {"planner": {"exact_max_rows": 0, "index_cost_factor": 0.0}, "optimizer": {"background": False}}
 
 
 def _live_ids(col: shoal.Collection) -> list:
