@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{recall_at_k(h_found, truth, 10):.3f} | {s_qps / h_qps:.2f} |")
         print("| filter | plan | shoal QPS | R@10 | exact over matching rows QPS |")
         print("|---|---|---|---|---|")
-        for frac in (0.01, 0.10):
+        for frac in (0.01, 0.10, 0.50):
             flt = {"g": {"$lt": int(frac * 100)}}
             allowed = groups < int(frac * 100)
             ftruth = flat.search(q, 10, allowed=allowed)[1]

@@ -294,6 +294,10 @@ class LabelTable:
         self._size = self.labels.shape[0]
         live = np.flatnonzero(~self.deleted)
         self.row_of: dict[int, int] = dict(zip(self.labels[live].tolist(), live.tolist()))
+        #: Row r holds label r (a segment's index: labels are its row numbers), so an id-indexed
+        #: mask is already row-indexed and ``row_mask`` needs no gather.
+        self._identity = bool(np.array_equal(self.labels, np.arange(self._size)))
+        self._live: np.ndarray | None = None  # ~deleted[:size], kept until the next change
 
     @property
     def size(self) -> int:
@@ -313,6 +317,8 @@ class LabelTable:
         self.labels[start:start + n] = labels
         self.deleted[start:start + n] = False
         self._size += n
+        self._identity = self._identity and bool(np.array_equal(labels, rows))
+        self._live = None
         replaced = [self.row_of[lab] for lab in labels.tolist() if lab in self.row_of]
         replaced_rows = np.asarray(replaced, dtype=np.int64)
         self.deleted[replaced_rows] = True
@@ -322,6 +328,7 @@ class LabelTable:
     def remove(self, labels: np.ndarray) -> np.ndarray:
         rows = np.asarray([self.row_of.pop(lab) for lab in labels.tolist() if lab in self.row_of], dtype=np.int64)
         self.deleted[rows] = True
+        self._live = None
         return rows
 
     def contains(self, labels: np.ndarray) -> np.ndarray:
@@ -329,10 +336,18 @@ class LabelTable:
                            count=np.asarray(labels).size)
 
     def row_mask(self, allowed: np.ndarray | None) -> np.ndarray:
-        """Rows that are live and allowed (a view-free boolean array of length size)."""
-        live = ~self.deleted[: self._size]
-        rows = allowed_rows(allowed, self.labels[: self._size])
-        return live if rows is None else (live & rows)
+        """Rows that are live and allowed: a boolean array of length size, read-only to callers
+        (the live mask is cached between changes, so an unfiltered search does no O(n) work)."""
+        if self._live is None:
+            self._live = ~self.deleted[: self._size]
+        live = self._live
+        if allowed is None:
+            return live
+        if self._identity:
+            head = allowed[: self._size]
+            if head.shape[0] == self._size:
+                return live & head
+        return live & allowed_rows(allowed, self.labels[: self._size])
 
     def _reserve(self, n: int) -> None:
         cap = self.labels.shape[0]

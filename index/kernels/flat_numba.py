@@ -51,9 +51,9 @@ def knn(q, x, xnorm, labels, rowmask, k, metric):
 ROWS_IN_PLACE_BELOW = 8
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
+@nb.njit(cache=True, fastmath=True, nogil=True)
 def _knn_rows_kernel(q, qnorm, x, xnorm, rows, code, out_d, out_i):
-    for r in nb.prange(q.shape[0]):
+    for r in range(q.shape[0]):  # a few queries: serial, no pool to wake
         dr = out_d[r]
         ir = out_i[r]
         for t in range(rows.shape[0]):
