@@ -32,7 +32,7 @@ from ..storage.io_errors import storage_errors
 from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
 from ..storage.segment_files import SegmentData, open_vectors, read_segment, write_segment, write_tombstones
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
-from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError
+from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
 from .segment import Segment
 
 WAL = "wal.log"
@@ -223,8 +223,12 @@ class DiskStore:
             seg.seal(*open_vectors(self.dir, entry))
         else:
             self._commit([s for s in segments if s.sealed], wal.next_seq - 1)
+        try:
+            write_header(self.dir / WAL, wal.next_seq)  # an empty log replaces the old one atomically
+        except StorageError:
+            if not wal.replaced():
+                return  # the old log stays: replay skips its records up to the checkpoint; the next seal rotates
         wal.close()
-        write_header(self.dir / WAL, wal.next_seq)
         self._open_wal(os.path.getsize(self.dir / WAL), wal.next_seq)
 
     def write_merged(self, seg: Segment) -> None:

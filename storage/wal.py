@@ -266,6 +266,11 @@ class WriteAheadLog:
     def size(self) -> int:
         return self._end
 
+    def replaced(self) -> bool:
+        """Whether the file at ``path`` is no longer the one this log writes (a new log took its name)."""
+        with storage_errors(self.path, "inspect"):
+            return os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+
     def close(self) -> None:
         with self._cond:
             if self._closed:

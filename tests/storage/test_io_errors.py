@@ -207,3 +207,36 @@ def test_seal_on_full_disk_loses_nothing_and_flush_close_retry(tmp_path: Path, m
     with shoal.Database(tmp_path / "db") as db2:
         got = db2.get_collection("c").get(list(range(90)))
         np.testing.assert_array_equal(got.vectors, x)
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_log_rotation_failure_after_a_seal_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        renamed: bool) -> None:
+    """The seal is committed before the log is rotated: a rotation that fails before its rename keeps
+    appending to the old log (replay skips what the checkpoint covers); one that fails after it
+    (say, the directory fsync) switches to the new log, so no later write goes to an unlinked file."""
+    from shoal.engine import stores
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((30, 4)).astype(np.float32)
+    db = shoal.Database(tmp_path / "db")
+    col = db.create_collection("c", dim=4, metric="l2", optimizer={"background": False})
+    col.upsert(list(range(10)), x[:10])
+    real = stores.write_header
+
+    def failing(path: Path, base_seq: int) -> None:
+        if renamed:
+            real(path, base_seq)
+        raise DiskFullError(f"cannot create the write-ahead log {path}: No space left on device")
+
+    monkeypatch.setattr(stores, "write_header", failing)
+    col.flush()  # sealed and committed; only the rotation failed
+    monkeypatch.setattr(stores, "write_header", real)
+    col.upsert(list(range(10, 30)), x[10:])
+    col.delete(ids=[3])
+    db._release()  # a crash: nothing flushed at close
+    with shoal.Database(tmp_path / "db") as db2:
+        c2 = db2.get_collection("c")
+        assert len(c2) == 29
+        keep = [i for i in range(30) if i != 3]
+        np.testing.assert_array_equal(c2.get(keep).vectors, x[keep])
