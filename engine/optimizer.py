@@ -1,15 +1,16 @@
 """The optimizer: merges sealed segments into large indexed ones, in the background.
 
 Policy (size-tiered, after Lucene's TieredMergePolicy and Qdrant's merge/vacuum/
-indexing optimizers): a segment is *full* once it holds ``max_segment_rows / 2``
-live rows. Segments that are not full, segments without a built index and
-segments whose deleted fraction passes ``vacuum_threshold`` are candidates. A
-merge keeps the largest indexed candidate in place (its rows, ids and graph are
-reused, the others' live rows are added to a copy of its index) and takes the
-smaller ones, in size order, up to ``max_segment_rows``. Each row therefore
-enters an index about once, so indexing a collection costs about one build,
-and the segment count grows with size / max_segment_rows, not with the number
-of flushes. A segment past the vacuum threshold is rebuilt from its live rows.
+indexing optimizers): segments under ``max_segment_rows``, segments without a
+built index and segments whose deleted fraction passes ``vacuum_threshold`` are
+candidates. A merge keeps the largest indexed candidate that still has room in
+place (its rows, ids and graph are reused; the others' live rows are added to a
+copy of its index) and takes the smaller ones, smallest first, while the result
+stays within ``max_segment_rows``; with no such base, the small ones are merged
+into a fresh segment. Each row therefore enters an index about once, so indexing
+a collection costs about one build, and the segment count grows with
+size / max_segment_rows, not with the number of flushes. A segment past the
+vacuum threshold is rebuilt from its live rows.
 
 The index is built outside the shard's lock (searches and writes go on); writes
 and deletes made meanwhile are applied to the result when it is swapped in,
@@ -103,26 +104,31 @@ def choose_merge(segments: list[Segment], config: OptimizerConfig, indexes: bool
     sealed = [s for s in segments if s.sealed]
     dead_heavy = [s for s in sealed if s.n and (s.n - s.live_count) / s.n > vacuum]
     unindexed = [s for s in sealed if indexes and not s.indexed and s.live_count >= min_index_rows]
-    small = [s for s in sealed if s.live_count < cap // 2]
-    if not (dead_heavy or unindexed or len(small) >= 2):
-        return None
-    candidates = sorted({id(s): s for s in dead_heavy + unindexed + small}.values(), key=lambda s: s.live_count)
-    bases = [s for s in candidates if s not in dead_heavy and (s.indexed or not indexes) and s.n <= cap]
-    base = max(bases, key=lambda s: s.n) if bases else None
-    merge = Merge(base, [])
-    for seg in candidates:
-        if seg is base:
-            continue
-        if merge.sources and merge.rows + seg.live_count > cap:
-            break
-        merge.sources.append(seg)
-    if not merge.sources and base is not None:
-        return None
-    if merge.base is None and len(merge.sources) == 1:
-        (only,) = merge.sources
-        if only not in dead_heavy and (only.indexed or not indexes or only.live_count < min_index_rows):
-            return None
-    return merge
+    open_ = [s for s in sealed if s.live_count < cap]
+    pool = sorted({id(s): s for s in dead_heavy + unindexed + open_}.values(), key=lambda s: s.live_count)
+
+    def fill(base: Segment | None) -> Merge:
+        merge = Merge(base, [])
+        for seg in pool:  # smallest first, while they fit
+            if seg is base:
+                continue
+            if merge.rows + seg.live_count > cap:
+                break
+            merge.sources.append(seg)
+        return merge
+
+    def worthwhile(merge: Merge) -> bool:
+        if merge.base is not None or len(merge.sources) != 1:
+            return bool(merge.sources)
+        (only,) = merge.sources  # a segment on its own: worth it to vacuum or to index it
+        return only in dead_heavy or only in unindexed
+
+    bases = [s for s in pool if s not in dead_heavy and (s.indexed or not indexes) and s.n <= cap]
+    for base in sorted(bases, key=lambda s: s.n, reverse=True) + [None]:
+        merge = fill(base)
+        if worthwhile(merge):
+            return merge
+    return None
 
 
 class Optimizer:

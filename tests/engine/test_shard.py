@@ -31,9 +31,13 @@ def test_policy_merges_small_segments_into_the_largest_indexed_one() -> None:
     small = [_sealed(i, 100) for i in range(1, 5)]
     merge = choose_merge([big, *small], cfg, indexes=True, min_index_rows=1)
     assert merge is not None and merge.base is big and merge.sources == small  # big's graph is reused
-    full = _sealed(9, 600, indexed=True)  # >= half the cap: no longer a merge candidate
-    assert choose_merge([full], cfg, True, 1) is None
-    assert choose_merge([full, _sealed(10, 300, indexed=True)], cfg, True, 1) is None  # one candidate left
+    big = _sealed(9, 600, indexed=True)
+    assert choose_merge([big], cfg, True, 1) is None  # indexed and alone: nothing to do
+    assert choose_merge([big, _sealed(10, 500, indexed=True)], cfg, True, 1) is None  # 1100 rows: over the cap
+    both = choose_merge([big, _sealed(11, 300, indexed=True)], cfg, True, 1)
+    assert both is not None and both.base is big and both.rows == 900  # they fit: one segment
+    rest = choose_merge([_sealed(12, 900, indexed=True), _sealed(13, 200)], cfg, True, 1)
+    assert rest is not None and rest.base is None and rest.rows == 200  # no room: indexed on its own
     capped = choose_merge([_sealed(i, 300) for i in range(5)], cfg, True, 1)
     assert capped is not None and capped.base is None and capped.rows <= 1000  # the cap holds
     assert choose_merge([_sealed(0, 50)], cfg, True, min_index_rows=100) is None  # too few rows to train
