@@ -28,9 +28,10 @@ from .planner import PlannerConfig
 from .results import GetResult, QueryResult
 from .shard import Shard, ShardLayout
 from .stores import MemoryStore
-from .validation import as_matrix, check_k
+from .validation import as_matrix, as_queries, check_k
 
 INCLUDE_FIELDS = ("metadata", "distance", "vector")
+DEFAULT_INCLUDE = ("metadata", "distance")
 #: Rows of the growing segment of an in-memory collection before it is sealed for the optimizer.
 MEMORY_FLUSH_ROWS = 65536
 
@@ -42,6 +43,14 @@ def resolve_index_spec(index: str, dim: int, metric: str = "l2") -> str:
 
         return auto_spec(dim, metric)
     return index
+
+
+def _check_include(include: Iterable[str]) -> tuple[str, ...]:
+    include = tuple(include)
+    bad = [f for f in include if f not in INCLUDE_FIELDS]
+    if bad:
+        raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
+    return include
 
 
 def _filter(spec: Any) -> tuple[Node | None, str | None]:
@@ -170,7 +179,7 @@ class Collection:
         return GetResult(ids_list, vectors, metadata)
 
     def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = ("metadata", "distance"), explain: bool = False
+               include: Iterable[str] = DEFAULT_INCLUDE, explain: bool = False
                ) -> QueryResult | list[QueryResult]:
         """k nearest records per query, optionally among those matching ``filter``.
 
@@ -178,13 +187,10 @@ class Collection:
         attaches the plan of every segment to each result (``result.plan``).
         """
         single = np.ndim(queries) == 1
-        q = prepare(as_matrix(queries, self.dim, name="queries"), self.metric)
+        q = as_queries(queries, self.dim, normalize=self.metric == "cosine")
         k = check_k(k)
         node, key = _filter(filter)
-        include = tuple(include)
-        bad = [f for f in include if f not in INCLUDE_FIELDS]
-        if bad:
-            raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
+        include = _check_include(include)
         params = self._template.check_params(params)
         want_meta, want_vectors = "metadata" in include, "vector" in include
         shard = self._shard
@@ -205,9 +211,9 @@ class Collection:
         return (result if isinstance(result, QueryResult) else result[0]).plan
 
     def _result_row(self, d: np.ndarray, internal: np.ndarray, want_meta: bool, want_vectors: bool) -> QueryResult:
-        keep = internal >= 0
-        if not keep.all():
-            d, internal = d[keep], internal[keep]
+        if internal.size and internal[-1] < 0:  # fewer than k rows matched: padding (-1) is at the end
+            found = int(np.count_nonzero(internal >= 0))
+            d, internal = d[:found], internal[:found]
         ext, metadata, vectors = self._shard.records(internal, want_meta, want_vectors)
         return QueryResult(ext, d.astype(np.float32, copy=False),
                            scores_from_distances(d, self.metric).astype(np.float32, copy=False), metadata, vectors)

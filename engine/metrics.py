@@ -17,6 +17,8 @@ import numpy as np
 
 from .echo import shorten
 from .errors import InvalidArgumentError
+from .kernels.rows_numba import checked_rows
+from .validation import non_finite
 
 METRICS = ("l2", "cosine", "ip")
 _ALIASES = {"euclidean": "l2", "l2sq": "l2", "angular": "cosine", "cos": "cosine",
@@ -32,10 +34,17 @@ def check_metric(metric: str) -> str:
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows; zero rows stay zero (see module docstring)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
-    norms[norms == 0] = 1.0
-    return (x / norms[:, None]).astype(np.float32, copy=False)
+    """L2-normalise rows of finite float32 vectors; zero rows stay zero (see module docstring).
+
+    The arithmetic (float32 sum of squares, one division) is the query kernels', so stored rows
+    and queries normalised anywhere in Shoal agree to the bit.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape, np.float32)
+    bad = checked_rows(x, True, out)
+    if bad >= 0:
+        raise non_finite(bad, "vectors")
+    return out
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:

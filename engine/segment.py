@@ -26,6 +26,8 @@ from .metadata import MetadataStore
 from .threads import threads_for_batch
 
 SLOT_BITS = 32
+#: The row part of an internal id (``internal & ROW_MASK``).
+ROW_MASK = (1 << SLOT_BITS) - 1
 #: Filter masks a sealed segment keeps (least recently used dropped first).
 MASK_CACHE = 32
 

@@ -31,7 +31,7 @@ from .id_tracker import ExternalId, IdTracker
 from .locks import RWLock
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plan
-from .segment import SLOT_BITS, Segment
+from .segment import ROW_MASK, SLOT_BITS, Segment
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ class Shard:
     def _locate(self, internal: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
         """Group internal ids by segment: ``(segment, positions in input, rows)``."""
         slots = internal >> SLOT_BITS
-        rows = internal & ((1 << SLOT_BITS) - 1)
+        rows = internal & ROW_MASK
         if internal.size and (slots == slots[0]).all():
             return [(self._by_slot[int(slots[0])], np.arange(internal.size), rows)]
         out = []
@@ -350,8 +350,7 @@ class Shard:
 
     def external_of(self, internal: np.ndarray) -> list[ExternalId]:
         if internal.size <= SMALL_LOOKUP:  # a search's hits: plain Python beats grouping by segment
-            by_slot, low = self._by_slot, (1 << SLOT_BITS) - 1
-            return [by_slot[i >> SLOT_BITS].ids[i & low] for i in internal.tolist()]
+            return [seg.ids[row] for seg, row in self._hits(internal)]
         out: list[Any] = [None] * internal.size
         for seg, pos, rows in self._locate(internal):
             ids = seg.ids
@@ -359,9 +358,16 @@ class Shard:
                 out[p] = ids[r]
         return out
 
+    def _hits(self, internal: np.ndarray) -> list[tuple[Segment, int]]:
+        by_slot = self._by_slot
+        return [(by_slot[i >> SLOT_BITS], i & ROW_MASK) for i in internal.tolist()]
+
     def records(self, internal: np.ndarray, want_meta: bool, want_vectors: bool
                 ) -> tuple[list[ExternalId], list[dict[str, Any]] | None, np.ndarray | None]:
         """Ids, payload copies and vectors of internal ids (caller holds the read lock)."""
+        if internal.size <= SMALL_LOOKUP and not want_vectors:  # a search's hits: one pass, no grouping
+            hits = self._hits(internal)
+            return [seg.ids[row] for seg, row in hits], [seg.payload(row) for seg, row in hits] if want_meta else None, None
         ext = self.external_of(internal)
         meta = [{} for _ in ext] if want_meta else None
         vectors = np.zeros((len(ext), self.layout.dim), np.float32) if want_vectors else None

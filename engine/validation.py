@@ -12,6 +12,7 @@ import numpy as np
 
 from .echo import shorten
 from .errors import DimensionMismatchError, DuplicateIdError, InvalidArgumentError, InvalidVectorError
+from .kernels.rows_numba import checked_rows
 
 #: Largest k a search may ask for, unless the environment variable ``SHOAL_MAX_K`` says
 #: otherwise (``shoal serve --max-k`` sets it). Results are ``nq x k`` distances and ids
@@ -23,6 +24,24 @@ MAX_K_ENV = "SHOAL_MAX_K"
 
 def as_matrix(x: Any, dim: int | None, name: str = "vectors", allow_empty: bool = False) -> np.ndarray:
     """Convert to a C-contiguous float32 ``(n, dim)`` matrix; 1-D input is one row."""
+    arr = _float_matrix(x, dim, name, allow_empty)
+    if arr.size and not np.isfinite(arr).all():
+        raise non_finite(int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0]), name)
+    return np.ascontiguousarray(arr)
+
+
+def as_queries(x: Any, dim: int, normalize: bool, name: str = "queries") -> np.ndarray:
+    """``as_matrix`` and the metric's preparation (``normalize`` for cosine) in one kernel pass:
+    a new float32 ``(n, dim)`` matrix the search kernels take as is."""
+    arr = _float_matrix(x, dim, name, allow_empty=False)
+    out = np.empty(arr.shape, np.float32)
+    bad = checked_rows(arr, normalize, out)
+    if bad >= 0:
+        raise non_finite(bad, name)
+    return out
+
+
+def _float_matrix(x: Any, dim: int | None, name: str, allow_empty: bool) -> np.ndarray:
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -35,10 +54,12 @@ def as_matrix(x: Any, dim: int | None, name: str = "vectors", allow_empty: bool 
         raise InvalidArgumentError(f"{name} is an empty batch; pass at least one vector")
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatchError(f"{name} have dimension {arr.shape[1]}, expected {dim}")
-    if arr.size and not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise InvalidVectorError(f"{name} contain NaN or infinity (first at row {bad}); only finite values are allowed")
-    return np.ascontiguousarray(arr)
+    return arr
+
+
+def non_finite(row: int, name: str) -> InvalidVectorError:
+    """The error for a batch whose row ``row`` holds a NaN or infinity."""
+    return InvalidVectorError(f"{name} contain NaN or infinity (first at row {row}); only finite values are allowed")
 
 
 def max_k() -> int:

@@ -1,0 +1,1 @@
+"""Numba kernels of the engine's own hot paths (query preparation)."""
