@@ -179,13 +179,18 @@ class Segment:
         rows = self.matching_rows(mask, key) if gather else None
         with threads_for_batch(q.shape[0]):  # the scan kernels would wake the whole pool for one query
             d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count, rows)
-        return d, np.where(rows >= 0, rows + self.base, -1)
+        return d, self._internal(rows)
 
     def search_index(self, q: np.ndarray, k: int, mask: np.ndarray | None, params: dict[str, Any],
                      report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         assert self.index is not None
         d, rows = self.index.search_checked(q, k, params, mask, report)
-        return d, np.where(rows >= 0, rows + self.base, -1)
+        return d, self._internal(rows)
+
+    def _internal(self, rows: np.ndarray) -> np.ndarray:
+        """Rows (a search's fresh array, -1 padding) to internal ids in place: ``row | base`` is
+        ``row + base`` for a row and keeps -1 (all bits set) as -1."""
+        return np.bitwise_or(rows, self.base, out=rows)
 
     def payload(self, row: int) -> dict[str, Any]:
         return dict(self.meta.rows[row])
