@@ -146,6 +146,8 @@ class Optimizer:
         self.merges_done = 0
         self.running: str | None = None
         self.last_error: str | None = None
+        #: What the last completed merge took, per phase (copy, index, write, swap), in seconds.
+        self.last_merge: dict[str, Any] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -192,17 +194,24 @@ class Optimizer:
             merge = self.shard.plan_merge()
             if merge is None or self._stop.is_set():
                 return False
-            self.running = f"merging {len(merge.sources) + (merge.base is not None)} segments ({merge.rows} rows)"
-            try:
-                done = self.shard.run_merge(merge)
-            finally:
-                self.running = None
-            if done:
-                self.merges_done += 1
-                self.last_error = None
-            with self._wake:
-                self._wake.notify_all()
-            return done
+            return self.run(merge)
+
+    def run(self, merge: Merge) -> bool:
+        """Run a planned merge and record it (the caller holds ``merging``); False if it was cancelled."""
+        what = f"{len(merge.sources) + (merge.base is not None)} segments ({merge.rows} rows)"
+        self.running = f"merging {what}"
+        seconds: dict[str, float] = {}
+        try:
+            done = self.shard.run_merge(merge, seconds)
+        finally:
+            self.running = None
+        if done:
+            self.merges_done += 1
+            self.last_error = None
+            self.last_merge = {"merged": what, "seconds": seconds}
+        with self._wake:
+            self._wake.notify_all()
+        return done
 
     def wait_for_room(self) -> None:
         """Backpressure: block an upsert while the unindexed backlog is over its bound."""
@@ -225,4 +234,4 @@ class Optimizer:
 
     def state(self) -> dict[str, Any]:
         return {"thread_running": self._thread is not None, "running": self.running, "merges_done": self.merges_done,
-                "last_error": self.last_error, **self.config.to_dict()}
+                "last_error": self.last_error, "last_merge": self.last_merge, **self.config.to_dict()}

@@ -14,6 +14,7 @@ segment), so every logged record replays.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,19 @@ class ShardLayout:
 
 #: Up to this many internal ids are looked up one by one (``external_of``).
 SMALL_LOOKUP = 64
+
+
+class _PhaseClock:
+    """Seconds spent in each phase of a merge, written into a caller's dict."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.into[phase] = round(now - self.last, 3)
+        self.last = now
 
 
 class _Cancelled(Exception):
@@ -213,18 +227,26 @@ class Shard:
             return choose_merge(self.segments, self.optimizer.config, self.layout.indexes,
                                 self.layout.min_index_rows, vacuum_threshold)
 
-    def run_merge(self, merge: Merge) -> bool:
-        """Build the merged segment outside the lock, then swap it in (see engine.optimizer)."""
+    def run_merge(self, merge: Merge, seconds: dict[str, float]) -> bool:
+        """Build the merged segment outside the lock, then swap it in (see engine.optimizer).
+
+        ``seconds`` receives the time of each phase (copy, index, write, swap) for ``describe()``.
+        """
+        clock = _PhaseClock(seconds)
         with self.lock.read():
             self.check_open()
             parts = self._merge_inputs(merge)
         try:
+            clock.lap("copy")
             merged, taken = self._build_merged(merge, *parts)
+            clock.lap("index")
             if merged.n:
                 self.store.write_merged(merged)
+            clock.lap("write")
             with self.lock.write():
                 self.check_open()
                 self._swap_in(merge, merged, taken)
+            clock.lap("swap")
         except _Cancelled:
             self.store.abandon_merge()
             return False
@@ -322,7 +344,7 @@ class Shard:
             while True:
                 self.check_open()
                 merge = self.plan_merge(vacuum_threshold=0.0)
-                if merge is None or not self.run_merge(merge):
+                if merge is None or not self.optimizer.run(merge):
                     return changed
                 changed = True
 

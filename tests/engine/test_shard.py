@@ -121,7 +121,7 @@ class OptimizerMachine(RuleBasedStateMachine):
             return real(*args)
         self.shard._build_merged = build
         try:
-            assert self.shard.run_merge(merge)
+            assert self.shard.optimizer.run(merge)
         finally:
             del self.shard._build_merged
 
@@ -177,6 +177,8 @@ def test_concurrent_searches_during_optimization_never_fail_or_repeat(rng: np.ra
     assert not errors, errors[0]
     d = col.describe()
     assert d["unindexed_rows"] == 0 and d["optimizer"]["merges_done"] >= 2
+    last = d["optimizer"]["last_merge"]
+    assert set(last["seconds"]) == {"copy", "index", "write", "swap"} and "rows)" in last["merged"]
     assert [s["state"] for s in d["segment_list"]][-1] == "growing"
 
 
