@@ -1,12 +1,23 @@
-"""Columnar metadata: one typed column per field, so filters run as numpy operations.
+"""Columnar metadata: one typed column per field, so filters run as numpy operations and a
+payload dict is built only for the rows a call returns.
 
-Each row's payload is also kept whole (``rows``) for ``get`` and search results.
-Scalar values go to typed arrays (numbers, strings as dictionary codes,
-booleans, nulls); lists and nested objects are kept only in ``rows`` and
-matched row by row (equality on a list field matches any element).
+Per field, a row holds a ``kind`` (missing, null, false, true, float, int, string, complex,
+big int) and its value: numbers in a float64 array, strings as codes into the column's
+vocabulary. Lists and nested objects (``complex``), and ints beyond float64's exact range
+(their float is kept for range filters), are kept as Python values for the few rows that
+have them, and matched row by row (equality on a list field matches any element).
+Each row's key order is a code into a table of key tuples (``shapes``), so a payload
+comes back with its keys in the order they were written.
+
+A store is growable in memory (the growing segment, a merge's output) or read-only over
+memory-mapped arrays (a sealed segment opened from disk): :meth:`MetadataStore.to_arrays`
+and :meth:`MetadataStore.from_arrays` convert, with no per-row Python object on the way.
+Deleted rows keep their values: every reader masks rows with the segment's live bitmap,
+and a merge copies live rows only.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -59,54 +70,89 @@ def _check_value(value: Any, where: str, depth: int) -> Any:
     raise InvalidArgumentError(f"{where}: unsupported type {type(value).__name__}; use str, int, float, bool, None, list or dict")
 
 
+#: Per-row kinds of a column (int8).
+MISSING, NULL, FALSE, TRUE, FLOAT, INT, STR, COMPLEX, BIG_INT = range(9)
+#: Ints of larger magnitude than this lose precision as float64: their exact value is kept aside.
+EXACT_FLOAT_INT = 2 ** 53
+
+
 class Column:
-    """Typed arrays for one field across all rows of a store."""
+    """Typed arrays for one field across the rows of a store (``capacity`` rows allocated)."""
 
     def __init__(self, capacity: int) -> None:
+        self.kind = np.zeros(capacity, np.int8)
         self.num = np.full(capacity, np.nan)
-        self.is_num = np.zeros(capacity, bool)
         self.str_code = np.full(capacity, -1, np.int32)
         self.vocab: list[str] = []
         self.vocab_index: dict[str, int] = {}
-        self.boolean = np.full(capacity, -1, np.int8)
-        self.is_null = np.zeros(capacity, bool)
-        self.present = np.zeros(capacity, bool)
+        #: Rows holding a list or dict (COMPLEX) or a big int (BIG_INT): their exact value.
         self.complex_rows: dict[int, Any] = {}
+        self.big_ints: dict[int, int] = {}
+
+    # The filter language reads these views (computed per evaluation; sealed segments cache the
+    # resulting masks per filter, see Segment.match).
+    @property
+    def is_num(self) -> np.ndarray:
+        return (self.kind == FLOAT) | (self.kind == INT) | (self.kind == BIG_INT)
+
+    @property
+    def boolean(self) -> np.ndarray:
+        """1 for true, 0 for false, -1 for any other kind."""
+        return np.where(self.kind == TRUE, 1, np.where(self.kind == FALSE, 0, -1)).astype(np.int8)
+
+    @property
+    def is_null(self) -> np.ndarray:
+        return self.kind == NULL
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.kind != MISSING
 
     def grow(self, capacity: int) -> None:
-        for name, fill in (("num", np.nan), ("is_num", False), ("str_code", -1), ("boolean", -1),
-                           ("is_null", False), ("present", False)):
+        for name, fill in (("kind", MISSING), ("num", np.nan), ("str_code", -1)):
             old = getattr(self, name)
             new = np.full(capacity, fill, dtype=old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
-    def clear(self, row: int) -> None:
-        self.num[row] = np.nan
-        self.is_num[row] = False
-        self.str_code[row] = -1
-        self.boolean[row] = -1
-        self.is_null[row] = False
-        self.present[row] = False
-        self.complex_rows.pop(row, None)
-
     def set(self, row: int, value: Any) -> None:
-        self.present[row] = True
         if value is None:
-            self.is_null[row] = True
+            self.kind[row] = NULL
         elif isinstance(value, bool):
-            self.boolean[row] = int(value)
-        elif isinstance(value, (int, float)):
+            self.kind[row] = TRUE if value else FALSE
+        elif isinstance(value, int):
             self.num[row] = float(value)
-            self.is_num[row] = True
+            if abs(value) > EXACT_FLOAT_INT:
+                self.kind[row] = BIG_INT
+                self.big_ints[row] = value
+            else:
+                self.kind[row] = INT
+        elif isinstance(value, float):
+            self.num[row] = value
+            self.kind[row] = FLOAT
         elif isinstance(value, str):
-            code = self.vocab_index.get(value)
-            if code is None:
-                code = self.vocab_index[value] = len(self.vocab)
-                self.vocab.append(value)
-            self.str_code[row] = code
+            self.str_code[row] = self._code(value)
+            self.kind[row] = STR
         else:
+            self.kind[row] = COMPLEX
             self.complex_rows[row] = value
+
+    def value(self, row: int) -> Any:
+        """The stored value of a present row, as it was written."""
+        kind = self.kind[row]
+        if kind == INT:
+            return int(self.num[row])
+        if kind == FLOAT:
+            return float(self.num[row])
+        if kind == STR:
+            return self.vocab[self.str_code[row]]
+        if kind == NULL:
+            return None
+        if kind == TRUE or kind == FALSE:
+            return bool(kind == TRUE)
+        if kind == BIG_INT:
+            return self.big_ints[row]
+        return copy.deepcopy(self.complex_rows[row])
 
     def string_lut(self, predicate) -> np.ndarray:
         """Boolean lookup table over the vocabulary (+1 slot for 'no string', code -1)."""
@@ -115,43 +161,143 @@ class Column:
             lut[:-1] = predicate(np.asarray(self.vocab, dtype=object))
         return lut
 
+    def extend_from(self, src: "Column", start: int, m: int) -> None:
+        """Copy ``src``'s rows ``0..m-1`` into rows ``start..start+m-1`` (string codes renumbered)."""
+        self.kind[start:start + m], self.num[start:start + m] = src.kind[:m], src.num[:m]
+        codes = np.array([self._code(v) for v in src.vocab] + [-1], np.int32)  # code -1 stays -1
+        self.str_code[start:start + m] = codes[src.str_code[:m]]
+        self.complex_rows.update({start + r: v for r, v in src.complex_rows.items() if r < m})
+        self.big_ints.update({start + r: v for r, v in src.big_ints.items() if r < m})
+
+    def _code(self, value: str) -> int:
+        code = self.vocab_index.get(value)
+        if code is None:
+            code = self.vocab_index[value] = len(self.vocab)
+            self.vocab.append(value)
+        return code
+
+    def take(self, rows: np.ndarray, capacity: int) -> "Column":
+        """A growable column holding ``rows`` of this one as rows ``0..len(rows)-1``."""
+        out = Column(capacity)
+        m = rows.size
+        out.kind[:m], out.num[:m], out.str_code[:m] = self.kind[rows], self.num[rows], self.str_code[rows]
+        out.vocab, out.vocab_index = list(self.vocab), dict(self.vocab_index)
+        for sparse, target in ((self.complex_rows, out.complex_rows), (self.big_ints, out.big_ints)):
+            if sparse:
+                at = {int(r): i for i, r in enumerate(rows.tolist()) if r in sparse}
+                target.update({i: sparse[r] for r, i in at.items()})
+        return out
+
 
 class MetadataStore:
-    """Metadata of rows ``0..n-1`` of one segment."""
+    """Metadata of rows ``0..n-1`` of one segment (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
         self.columns: dict[str, Column] = {}
-        self._capacity = 0
+        #: Key order of each row: a code into ``shapes`` (the tuples of keys seen so far).
+        self.shape = np.zeros(0, np.int32)
+        self.shapes: list[tuple[str, ...]] = [()]
+        self._shape_index: dict[tuple[str, ...], int] = {(): 0}
+        self._n = 0
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._n
 
     def append(self, payloads: list[dict[str, Any]]) -> None:
-        start = len(self.rows)
+        start = self._n
         self._reserve(start + len(payloads))
-        for offset, payload in enumerate(payloads):
-            row = start + offset
-            self.rows.append(payload)
+        capacity = self.shape.shape[0]
+        for row, payload in enumerate(payloads, start):
+            self.shape[row] = self._shape_code(tuple(payload))
             for key, value in payload.items():
                 col = self.columns.get(key)
                 if col is None:
-                    col = self.columns[key] = Column(self._capacity)
+                    col = self.columns[key] = Column(capacity)
                 col.set(row, value)
+        self._n += len(payloads)
 
-    def clear_rows(self, rows: np.ndarray) -> None:
-        """Forget payloads of deleted rows (they can no longer match or be returned)."""
-        for row in np.asarray(rows).tolist():
-            for key in self.rows[row]:
-                self.columns[key].clear(row)
-            self.rows[row] = {}
+    def extend(self, other: "MetadataStore") -> None:
+        """Append ``other``'s rows (a merge joining segments): numpy copies with the string
+        codes and key orders renumbered into this store's tables, no per-row Python object."""
+        start, m = self._n, len(other)
+        self._reserve(start + m)
+        capacity = self.shape.shape[0]
+        shape_map = np.array([self._shape_code(keys) for keys in other.shapes], np.int32)
+        self.shape[start:start + m] = shape_map[other.shape[:m]]
+        for key, src in other.columns.items():
+            col = self.columns.get(key)
+            if col is None:
+                col = self.columns[key] = Column(capacity)
+            col.extend_from(src, start, m)
+        self._n += m
+
+    def _shape_code(self, keys: tuple[str, ...]) -> int:
+        code = self._shape_index.get(keys)
+        if code is None:
+            code = self._shape_index[keys] = len(self.shapes)
+            self.shapes.append(keys)
+        return code
 
     def column(self, field: str) -> Column | None:
         return self.columns.get(field)
 
+    def payload(self, row: int) -> dict[str, Any]:
+        """A new dict of one row's payload, keys in their written order."""
+        columns = self.columns
+        return {key: columns[key].value(row) for key in self.shapes[self.shape[row]]}
+
+    def take(self, rows: np.ndarray) -> "MetadataStore":
+        """A growable store holding ``rows`` of this one as rows ``0..len(rows)-1`` (a merge's copy:
+        numpy gathers, no per-row Python object)."""
+        rows = np.asarray(rows, np.int64)
+        out = MetadataStore()
+        capacity = max(int(rows.size), 64)
+        out.shape = np.zeros(capacity, np.int32)
+        out.shape[: rows.size] = self.shape[rows]
+        out.shapes, out._shape_index = list(self.shapes), dict(self._shape_index)
+        used = np.unique(out.shape[: rows.size])
+        fields = {key for code in used.tolist() for key in self.shapes[code]}
+        out.columns = {key: col.take(rows, capacity) for key, col in self.columns.items() if key in fields}
+        out._n = int(rows.size)
+        return out
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON-able metadata that describe rows ``0..n-1`` (for a segment file)."""
+        n = self._n
+        arrays = {"shape": self.shape[:n]}
+        fields = []
+        for i, (key, col) in enumerate(self.columns.items()):
+            arrays[f"{i}.kind"], arrays[f"{i}.num"], arrays[f"{i}.str"] = col.kind[:n], col.num[:n], col.str_code[:n]
+            fields.append({"name": key, "vocab": col.vocab,
+                           "complex": [[r, v] for r, v in col.complex_rows.items() if r < n],
+                           "big": [[r, str(v)] for r, v in col.big_ints.items() if r < n]})
+        return arrays, {"fields": fields, "shapes": [list(s) for s in self.shapes]}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "MetadataStore":
+        """A read-only store over stored (memory-mapped) arrays."""
+        out = cls()
+        out.shape = arrays["shape"]
+        out._n = int(out.shape.shape[0])
+        out.shapes = [tuple(s) for s in meta["shapes"]]
+        out._shape_index = {s: i for i, s in enumerate(out.shapes)}
+        for i, field in enumerate(meta["fields"]):
+            col = Column(0)
+            col.kind, col.num, col.str_code = arrays[f"{i}.kind"], arrays[f"{i}.num"], arrays[f"{i}.str"]
+            col.vocab = list(field["vocab"])
+            col.vocab_index = {v: j for j, v in enumerate(col.vocab)}
+            col.complex_rows = {int(r): v for r, v in field["complex"]}
+            col.big_ints = {int(r): int(v) for r, v in field["big"]}
+            out.columns[field["name"]] = col
+        return out
+
     def _reserve(self, n: int) -> None:
-        if n <= self._capacity:
+        capacity = self.shape.shape[0]
+        if n <= capacity:
             return
-        self._capacity = max(n, 2 * self._capacity, 64)
+        capacity = max(n, 2 * capacity, 64)
+        shape = np.zeros(capacity, np.int32)
+        shape[: self._n] = self.shape[: self._n]
+        self.shape = shape
         for col in self.columns.values():
-            col.grow(self._capacity)
+            col.grow(capacity)

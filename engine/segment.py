@@ -60,14 +60,14 @@ class Segment:
 
     @classmethod
     def restore(cls, slot: int, dim: int, exact: ExactSearcher, vectors: np.ndarray, norms: np.ndarray,
-                live: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]], index: Index | None) -> "Segment":
-        """A sealed segment from stored arrays (dead rows carry ``{}`` payloads and None ids)."""
+                live: np.ndarray, ids: list[Any], meta: MetadataStore, index: Index | None) -> "Segment":
+        """A sealed segment from stored arrays (dead rows carry None ids)."""
         seg = cls(slot, dim, exact)
         seg.vectors, seg.norms, seg.n = vectors, norms, vectors.shape[0]
         seg.live = np.array(live[: seg.n], bool)
         seg.live_count = int(seg.live.sum())
         seg.ids = list(ids)
-        seg.meta.append([p if ok else {} for p, ok in zip(payloads, seg.live.tolist())])
+        seg.meta = meta
         seg.index = index
         if index is not None and index.is_trained:  # rows deleted after the index file was written
             dead = np.flatnonzero(~seg.live)
@@ -86,17 +86,21 @@ class Segment:
         self.sealed = True
 
     # ----------------------------------------------------------------- writes
-    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]],
+    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]] | MetadataStore,
                norms: np.ndarray | None = None) -> np.ndarray:
-        """Append prepared vectors (with their squared norms, when already known); returns their internal ids."""
+        """Append prepared vectors (with their squared norms, when already known) and their payloads
+        (dicts, or a store of as many rows: a merge's copy); returns their internal ids."""
         if self.sealed:
             raise FailedPreconditionError("a sealed segment accepts only deletes")
         rows = np.arange(self.n, self.n + x.shape[0], dtype=np.int64)
-        self._reserve(self.n + x.shape[0])
+        self.reserve(self.n + x.shape[0])
         self.vectors[rows] = x
         self.norms[rows] = sq_norms(x) if norms is None else norms
         self.live[rows] = True
-        self.meta.append(payloads)
+        if isinstance(payloads, MetadataStore):
+            self.meta.extend(payloads)
+        else:
+            self.meta.append(payloads)
         self.ids.extend(ids)
         self.n += x.shape[0]
         self.live_count += x.shape[0]
@@ -109,8 +113,7 @@ class Segment:
             return
         self.live[rows] = False
         self.live_count -= int(rows.size)
-        self._version += 1
-        self.meta.clear_rows(rows)
+        self._version += 1  # payloads stay: every reader masks rows with ``live``
         for r in rows.tolist():
             self.ids[r] = None
         if self.index is not None and self.index.is_trained:
@@ -118,7 +121,8 @@ class Segment:
             if present.size:
                 self.index.remove(present)
 
-    def _reserve(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` rows (capacity doubles, so appends cost amortised O(1) per row)."""
         cap = self.vectors.shape[0]
         if n <= cap:
             return
@@ -193,4 +197,4 @@ class Segment:
         return np.bitwise_or(rows, self.base, out=rows)
 
     def payload(self, row: int) -> dict[str, Any]:
-        return dict(self.meta.rows[row])
+        return self.meta.payload(row)

@@ -30,9 +30,11 @@ from .errors import ClosedError, CollectionNotFoundError, CorruptionError, Shoal
 from .filters import Node
 from .id_tracker import ExternalId, IdTracker
 from .locks import RWLock
+from .metadata import MetadataStore
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plan
 from .segment import ROW_MASK, SLOT_BITS, Segment
+from .stores import metadata_of
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Shard:
         sealed = []
         for data in stored:
             seg = Segment.restore(self._next_slot, self.layout.dim, self.layout.exact, data.vectors, data.norms,
-                                  data.live, data.ids, data.payloads, data.index)
+                                  data.live, data.ids, metadata_of(data), data.index)
             self._next_slot += 1
             rows = seg.live_rows()
             self.tracker.assign((seg.ids[r] for r in rows.tolist()), (rows + seg.base).tolist())
@@ -261,18 +263,20 @@ class Shard:
         taken = [s.live_rows() for s in merge.sources]
         vectors = [np.asarray(s.vectors[rows]) for s, rows in zip(merge.sources, taken)]
         ids = [s.ids[r] for s, rows in zip(merge.sources, taken) for r in rows.tolist()]
-        payloads = [s.meta.rows[r] for s, rows in zip(merge.sources, taken) for r in rows.tolist()]
+        payloads = MetadataStore()
+        for s, rows in zip(merge.sources, taken):
+            payloads.extend(s.meta.take(rows))
         if base is None:  # a fresh segment: its slot is taken now (merges run one at a time)
             slot = self._next_slot
             self._next_slot += 1
             return slot, taken, vectors, ids, payloads
         kept = (base.live[: base.n].copy(), np.asarray(base.vectors[: base.n]), np.asarray(base.norms[: base.n]),
-                list(base.ids[: base.n]), list(base.meta.rows[: base.n]),
+                list(base.ids[: base.n]), base.meta.take(np.arange(base.n)),
                 base.index.copy() if base.index is not None else None)
         return kept, taken, vectors, ids, payloads
 
     def _build_merged(self, merge: Merge, kept: Any, taken: list[np.ndarray], vectors: list[np.ndarray],
-                      ids: list[Any], payloads: list[dict[str, Any]]) -> tuple[Segment, list[np.ndarray]]:
+                      ids: list[Any], payloads: MetadataStore) -> tuple[Segment, list[np.ndarray]]:
         """Outside the lock: the merged segment with its index; returns it and the rows it took per source.
 
         ``kept`` is the base's rows and index copy, or the slot of a fresh segment."""
@@ -281,9 +285,11 @@ class Shard:
         if isinstance(kept, int):
             seg = Segment(kept, dim, self.layout.exact)
             index, first_new = self.layout.new_index(), 0
+            seg.reserve(new.shape[0])
         else:
             live, base_vectors, base_norms, base_ids, base_payloads, index = kept
             seg = Segment(merge.base.slot, dim, self.layout.exact)
+            seg.reserve(base_vectors.shape[0] + new.shape[0])
             seg.append(base_vectors, base_ids, base_payloads, base_norms)
             dead = np.flatnonzero(~live)
             seg.live[dead] = False

@@ -33,6 +33,7 @@ from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
 from ..storage.segment_files import SegmentData, open_vectors, read_segment, write_segment, write_tombstones
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
 from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
+from .metadata import MetadataStore
 from .segment import Segment
 
 WAL = "wal.log"
@@ -65,8 +66,19 @@ class StoreOptions:
 def segment_data(seg: Segment) -> SegmentData:
     """A segment's rows as the file layer writes them."""
     n = seg.n
-    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], seg.ids[:n], seg.meta.rows[:n],
+    payload_arrays, payload_meta = seg.meta.to_arrays()
+    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], seg.ids[:n], payload_arrays, payload_meta,
                        seg.index if seg.indexed else None)
+
+
+def metadata_of(data: SegmentData) -> MetadataStore:
+    """The payload store of a stored segment (memory-mapped columns; rebuilt from the rows of a
+    segment written before payload files existed)."""
+    if data.payload_rows is None:
+        return MetadataStore.from_arrays(data.payload_arrays, data.payload_meta)
+    meta = MetadataStore()
+    meta.append([p if ok else {} for p, ok in zip(data.payload_rows, np.asarray(data.live, bool).tolist())])
+    return meta
 
 
 def write_snapshot(dest: Path, doc: dict[str, Any], segments: list[Segment], last_seq: int) -> None:

@@ -1,5 +1,6 @@
-"""Immutable segment files: vectors/norms as ``.npy`` (memory-mapped on open), row ids and
-metadata as JSON, the segment's index (``index.save``), and per-generation tombstone bitmaps.
+"""Immutable segment files: vectors/norms as ``.npy`` (memory-mapped on open), row ids as
+JSON, payload columns as one array file (memory-mapped on open, so opening reads no
+payload), the segment's index (``index.save``), and per-generation tombstone bitmaps.
 
 Every file's size and CRC32C is recorded in the manifest and checked on open, so
 a flipped byte is reported (CorruptionError naming the file) instead of answered from.
@@ -18,23 +19,32 @@ import google_crc32c
 import numpy as np
 
 from ..engine.errors import CorruptionError, FormatVersionError
+from .arrayfile import read_arrays, write_arrays
 from .io_errors import storage_errors
 from .wal import fsync_dir
 
-VECTORS, NORMS, ROWS, INDEX = "vectors.npy", "norms.npy", "rows.json", "index.bin"
+VECTORS, NORMS, ROWS, PAYLOAD, INDEX = "vectors.npy", "norms.npy", "rows.json", "payload.bin", "index.bin"
+PAYLOAD_KIND, PAYLOAD_VERSION = "PAYLOAD", 1
 _CHUNK = 1 << 22
 
 
 @dataclass
 class SegmentData:
-    """What a sealed segment's files hold; ``ids[r]`` is None (and ``payloads[r]`` empty) for dead rows."""
+    """What a sealed segment's files hold; ``ids[r]`` is None for dead rows.
+
+    Payloads are the engine's columnar arrays plus their JSON metadata
+    (``engine.metadata.MetadataStore.to_arrays``); a segment written before payload files
+    existed has ``payload_rows`` (one dict per row) instead.
+    """
 
     vectors: np.ndarray
     norms: np.ndarray
     live: np.ndarray
     ids: list[Any]
-    payloads: list[dict[str, Any]]
+    payload_arrays: dict[str, np.ndarray]
+    payload_meta: dict[str, Any]
     index: Any = None
+    payload_rows: list[dict[str, Any]] | None = None
 
 
 def file_crc(path: Path) -> int:
@@ -75,10 +85,10 @@ def _write_segment(directory: Path, data: SegmentData, generation: int) -> dict[
         VECTORS: _fsynced(directory / VECTORS, lambda f: np.save(f, np.ascontiguousarray(data.vectors[:n]))),
         NORMS: _fsynced(directory / NORMS, lambda f: np.save(f, np.ascontiguousarray(data.norms[:n]))),
     }
-    flags = live.tolist()
-    rows = {"ids": [e if ok else None for e, ok in zip(data.ids, flags)],
-            "meta": [p if ok else {} for p, ok in zip(data.payloads, flags)]}
+    rows = {"ids": [e if ok else None for e, ok in zip(data.ids, live.tolist())]}
     files[ROWS] = _fsynced(directory / ROWS, lambda f: f.write(json.dumps(rows, separators=(",", ":")).encode()))
+    write_arrays(directory / PAYLOAD, PAYLOAD_KIND, PAYLOAD_VERSION, data.payload_arrays, data.payload_meta)
+    files[PAYLOAD] = [(directory / PAYLOAD).stat().st_size, file_crc(directory / PAYLOAD)]
     if data.index is not None:
         data.index.save(directory / INDEX)
         files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
@@ -143,4 +153,8 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
     index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
     ids = [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]
-    return SegmentData(vectors, norms, live, ids, rows["meta"], index)
+    if PAYLOAD not in paths:  # written before payload files: one dict per row in rows.json
+        return SegmentData(vectors, norms, live, ids, {}, {}, index, payload_rows=rows["meta"])
+    # The whole file's CRC was checked above (when verifying): no second pass over the arrays.
+    _, meta, arrays = read_arrays(paths[PAYLOAD], PAYLOAD_KIND, PAYLOAD_VERSION, mmap=True, verify=False)
+    return SegmentData(vectors, norms, live, ids, arrays, meta, index)
