@@ -23,6 +23,7 @@ from ..index.kernels.topk import sq_norms
 from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
+from .segment_ids import SegmentIds
 from .threads import threads_for_batch
 
 SLOT_BITS = 32
@@ -45,7 +46,7 @@ class Segment:
         self.live = np.zeros(0, bool)
         self.meta = MetadataStore()
         #: External id of each row (None once the row is deleted).
-        self.ids: list[Any] = []
+        self.ids = SegmentIds()
         self.index: Index | None = None
         self.n = 0
         #: Live rows, kept up to date by append/delete so no search counts them.
@@ -60,13 +61,13 @@ class Segment:
 
     @classmethod
     def restore(cls, slot: int, dim: int, exact: ExactSearcher, vectors: np.ndarray, norms: np.ndarray,
-                live: np.ndarray, ids: list[Any], meta: MetadataStore, index: Index | None) -> "Segment":
-        """A sealed segment from stored arrays (dead rows carry None ids)."""
+                live: np.ndarray, ids: SegmentIds, meta: MetadataStore, index: Index | None) -> "Segment":
+        """A sealed segment from stored arrays."""
         seg = cls(slot, dim, exact)
         seg.vectors, seg.norms, seg.n = vectors, norms, vectors.shape[0]
         seg.live = np.array(live[: seg.n], bool)
         seg.live_count = int(seg.live.sum())
-        seg.ids = list(ids)
+        seg.ids = ids
         seg.meta = meta
         seg.index = index
         if index is not None and index.is_trained:  # rows deleted after the index file was written
@@ -86,7 +87,7 @@ class Segment:
         self.sealed = True
 
     # ----------------------------------------------------------------- writes
-    def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]] | MetadataStore,
+    def append(self, x: np.ndarray, ids: list[Any] | SegmentIds, payloads: list[dict[str, Any]] | MetadataStore,
                norms: np.ndarray | None = None) -> np.ndarray:
         """Append prepared vectors (with their squared norms, when already known) and their payloads
         (dicts, or a store of as many rows: a merge's copy); returns their internal ids."""
@@ -114,8 +115,7 @@ class Segment:
         self.live[rows] = False
         self.live_count -= int(rows.size)
         self._version += 1  # payloads stay: every reader masks rows with ``live``
-        for r in rows.tolist():
-            self.ids[r] = None
+        self.ids.kill(rows)
         if self.index is not None and self.index.is_trained:
             present = rows[self.index.contains(rows)]
             if present.size:

@@ -31,10 +31,11 @@ from .filters import Node
 from .id_tracker import ExternalId, IdTracker
 from .locks import RWLock
 from .metadata import MetadataStore
+from .segment_ids import SegmentIds
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plan
 from .segment import ROW_MASK, SLOT_BITS, Segment
-from .stores import metadata_of
+from .stores import rows_of
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ class Shard:
         sealed = []
         for data in stored:
             seg = Segment.restore(self._next_slot, self.layout.dim, self.layout.exact, data.vectors, data.norms,
-                                  data.live, data.ids, metadata_of(data), data.index)
+                                  data.live, *rows_of(data), data.index)
             self._next_slot += 1
             rows = seg.live_rows()
-            self.tracker.assign((seg.ids[r] for r in rows.tolist()), (rows + seg.base).tolist())
+            self.tracker.assign_rows(seg.ids, rows, seg.base)
             sealed.append(seg)
         growing = self._new_segment()
         self._install(sealed + [growing])
@@ -152,11 +153,12 @@ class Shard:
 
     def _apply_upsert(self, ids: list[ExternalId], x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         """Apply a validated upsert (replay comes through here too): supersede old rows, append."""
-        old = [i for i in (self.tracker.get(e) for e in ids) if i is not None]
-        if old:
-            self._delete_internal(np.asarray(old, np.int64))
+        old = self.tracker.lookup(ids)
+        old = old[old >= 0]
+        if old.size:
+            self._delete_internal(old)
         internal = self.growing.append(x, ids, payloads)
-        self.tracker.assign(ids, internal.tolist())
+        self.tracker.assign(ids, internal)
 
     def delete(self, ids: list[ExternalId] | None, node: Node | None, filter_key: str | None) -> int:
         with self.lock.write():
@@ -262,21 +264,21 @@ class Shard:
         base = merge.base
         taken = [s.live_rows() for s in merge.sources]
         vectors = [np.asarray(s.vectors[rows]) for s, rows in zip(merge.sources, taken)]
-        ids = [s.ids[r] for s, rows in zip(merge.sources, taken) for r in rows.tolist()]
-        payloads = MetadataStore()
+        ids, payloads = SegmentIds(), MetadataStore()
         for s, rows in zip(merge.sources, taken):
+            ids.extend(s.ids.take(rows))
             payloads.extend(s.meta.take(rows))
         if base is None:  # a fresh segment: its slot is taken now (merges run one at a time)
             slot = self._next_slot
             self._next_slot += 1
             return slot, taken, vectors, ids, payloads
         kept = (base.live[: base.n].copy(), np.asarray(base.vectors[: base.n]), np.asarray(base.norms[: base.n]),
-                list(base.ids[: base.n]), base.meta.take(np.arange(base.n)),
+                base.ids.take(np.arange(base.n)), base.meta.take(np.arange(base.n)),
                 base.index.copy() if base.index is not None else None)
         return kept, taken, vectors, ids, payloads
 
     def _build_merged(self, merge: Merge, kept: Any, taken: list[np.ndarray], vectors: list[np.ndarray],
-                      ids: list[Any], payloads: MetadataStore) -> tuple[Segment, list[np.ndarray]]:
+                      ids: SegmentIds, payloads: MetadataStore) -> tuple[Segment, list[np.ndarray]]:
         """Outside the lock: the merged segment with its index; returns it and the rows it took per source.
 
         ``kept`` is the base's rows and index copy, or the slot of a fresh segment."""
@@ -328,7 +330,7 @@ class Shard:
         merged.delete(np.concatenate(killed) if killed else np.zeros(0, np.int64))
         moved = np.concatenate(moved_rows) if moved_rows else np.zeros(0, np.int64)
         moved = moved[merged.live[moved]]
-        self.tracker.assign((merged.ids[r] for r in moved.tolist()), (moved + merged.base).tolist())
+        self.tracker.assign_rows(merged.ids, moved, merged.base)
         replaced = {id(s) for s in merge.sources} | ({id(base)} if base is not None else set())
         segments, placed = [], False
         for seg in self.segments:

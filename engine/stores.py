@@ -35,6 +35,7 @@ from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir
 from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
 from .metadata import MetadataStore
 from .segment import Segment
+from .segment_ids import SegmentIds
 
 WAL = "wal.log"
 FORMAT = 1
@@ -66,19 +67,28 @@ class StoreOptions:
 def segment_data(seg: Segment) -> SegmentData:
     """A segment's rows as the file layer writes them."""
     n = seg.n
+    id_arrays, id_meta = seg.ids.to_arrays()
     payload_arrays, payload_meta = seg.meta.to_arrays()
-    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], seg.ids[:n], payload_arrays, payload_meta,
+    arrays = {**{f"id.{k}": v for k, v in id_arrays.items()}, **{f"p.{k}": v for k, v in payload_arrays.items()}}
+    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], arrays, {"ids": id_meta, "payload": payload_meta},
                        seg.index if seg.indexed else None)
 
 
-def metadata_of(data: SegmentData) -> MetadataStore:
-    """The payload store of a stored segment (memory-mapped columns; rebuilt from the rows of a
-    segment written before payload files existed)."""
-    if data.payload_rows is None:
-        return MetadataStore.from_arrays(data.payload_arrays, data.payload_meta)
-    meta = MetadataStore()
-    meta.append([p if ok else {} for p, ok in zip(data.payload_rows, np.asarray(data.live, bool).tolist())])
-    return meta
+def rows_of(data: SegmentData) -> tuple[SegmentIds, MetadataStore]:
+    """A stored segment's ids and payload store (memory-mapped arrays; rebuilt from the JSON rows
+    of a segment written before rows files). Rows deleted since the file was written lose their ids."""
+    live = np.asarray(data.live, bool)
+    if data.legacy_rows is not None:
+        ids = SegmentIds.from_list(data.legacy_rows["ids"])
+        meta = MetadataStore()
+        meta.append([p if ok else {} for p, ok in zip(data.legacy_rows["meta"], live.tolist())])
+    else:
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in data.row_arrays.items() if k.startswith(prefix)}
+        ids = SegmentIds.from_arrays(part("id."), data.row_meta["ids"])
+        meta = MetadataStore.from_arrays(part("p."), data.row_meta["payload"])
+    ids.kill(np.flatnonzero(~live))
+    return ids, meta
 
 
 def write_snapshot(dest: Path, doc: dict[str, Any], segments: list[Segment], last_seq: int) -> None:

@@ -1,6 +1,8 @@
-"""Immutable segment files: vectors/norms as ``.npy`` (memory-mapped on open), row ids as
-JSON, payload columns as one array file (memory-mapped on open, so opening reads no
-payload), the segment's index (``index.save``), and per-generation tombstone bitmaps.
+"""Immutable segment files: vectors/norms as ``.npy`` (memory-mapped on open), the rows'
+ids and payload columns as one array file (memory-mapped on open, so opening parses no
+per-row data), the segment's index (``index.save``), and per-generation tombstone bitmaps.
+Segments written before the rows file kept ids and payloads as JSON (``rows.json``); they
+are still read.
 
 Every file's size and CRC32C is recorded in the manifest and checked on open, so
 a flipped byte is reported (CorruptionError naming the file) instead of answered from.
@@ -23,28 +25,27 @@ from .arrayfile import read_arrays, write_arrays
 from .io_errors import storage_errors
 from .wal import fsync_dir
 
-VECTORS, NORMS, ROWS, PAYLOAD, INDEX = "vectors.npy", "norms.npy", "rows.json", "payload.bin", "index.bin"
-PAYLOAD_KIND, PAYLOAD_VERSION = "PAYLOAD", 1
+VECTORS, NORMS, ROWS, LEGACY_ROWS, INDEX = "vectors.npy", "norms.npy", "rows.bin", "rows.json", "index.bin"
+ROWS_KIND, ROWS_VERSION = "ROWS", 1
 _CHUNK = 1 << 22
 
 
 @dataclass
 class SegmentData:
-    """What a sealed segment's files hold; ``ids[r]`` is None for dead rows.
+    """What a sealed segment's files hold.
 
-    Payloads are the engine's columnar arrays plus their JSON metadata
-    (``engine.metadata.MetadataStore.to_arrays``); a segment written before payload files
-    existed has ``payload_rows`` (one dict per row) instead.
+    ``row_arrays`` / ``row_meta``: the rows' ids and payloads as the engine lays them out
+    (named arrays plus JSON metadata; this layer stores them without reading them). A segment
+    written before the rows file has ``legacy_rows`` instead: ``{"ids": [...], "meta": [...]}``.
     """
 
     vectors: np.ndarray
     norms: np.ndarray
     live: np.ndarray
-    ids: list[Any]
-    payload_arrays: dict[str, np.ndarray]
-    payload_meta: dict[str, Any]
+    row_arrays: dict[str, np.ndarray]
+    row_meta: dict[str, Any]
     index: Any = None
-    payload_rows: list[dict[str, Any]] | None = None
+    legacy_rows: dict[str, list[Any]] | None = None
 
 
 def file_crc(path: Path) -> int:
@@ -85,10 +86,8 @@ def _write_segment(directory: Path, data: SegmentData, generation: int) -> dict[
         VECTORS: _fsynced(directory / VECTORS, lambda f: np.save(f, np.ascontiguousarray(data.vectors[:n]))),
         NORMS: _fsynced(directory / NORMS, lambda f: np.save(f, np.ascontiguousarray(data.norms[:n]))),
     }
-    rows = {"ids": [e if ok else None for e, ok in zip(data.ids, live.tolist())]}
-    files[ROWS] = _fsynced(directory / ROWS, lambda f: f.write(json.dumps(rows, separators=(",", ":")).encode()))
-    write_arrays(directory / PAYLOAD, PAYLOAD_KIND, PAYLOAD_VERSION, data.payload_arrays, data.payload_meta)
-    files[PAYLOAD] = [(directory / PAYLOAD).stat().st_size, file_crc(directory / PAYLOAD)]
+    write_arrays(directory / ROWS, ROWS_KIND, ROWS_VERSION, data.row_arrays, data.row_meta)
+    files[ROWS] = [(directory / ROWS).stat().st_size, file_crc(directory / ROWS)]
     if data.index is not None:
         data.index.save(directory / INDEX)
         files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
@@ -147,14 +146,12 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
     n = entry["n"]
     if vectors.shape != (n, dim) or norms.shape != (n,) or vectors.dtype != np.float32:
         raise FormatVersionError(f"{seg_dir}: vectors {vectors.shape}/{vectors.dtype} do not match the manifest ({n}, {dim}) float32")
-    rows = json.loads(paths[ROWS].read_bytes())
     live = np.ones(n, bool)
     if entry["tomb"] is not None:
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
     index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
-    ids = [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]
-    if PAYLOAD not in paths:  # written before payload files: one dict per row in rows.json
-        return SegmentData(vectors, norms, live, ids, {}, {}, index, payload_rows=rows["meta"])
+    if ROWS not in paths:  # written before the rows file
+        return SegmentData(vectors, norms, live, {}, {}, index, json.loads(paths[LEGACY_ROWS].read_bytes()))
     # The whole file's CRC was checked above (when verifying): no second pass over the arrays.
-    _, meta, arrays = read_arrays(paths[PAYLOAD], PAYLOAD_KIND, PAYLOAD_VERSION, mmap=True, verify=False)
-    return SegmentData(vectors, norms, live, ids, arrays, meta, index)
+    _, meta, arrays = read_arrays(paths[ROWS], ROWS_KIND, ROWS_VERSION, mmap=True, verify=False)
+    return SegmentData(vectors, norms, live, arrays, meta, index)

@@ -179,7 +179,7 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(data)
 
 
-@pytest.mark.parametrize("target", ["vectors.npy", "norms.npy", "rows.json", "tomb", "index.bin", "MANIFEST",
+@pytest.mark.parametrize("target", ["vectors.npy", "norms.npy", "rows.bin", "tomb", "index.bin", "MANIFEST",
                                     "truncate-vectors.npy"])
 def test_corrupt_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generator, target: str) -> None:
     with shoal.Database(tmp_path, flush_rows=100) as db:
@@ -203,6 +203,47 @@ def test_corrupt_files_raise_clear_errors(tmp_path: Path, rng: np.random.Generat
         with shoal.Database(tmp_path, **kwargs) as db:  # the database opens; that collection reports its damage
             with pytest.raises(CorruptionError, match=path.name):
                 db.get_collection("c")
+
+
+def test_segments_written_before_rows_files_still_open(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A segment whose ids and payloads are JSON (rows.json, the first segment format) opens and
+    answers the same; new segments beside it use the rows file."""
+    import json
+
+    from shoal.storage.manifest import read_manifest, write_manifest
+    from shoal.storage.segment_files import LEGACY_ROWS, ROWS, file_crc
+
+    x = rng.standard_normal((50, DIM)).astype(np.float32)
+    ids = list(range(25)) + [f"s{i}" for i in range(25)]
+    meta = [{"g": i % 3, "tag": [i, {"n": None}]} for i in range(50)]
+    with shoal.Database(tmp_path) as db:
+        col = db.create_collection("c", dim=DIM, metric="l2", optimizer={"background": False})
+        col.upsert(ids, x, meta)
+        col.flush()
+        col.delete(ids=[3, "s4"])
+        before = col.search(x[:5], k=5, filter={"g": 1})
+    cdir = tmp_path / "collections" / "c"
+    doc = read_manifest(cdir)
+    (entry,) = doc["segments"]
+    seg = cdir / entry["dir"]
+    legacy = {"ids": [None if i in (3, "s4") else i for i in ids], "meta": meta}
+    (seg / LEGACY_ROWS).write_text(json.dumps(legacy))
+    (seg / ROWS).unlink()
+    del entry["files"][ROWS]
+    entry["files"][LEGACY_ROWS] = [(seg / LEGACY_ROWS).stat().st_size, file_crc(seg / LEGACY_ROWS)]
+    write_manifest(cdir, doc)
+    with shoal.Database(tmp_path) as db:
+        col = db.get_collection("c")
+        after = col.search(x[:5], k=5, filter={"g": 1})
+        assert [r.ids for r in after] == [r.ids for r in before]
+        assert [r.metadata for r in after] == [r.metadata for r in before]
+        assert len(col) == 48 and col.get(["s5"]).metadata == [meta[30]]
+        col.upsert(["new"], x[:1], [{"g": 1}])
+        col.optimize()  # merges the legacy segment into one written with a rows file
+    with shoal.Database(tmp_path) as db:
+        col = db.get_collection("c")
+        assert len(col) == 49 and col.search(x[0], k=1, filter={"g": 1}).ids == ["new"]
+    assert all(not (cdir / e["dir"] / LEGACY_ROWS).exists() for e in read_manifest(cdir)["segments"])
 
 
 def test_corrupt_wal_raises_and_repair_keeps_valid_records(tmp_path: Path, rng: np.random.Generator) -> None:
