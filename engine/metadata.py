@@ -137,22 +137,32 @@ class Column:
             self.kind[row] = COMPLEX
             self.complex_rows[row] = value
 
-    def value(self, row: int) -> Any:
-        """The stored value of a present row, as it was written."""
-        kind = self.kind[row]
+    def values(self, rows: np.ndarray) -> list[Any]:
+        """The stored values at ``rows`` as they were written (None where the field is missing)."""
+        kinds = self.kind[rows]
+        first = int(kinds[0]) if kinds.size else MISSING
+        if first in (INT, FLOAT, STR) and (kinds == first).all():  # the common case: one kind, no per-row test
+            if first == STR:
+                vocab = self.vocab
+                return [vocab[c] for c in self.str_code[rows].tolist()]
+            nums = self.num[rows]
+            return (nums.astype(np.int64) if first == INT else nums).tolist()
+        return [self._value(int(r), int(k)) for r, k in zip(rows.tolist(), kinds.tolist())]
+
+    def _value(self, row: int, kind: int) -> Any:
         if kind == INT:
             return int(self.num[row])
         if kind == FLOAT:
             return float(self.num[row])
         if kind == STR:
             return self.vocab[self.str_code[row]]
-        if kind == NULL:
-            return None
-        if kind == TRUE or kind == FALSE:
-            return bool(kind == TRUE)
+        if kind in (TRUE, FALSE):
+            return kind == TRUE
         if kind == BIG_INT:
             return self.big_ints[row]
-        return copy.deepcopy(self.complex_rows[row])
+        if kind == COMPLEX:  # a copy: callers may change what they get
+            return copy.deepcopy(self.complex_rows[row])
+        return None
 
     def string_lut(self, predicate) -> np.ndarray:
         """Boolean lookup table over the vocabulary (+1 slot for 'no string', code -1)."""
@@ -241,10 +251,14 @@ class MetadataStore:
     def column(self, field: str) -> Column | None:
         return self.columns.get(field)
 
-    def payload(self, row: int) -> dict[str, Any]:
-        """A new dict of one row's payload, keys in their written order."""
-        columns = self.columns
-        return {key: columns[key].value(row) for key in self.shapes[self.shape[row]]}
+    def payloads(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """New dicts of these rows' payloads, keys in their written order (a gather per field)."""
+        rows = np.asarray(rows, np.int64)
+        codes = self.shape[rows].tolist()
+        shapes = [self.shapes[c] for c in codes]
+        fields = {key for keys in set(shapes) for key in keys}
+        values = {key: self.columns[key].values(rows) for key in fields}
+        return [{key: values[key][i] for key in keys} for i, keys in enumerate(shapes)]
 
     def take(self, rows: np.ndarray) -> "MetadataStore":
         """A growable store holding ``rows`` of this one as rows ``0..len(rows)-1`` (a merge's copy:

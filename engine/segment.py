@@ -195,6 +195,3 @@ class Segment:
         """Rows (a search's fresh array, -1 padding) to internal ids in place: ``row | base`` is
         ``row + base`` for a row and keeps -1 (all bits set) as -1."""
         return np.bitwise_or(rows, self.base, out=rows)
-
-    def payload(self, row: int) -> dict[str, Any]:
-        return self.meta.payload(row)

@@ -27,11 +27,14 @@ class SegmentIds:
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, row: int) -> Any:
-        kind = self.kind[row]
-        if kind == INT:
-            return int(self.value[row])
-        return self.others.get(row) if kind == OTHER else None
+    def values(self, rows: np.ndarray) -> list[Any]:
+        """The ids of ``rows`` (None for deleted ones): one gather when all are int ids."""
+        kinds = self.kind[rows]
+        if (kinds == INT).all():
+            return self.value[rows].tolist()
+        others = self.others
+        return [v if k == INT else (others[r] if k == OTHER else None)
+                for v, k, r in zip(self.value[rows].tolist(), kinds.tolist(), rows.tolist())]
 
     def take(self, rows: np.ndarray) -> "SegmentIds":
         """A growable copy holding ``rows`` of these as rows ``0..len(rows)-1`` (numpy gathers)."""

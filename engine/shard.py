@@ -53,7 +53,6 @@ class ShardLayout:
 
 
 #: Up to this many internal ids are looked up one by one (``external_of``).
-SMALL_LOOKUP = 64
 
 
 class _PhaseClock:
@@ -366,12 +365,13 @@ class Shard:
             self.check_open()
 
     # ------------------------------------------------------------------ reads
-    def _locate(self, internal: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
-        """Group internal ids by segment: ``(segment, positions in input, rows)``."""
+    def _locate(self, internal: np.ndarray) -> list[tuple[Segment, np.ndarray | slice, np.ndarray]]:
+        """Group internal ids by segment: ``(segment, positions in input, rows)``; the positions
+        are ``slice(None)`` when every id is in one segment."""
         slots = internal >> SLOT_BITS
         rows = internal & ROW_MASK
-        if internal.size and (slots == slots[0]).all():
-            return [(self._by_slot[int(slots[0])], np.arange(internal.size), rows)]
+        if internal.size and (slots == slots[0]).all():  # positions: all of them, in order
+            return [(self._by_slot[int(slots[0])], slice(None), rows)]
         out = []
         for slot in np.unique(slots).tolist():
             pos = np.flatnonzero(slots == slot)
@@ -379,35 +379,28 @@ class Shard:
         return out
 
     def external_of(self, internal: np.ndarray) -> list[ExternalId]:
-        if internal.size <= SMALL_LOOKUP:  # a search's hits: plain Python beats grouping by segment
-            return [seg.ids[row] for seg, row in self._hits(internal)]
-        out: list[Any] = [None] * internal.size
-        for seg, pos, rows in self._locate(internal):
-            ids = seg.ids
-            for p, r in zip(pos.tolist(), rows.tolist()):
-                out[p] = ids[r]
-        return out
-
-    def _hits(self, internal: np.ndarray) -> list[tuple[Segment, int]]:
-        by_slot = self._by_slot
-        return [(by_slot[i >> SLOT_BITS], i & ROW_MASK) for i in internal.tolist()]
+        return self.records(internal, False, False)[0]
 
     def records(self, internal: np.ndarray, want_meta: bool, want_vectors: bool
                 ) -> tuple[list[ExternalId], list[dict[str, Any]] | None, np.ndarray | None]:
-        """Ids, payload copies and vectors of internal ids (caller holds the read lock)."""
-        if internal.size <= SMALL_LOOKUP and not want_vectors:  # a search's hits: one pass, no grouping
-            hits = self._hits(internal)
-            return [seg.ids[row] for seg, row in hits], [seg.payload(row) for seg, row in hits] if want_meta else None, None
-        ext = self.external_of(internal)
-        meta = [{} for _ in ext] if want_meta else None
-        vectors = np.zeros((len(ext), self.layout.dim), np.float32) if want_vectors else None
-        if want_meta or want_vectors:
-            for seg, pos, rows in self._locate(internal):
-                if meta is not None:
-                    for p, r in zip(pos.tolist(), rows.tolist()):
-                        meta[p] = seg.payload(r)
-                if vectors is not None:
-                    vectors[pos] = seg.vectors[rows]
+        """Ids, payload copies and vectors of internal ids (caller holds the read lock): one
+        batch per segment, so a search's hits cost a few numpy gathers, not a loop per row."""
+        groups = self._locate(internal)
+        vectors = np.zeros((internal.size, self.layout.dim), np.float32) if want_vectors else None
+        if vectors is not None:
+            for seg, pos, rows in groups:
+                vectors[pos] = seg.vectors[rows]
+        if len(groups) == 1:
+            seg, _, rows = groups[0]
+            return seg.ids.values(rows), seg.meta.payloads(rows) if want_meta else None, vectors
+        ext: list[Any] = [None] * internal.size
+        meta: list[Any] | None = [None] * internal.size if want_meta else None
+        for seg, pos, rows in groups:
+            for p, e in zip(pos.tolist(), seg.ids.values(rows)):
+                ext[p] = e
+            if meta is not None:
+                for p, payload in zip(pos.tolist(), seg.meta.payloads(rows)):
+                    meta[p] = payload
         return ext, meta, vectors
 
     def count(self, node: Node | None, filter_key: str | None) -> int:

@@ -128,19 +128,19 @@ def test_columnar_payloads_round_trip(rows, more, flt):
     stored = MetadataStore.from_arrays(arrays, meta)
     node = compile_filter(flt)
     for copy in (store, stored):
-        assert all(_same(copy.payload(i), p) for i, p in enumerate(expected))
+        assert all(map(_same, copy.payloads(np.arange(len(expected))), expected))
         assert node.mask(copy).tolist() == [node.matches(p) for p in expected]
     merged = stored.take(np.arange(len(expected))[::-1])
     tail = MetadataStore()
     tail.append(more)
     merged.extend(tail)
     want = expected[::-1] + more
-    assert len(merged) == len(want) and all(_same(merged.payload(i), p) for i, p in enumerate(want))
+    assert len(merged) == len(want) and all(map(_same, merged.payloads(np.arange(len(want))), want))
     assert node.mask(merged).tolist() == [node.matches(p) for p in want]
-    returned = merged.payload(0)
+    returned = merged.payloads(np.array([0]))[0]
     if returned:  # a returned payload is a copy: changing it changes nothing stored
         returned.clear()
-        assert _same(merged.payload(0), want[0])
+        assert _same(merged.payloads(np.array([0]))[0], want[0])
 
 
 @pytest.mark.parametrize("bad, message", [

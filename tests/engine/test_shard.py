@@ -134,7 +134,7 @@ class OptimizerMachine(RuleBasedStateMachine):
         if not hasattr(self, "col"):
             return
         assert len(self.col) == len(self.model)
-        live = [e for s in self.shard.segments for e, ok in zip(s.ids, s.live[: s.n].tolist()) if ok]
+        live = [e for s in self.shard.segments for e in s.ids.values(s.live_rows())]
         assert sorted(live) == sorted(self.model)  # no row resurrected, lost or stored twice
         if self.model:
             ids = sorted(self.model)

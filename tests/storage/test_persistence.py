@@ -42,7 +42,7 @@ THROUGH_INDEX = {"planner": {"exact_max_rows": 0, "index_cost_factor": 0.0}, "op
 
 def _live_ids(col: shoal.Collection) -> list:
     """Live ids in internal-id order (segment by segment)."""
-    return [e for seg in col._shard.segments for e in seg.ids if e is not None]
+    return [e for seg in col._shard.segments for e in seg.ids.values(np.arange(seg.n)) if e is not None]
 
 
 def _churn(col: shoal.Collection, rng: np.random.Generator, n: int = 700) -> np.ndarray:
