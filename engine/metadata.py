@@ -28,7 +28,7 @@ INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 def check_int64(value: int, where: str) -> int:
     if not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidArgumentError(f"{shorten(where, 200)}: integer {shorten(value)} does not fit in 64 bits "
+        raise InvalidArgumentError(f"{where}: integer {shorten(value)} does not fit in 64 bits "
                                    f"(the range is -2**63 .. 2**63-1, embedded and served)")
     return value
 
