@@ -149,6 +149,17 @@ def check_selection(ids: Any, filter: Any, what: str) -> list[ExternalId] | None
     return None if ids is None else check_ids(ids)
 
 
+def iter_records(scroll: Any, batch_size: int, filter: Any, include: Iterable[str]) -> Iterator[Record]:
+    """Every record of a ``scroll`` method, page after page (``Collection.iter`` and ``RemoteCollection.iter``)."""
+    cursor = None
+    while True:
+        page = scroll(filter, batch_size, cursor, include)
+        yield from page.records
+        cursor = page.next_cursor
+        if cursor is None:
+            return
+
+
 class RecordAPI:
     """The record-level half of ``Collection``: get by ids or filter, scroll, iter, exists and
     partial updates. Uses the collection's ``_shard``, ``dim``, ``metric`` and ``name``."""
@@ -223,13 +234,7 @@ class RecordAPI:
     def iter(self, batch_size: int = 256, filter: Any = None,
              include: Iterable[str] = ("metadata",)) -> Iterator[Record]:
         """Every record matching ``filter``, in id order, fetched ``batch_size`` at a time (``scroll``)."""
-        cursor = None
-        while True:
-            page = self.scroll(filter, batch_size, cursor, include)
-            yield from page.records
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return iter_records(self.scroll, batch_size, filter, include)
 
     def exists(self, ids: Any) -> list[bool]:
         """Whether each id is stored, in the order given."""

@@ -31,7 +31,7 @@ from ..engine.collection import INCLUDE_FIELDS
 from ..engine.errors import InvalidArgumentError
 from ..engine.ids import check_ids, check_unique
 from ..engine.metadata import check_metadata
-from ..engine.records import MAX_PAGE, check_count, check_cursor, check_include, check_keys, check_selection
+from ..engine.records import MAX_PAGE, check_count, iter_records, check_cursor, check_include, check_keys, check_selection
 from ..engine.results import GetResult, Group, QueryResult, Record, ScrollPage
 from ..engine.search_modes import check_group, check_threshold
 from ..engine.validation import as_matrix, check_k
@@ -85,6 +85,18 @@ def _search_include(include: Iterable[str]) -> tuple[str, ...]:
     return check_include(include, INCLUDE_FIELDS)
 
 
+def _collection_request(cls: Any, name: str, dim: Any, metric: str, index: str, options: dict[str, Any]) -> Any:
+    """A Create / GetOrCreate request: dim checked, ``metadata`` apart from the index options."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+        raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+    options = dict(options)
+    metadata = options.pop("metadata", None)
+    request = cls(name=name, dim=int(dim), metric=metric, index=index, index_options=convert.metadata_to_proto(options))
+    if metadata is not None:
+        request.metadata.CopyFrom(convert.metadata_to_proto(metadata))
+    return request
+
+
 class _Driven:
     """Something whose ``@remote`` methods run through ``self._client``."""
 
@@ -132,13 +144,7 @@ class ClientBase(_Driven):
                           **options: Any) -> Steps:
         """Create a collection on the server (same arguments as ``Database.create_collection``,
         including ``metadata={...}``); returns its RemoteCollection."""
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
-        metadata = options.pop("metadata", None)
-        request = collections_pb2.CreateCollectionRequest(name=name, dim=int(dim), metric=metric, index=index,
-                                                          index_options=convert.metadata_to_proto(options))
-        if metadata is not None:
-            request.metadata.CopyFrom(convert.metadata_to_proto(metadata))
+        request = _collection_request(collections_pb2.CreateCollectionRequest, name, dim, metric, index, options)
         info = yield Rpc("collections", "Create", request, False)
         return self.collection_class(self, info)
 
@@ -153,14 +159,8 @@ class ClientBase(_Driven):
                                  **options: Any) -> Steps:
         """The collection, created if missing; CollectionConfigMismatchError when it exists with another
         dim or a given metric / index / index option (decided on the server, atomically)."""
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
-        metadata = options.pop("metadata", None)
-        request = collections_pb2.GetOrCreateCollectionRequest(
-            name=name, dim=int(dim), metric=metric or "", index=index or "",
-            index_options=convert.metadata_to_proto(options))
-        if metadata is not None:
-            request.metadata.CopyFrom(convert.metadata_to_proto(metadata))
+        request = _collection_request(collections_pb2.GetOrCreateCollectionRequest, name, dim, metric or "",
+                                      index or "", options)
         info = yield Rpc("collections", "GetOrCreate", request, True)
         return self.collection_class(self, info)
 
@@ -426,13 +426,7 @@ class RemoteCollectionBase(_Driven):
     def iter(self, batch_size: int = 256, filter: Any = None, include: Iterable[str] = ("metadata",)
              ) -> Iterator[Record]:
         """Every record matching ``filter``, in id order, ``batch_size`` per call (``scroll``)."""
-        cursor = None
-        while True:
-            page = self.scroll(filter, batch_size, cursor, include)
-            yield from page.records
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return iter_records(self.scroll, batch_size, filter, include)
 
     @remote
     def exists(self, ids: Any) -> Steps:
