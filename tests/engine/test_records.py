@@ -183,3 +183,24 @@ def test_get_or_create_compares_index_options_and_auto():
         db.get_or_create_collection("h", dim=8, M=16)
     db.create_collection("k", dim=3, metric="l2", index="auto")
     assert db.get_or_create_collection("k", dim=3, metric="l2", index="auto").dim == 3
+
+
+@pytest.mark.parametrize("gather_below", [1, 10 ** 9])  # never / always sort the matches instead of walking
+def test_selective_filters_sort_matches_like_the_walk(monkeypatch, rng, gather_below):
+    from shoal.engine import records
+
+    monkeypatch.setattr(records, "GATHER_BELOW", gather_below)
+    col = shoal.Collection("w", dim=2, metric="l2", _flush_rows=50)
+    ids = [int(i) for i in rng.choice(5000, 300, replace=False)] + [f"s{i}" for i in range(100)]
+    col.upsert(ids, rng.standard_normal((len(ids), 2)), [{"g": i % 7} for i in range(len(ids))])
+    want = sorted((i for j, i in enumerate(ids) if j % 7 == 3), key=lambda e: (isinstance(e, str), e))
+    assert col.get(filter={"g": 3}, include=()).ids == want
+    assert col.get(filter={"g": 3}, offset=5, limit=9, include=()).ids == want[5:14]
+    pages, cursor = [], None
+    while True:
+        page = col.scroll({"g": 3}, 11, cursor, include=())
+        pages += page.records.ids
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == want
