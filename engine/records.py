@@ -37,6 +37,7 @@ RECORD_FIELDS = ("metadata", "vector")
 MAX_PAGE = 65536
 #: Candidates looked at per step of an ordered walk (vectorised filter check per step).
 WALK_STEP = 1024
+MAX_WALK_STEP = 65536
 #: A filter matching at most 1/GATHER_BELOW of the records sorts its matches instead of walking all ids.
 GATHER_BELOW = 8
 
@@ -52,8 +53,8 @@ class IdOrder:
         strs.sort()
         self._parts = (ints, strs)
 
-    def after(self, cursor: ExternalId | None) -> Iterator[list[ExternalId]]:
-        """Chunks of ids strictly after ``cursor`` (all ids when None), in order."""
+    def after(self, cursor: ExternalId | None, step: int = WALK_STEP) -> Iterator[list[ExternalId]]:
+        """Chunks of ``step`` ids strictly after ``cursor`` (all ids when None), in order."""
         ints, strs = self._parts
         if cursor is None:
             starts = (0, 0)
@@ -62,8 +63,8 @@ class IdOrder:
         else:
             starts = (bisect.bisect_right(ints, cursor), 0)
         for part, start in zip(self._parts, starts):
-            for lo in range(start, len(part), WALK_STEP):
-                yield part[lo:lo + WALK_STEP]
+            for lo in range(start, len(part), step):
+                yield part[lo:lo + step]
 
 
 def id_order(shard: Any) -> IdOrder:
@@ -89,7 +90,10 @@ def ordered_selection(shard: Any, node: Any, key: str | None, cursor: ExternalId
     out: list[np.ndarray] = []
     taken = 0
     tracker = shard.tracker
-    for chunk in id_order(shard).after(cursor):
+    # chunks sized so one is expected to hold the page (a filter keeping 10% walks 10x the page)
+    expect = (skip + (want or len(tracker))) * len(tracker) / max(matched, 1)
+    step = int(min(max(1.25 * expect, WALK_STEP), MAX_WALK_STEP))
+    for chunk in id_order(shard).after(cursor, step):
         internal = np.fromiter((tracker.get(e) for e in chunk), np.int64, len(chunk))
         if node is not None:
             keep = np.zeros(internal.size, bool)
