@@ -7,7 +7,8 @@
     col.search(query, k=10, filter={"lang": "en"})
 """
 from .engine import Collection, Database, GetResult, Hit, QueryResult
-from .engine.errors import (AlreadyExistsError, CollectionExistsError, CollectionNotFoundError, CorruptionError,
+from .engine.results import Group, Record, ScrollPage
+from .engine.errors import (AlreadyExistsError, CollectionConfigMismatchError, CollectionExistsError, CollectionNotFoundError, CorruptionError,
                             DimensionMismatchError, DuplicateIdError, FilterError, FormatVersionError,
                             IdNotFoundError, InvalidArgumentError, InvalidSpecError, InvalidVectorError,
                             NotFoundError, ShoalError, StorageError)
@@ -19,15 +20,19 @@ __all__ = [
     "ShoalError", "InvalidArgumentError", "DimensionMismatchError", "InvalidVectorError", "DuplicateIdError",
     "FilterError", "InvalidSpecError", "NotFoundError", "CollectionNotFoundError", "IdNotFoundError",
     "AlreadyExistsError", "CollectionExistsError", "StorageError", "CorruptionError", "FormatVersionError",
-    "Client",
+    "CollectionConfigMismatchError", "Record", "ScrollPage", "Group", "Client", "AsyncClient",
 ]
 
 
 def __getattr__(name: str):
-    """``shoal.Client`` (gRPC SDK) is imported on first use, so ``import shoal`` does not load grpc."""
+    """``shoal.Client`` / ``shoal.AsyncClient`` (gRPC SDK) are imported on first use, so ``import shoal`` does not load grpc."""
     if name == "Client":
         from .rpc.client import Client
 
         return Client
+    if name == "AsyncClient":
+        from .rpc.async_client import AsyncClient
+
+        return AsyncClient
     raise AttributeError(f"module 'shoal' has no attribute {name!r}")
 

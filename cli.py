@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "shoal.bench.cli",
     "shoal.rag.cli",
     "shoal.rpc.cli",
+    "shoal.engine.cli",
 )
 
 

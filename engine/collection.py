@@ -19,13 +19,15 @@ from ..index.exact import ExactSearcher
 from ..index.factory import make_index
 from .backend import Backend, get_backend
 from .errors import InvalidArgumentError
-from .filters import Node, compile_filter
+from .filters import keyed_filter
 from .ids import check_ids, check_unique
 from .metadata import check_metadata
 from .metrics import check_metric, prepare, scores_from_distances
 from .optimizer import OptimizerConfig
 from .planner import PlannerConfig
-from .results import GetResult, QueryResult
+from .records import RecordAPI, check_include
+from .results import Group, QueryResult
+from .search_modes import SearchModes, apply_threshold, check_threshold
 from .shard import Shard, ShardLayout
 from .stores import MemoryStore
 from .validation import as_matrix, as_queries, check_k
@@ -45,35 +47,35 @@ def resolve_index_spec(index: str, dim: int, metric: str = "l2") -> str:
     return index
 
 
-def _check_include(include: Iterable[str]) -> tuple[str, ...]:
-    include = tuple(include)
-    bad = [f for f in include if f not in INCLUDE_FIELDS]
-    if bad:
-        raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
-    return include
+_filter = keyed_filter
 
 
-def _filter(spec: Any) -> tuple[Node | None, str | None]:
-    """A compiled filter and its canonical text (the key segments cache its masks under)."""
-    if spec is None:
-        return None, None
-    node = compile_filter(spec)
-    return node, json.dumps(spec, sort_keys=True, default=repr)
-
-
-class Collection:
+class Collection(RecordAPI, SearchModes):
     """A named set of (id, vector, metadata) records of one dimension and metric.
 
     ``optimizer`` and ``planner`` take the settings of ``engine.optimizer.OptimizerConfig``
-    and ``engine.planner.PlannerConfig``; other keyword options go to the index family.
+    and ``engine.planner.PlannerConfig``; ``metadata`` is a small dict of the user's own about the
+    collection (shown by ``describe()``, persisted); other keyword options go to the index family.
+    Record reads and partial updates live in ``engine.records``, range search, grouping and
+    recommendation in ``engine.search_modes``.
+
+    Filters (``filter=``) use the language of ``engine.filters``: ``{"lang": "en"}``,
+    ``{"year": {"$gte": 2020}}``, ``$eq $ne $gt $gte $lt $lte $in $nin $exists``, ``$and $or $not``,
+    dotted paths for nested fields (``{"author.name": "x"}``).
+    Search ``params`` per index family: HNSW ``ef_search``; IVF ``nprobe``; lossy families
+    (PQ, SQ, IVF-PQ/SQ) ``rescore`` and ``oversample``; k-d tree ``max_leaves``; Flat none.
+    Errors are ``ShoalError`` subclasses (``InvalidArgumentError`` and its kin for bad input,
+    ``IdNotFoundError``, ``ClosedError``, ``ReadOnlyError``, ``StorageError``); a call that
+    raises changes nothing.
     """
 
     def __init__(self, name: str, dim: int, metric: str = "cosine", index: str = "flat", *,
                  backend: str | Backend | None = None, optimizer: Mapping[str, Any] | None = None,
-                 planner: Mapping[str, Any] | None = None, _store: Any = None, _flush_rows: int | None = None,
-                 **index_options: Any) -> None:
+                 planner: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
+                 _store: Any = None, _flush_rows: int | None = None, **index_options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
+        self.metadata = check_collection_metadata(metadata)
         self.name = name
         self.dim = int(dim)
         self.metric = check_metric(metric)
@@ -96,7 +98,7 @@ class Collection:
         """What a manifest persists of the collection's creation options."""
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": self.index_options, "optimizer": self.optimizer_config.to_dict(),
-                "planner": self.planner_config.to_dict()}
+                "planner": self.planner_config.to_dict(), "metadata": self.metadata}
 
     def _index_kwargs(self) -> dict[str, Any]:
         return {**self.index_options, "backend": self.backend}
@@ -109,7 +111,17 @@ class Collection:
 
     # ----------------------------------------------------------------- writes
     def upsert(self, ids: Any, vectors: Any, metadata: Any = None) -> int:
-        """Insert or replace records; returns how many were written."""
+        """Insert or replace whole records; returns how many were written.
+
+        ``ids``: ints (signed 64-bit) or non-empty strings, unique within the call. ``vectors``:
+        ``(n, dim)`` (or one ``(dim,)`` vector) of finite numbers. ``metadata``: one dict per id
+        (or one dict for a single id): string keys, values str/int (64-bit)/float/bool/None/lists/
+        dicts, at most 16 levels deep; keys are stored sorted. A record that exists is *replaced*:
+        without ``metadata`` its payload becomes ``{}`` (use ``update`` or ``set_metadata`` to
+        change part of a record). An empty batch writes nothing and returns 0.
+        """
+        if _is_empty(ids) and np.size(vectors) == 0:
+            return 0
         ids_list, x, payloads = self._check_upsert(ids, vectors, metadata)
         self._shard.upsert(ids_list, x, payloads)
         return len(ids_list)
@@ -132,7 +144,11 @@ class Collection:
         return ids_list, prepare(x, self.metric), payloads
 
     def delete(self, ids: Any = None, filter: Any = None) -> int:
-        """Delete by ids (all must exist) and/or by filter; returns how many were deleted."""
+        """Delete by ids and/or by filter (``filter={}``: everything); returns how many were deleted.
+
+        Ids that do not exist are ignored (as in Chroma and Qdrant); with both, only the given ids
+        that match the filter are deleted.
+        """
         if ids is None and filter is None:
             raise InvalidArgumentError("delete needs ids or a filter (use filter={} to delete everything)")
         ids_list = None if ids is None else check_ids(ids)
@@ -168,36 +184,36 @@ class Collection:
             self._shard.check_open()
             return self._shard.count(node, key)
 
-    def get(self, ids: Any) -> GetResult:
-        """Vectors and metadata for ids, in the order given; unknown ids raise IdNotFoundError."""
-        ids_list = check_ids(ids)
-        shard = self._shard
-        with shard.lock.read():
-            shard.check_open()
-            internal = shard.tracker.internal_of(ids_list, f"collection {self.name!r}")
-            _, metadata, vectors = shard.records(internal, True, True)
-        return GetResult(ids_list, vectors, metadata)
-
     def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = DEFAULT_INCLUDE, explain: bool = False
-               ) -> QueryResult | list[QueryResult]:
+               include: Iterable[str] = DEFAULT_INCLUDE, explain: bool = False, *,
+               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1
+               ) -> QueryResult | list[QueryResult] | list[Group] | list[list[Group]]:
         """k nearest records per query, optionally among those matching ``filter``.
 
-        A 1-D query returns one QueryResult; a 2-D batch returns a list. ``explain=True``
-        attaches the plan of every segment to each result (``result.plan``).
+        A 1-D query returns one QueryResult; a 2-D batch returns a list. ``include``: any of
+        ``"metadata"``, ``"distance"``, ``"vector"``. ``params``: per index family (see the class
+        docstring). ``k`` is at most 16384 (``SHOAL_MAX_K``). ``explain=True`` attaches the plan of
+        every segment to each result (``result.plan``). ``score_threshold`` keeps hits with
+        score >= it. ``group_by=FIELD`` returns, per query, up to ``k`` ``Group``s (a distinct value
+        and its best ``group_size`` hits) instead of hits (``engine.search_modes``).
         """
+        if group_by is not None:
+            return self._grouped_search(queries, k, filter, params, tuple(include), check_threshold(
+                score_threshold, "score_threshold"), group_by, group_size)
+        threshold = check_threshold(score_threshold, "score_threshold")
         single = np.ndim(queries) == 1
         q = as_queries(queries, self.dim, normalize=self.metric == "cosine")
         k = check_k(k)
         node, key = _filter(filter)
-        include = _check_include(include)
+        include = check_include(include, INCLUDE_FIELDS)
         params = self._template.check_params(params)
         want_meta, want_vectors = "metadata" in include, "vector" in include
         shard = self._shard
         with shard.lock.read():
             shard.check_open()
             d, internal, plans = shard.search(q, k, node, key, params)
-            rows = [self._result_row(d[i], internal[i], want_meta, want_vectors) for i in range(q.shape[0])]
+            rows = [apply_threshold(self._result_row(d[i], internal[i], want_meta, want_vectors), threshold)
+                    for i in range(q.shape[0])]
         if explain:
             described = [p.describe() for p in plans]
             for r in rows:
@@ -223,9 +239,45 @@ class Collection:
         with self._shard.lock.read():
             shard = self._shard.describe()
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
-                "index_options": dict(self.index_options), "count": len(self),
+                "index_options": dict(self.index_options), "metadata": dict(self.metadata), "count": len(self),
                 "segments": len(shard["segments"]), "backend": self.backend.name, **{
                     k: v for k, v in shard.items() if k != "segments"}, "segment_list": shard["segments"]}
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r}, dim={self.dim}, metric={self.metric!r}, index={self.index_spec!r}, count={len(self)})"
+
+
+#: Collection-level user metadata stays small: it lives in the manifest and travels in every describe().
+MAX_COLLECTION_METADATA_BYTES = 16384
+
+
+def check_collection_metadata(metadata: Any) -> dict[str, Any]:
+    """Validate a collection's user metadata (a payload-like dict, at most 16 KiB as JSON)."""
+    out = check_metadata(metadata, "collection metadata")
+    size = len(json.dumps(out))
+    if size > MAX_COLLECTION_METADATA_BYTES:
+        raise InvalidArgumentError(f"collection metadata is {size} bytes as JSON; the most is "
+                                   f"{MAX_COLLECTION_METADATA_BYTES}")
+    return out
+
+
+def _is_empty(ids: Any) -> bool:
+    """An empty batch of ids (``upsert([], [])`` is a no-op, not a dimension error)."""
+    return not isinstance(ids, (str, int, np.integer)) and hasattr(ids, "__len__") and len(ids) == 0
+
+
+def config_difference(existing: Mapping[str, Any], dim: int, metric: str | None = None, index: str | None = None,
+                      index_options: Mapping[str, Any] | None = None) -> str | None:
+    """How a requested configuration differs from an existing collection's (``describe()``-shaped
+    ``existing``), or None when it matches: dim, and the metric, index spec (``auto`` resolved) and
+    index options that were given (None: not given). ``get_or_create_collection`` raises with this text."""
+    wanted: dict[str, Any] = {"dim": int(dim)}
+    if metric is not None:
+        wanted["metric"] = check_metric(metric)
+    if index is not None:
+        wanted["index"] = resolve_index_spec(index, int(dim), wanted.get("metric", existing["metric"]))
+    diffs = [f"{key}={existing[key]!r}, not {value!r}" for key, value in wanted.items() if existing[key] != value]
+    stored = existing.get("index_options") or {}
+    diffs += [f"index option {key}={stored.get(key)!r}, not {value!r}"
+              for key, value in (index_options or {}).items() if stored.get(key) != value]
+    return "; ".join(diffs) or None

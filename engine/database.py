@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .collection import Collection
+from .collection import Collection, config_difference
 from .echo import shorten
-from .errors import (ClosedError, CollectionExistsError, CollectionNotFoundError, InvalidArgumentError, LockedError,
+from .errors import (ClosedError, CollectionConfigMismatchError, CollectionExistsError, CollectionNotFoundError, InvalidArgumentError, LockedError,
                      ReadOnlyError, ShoalError, StorageError)
 from ..storage.io_errors import as_storage_error, storage_errors
+from ..storage.io_errors import fsync_dir
 from .stores import READ_RETRIES, WAL, DiskStore, StoreOptions, open_store, remove_tree_durably
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -117,8 +118,10 @@ class Database:
         assert options is not None
         store = open_store(directory, options)
         doc = store.doc
+        doc["name"] = directory.name  # the directory is the name (rename_collection renames it atomically)
         col = Collection(doc["name"], doc["dim"], doc["metric"], doc["index"], backend=self.backend,
-                         optimizer=doc.get("optimizer"), planner=doc.get("planner"), _store=store,
+                         optimizer=doc.get("optimizer"), planner=doc.get("planner"),
+                         metadata=doc.get("metadata"), _store=store,
                          _flush_rows=options.flush_rows, **doc["index_options"])
         stored, records, damaged = store.load(col.dim, col.backend)
         shard = col._shard
@@ -159,11 +162,15 @@ class Database:
 
     def create_collection(self, name: str, dim: int, metric: str = "cosine", index: str = "flat",
                           **options: Any) -> Collection:
-        """Create a collection; ``index`` is a spec ("flat", "hnsw", "IVF256,PQ16", "auto").
+        """Create a collection; ``index`` is a spec ("flat", "hnsw", "HNSW32", "ivf", "IVF256,PQ16",
+        "OPQ16,PQ16", "SQ8", "KDTree", "auto"); ``metric`` is "cosine", "l2" or "ip".
 
+        ``metadata={...}`` is the user's own small dict about the collection (``describe()["metadata"]``).
         ``optimizer={...}`` and ``planner={...}`` set its merge and planning thresholds
         (``engine.optimizer.OptimizerConfig``, ``engine.planner.PlannerConfig``); other
-        keyword options go to the index family.
+        keyword options go to the index family (HNSW ``M``, ``ef_construction``, ``ef_search``;
+        IVF/PQ ``nprobe``...; see ``index/options.py``). Raises CollectionExistsError when the name is
+        taken, InvalidArgumentError for a bad name, dim, metric, spec or option, ReadOnlyError.
         """
         check_collection_name(name)
         self._check_open(writing=True)
@@ -185,6 +192,8 @@ class Database:
         return col
 
     def get_collection(self, name: str) -> Collection:
+        """The collection of that name; CollectionNotFoundError (listing those that exist) otherwise, or the
+        error that kept a damaged collection from opening."""
         self._check_open(writing=False)
         try:
             return self._collections[name]
@@ -195,13 +204,53 @@ class Database:
         raise CollectionNotFoundError(f"collection {shorten(name)} does not exist; "
                                       f"existing: {shorten(sorted(self._collections))}")
 
-    def get_or_create_collection(self, name: str, dim: int, **kwargs: Any) -> Collection:
+    def get_or_create_collection(self, name: str, dim: int, metric: str | None = None, index: str | None = None,
+                                 **options: Any) -> Collection:
+        """The collection of that name, created with these arguments if it does not exist
+        (``metric`` default "cosine", ``index`` default "flat").
+
+        An existing collection whose dim, or metric / index spec / index option *given here*, differs
+        raises CollectionConfigMismatchError naming each difference (it is never silently returned).
+        """
         with self._lock:
             existing = self._collections.get(name)
-        return existing if existing is not None else self.create_collection(name, dim, **kwargs)
+        if existing is None:
+            return self.create_collection(name, dim, metric or "cosine", index or "flat", **options)
+        index_options = {k: v for k, v in options.items() if k not in ("backend", "optimizer", "planner", "metadata")}
+        diff = config_difference(existing.describe(), dim, metric, index, index_options)
+        if diff is not None:
+            raise CollectionConfigMismatchError(f"collection {name!r} exists with {diff}; "
+                                                "use another name or get_collection()")
+        return existing
 
     def list_collections(self) -> list[str]:
+        """Names of the open collections, sorted."""
         return sorted(self._collections)
+
+    def rename_collection(self, name: str, new_name: str) -> Collection:
+        """Rename a collection and return its handle under the new name.
+
+        Durable databases rename the directory (one atomic, fsynced rename, after sealing the
+        collection); handles to the old name then raise CollectionNotFoundError. Raises
+        CollectionNotFoundError / CollectionExistsError / InvalidArgumentError for the names.
+        """
+        check_collection_name(new_name)
+        self._check_open(writing=True)
+        with self._lock:
+            col = self.get_collection(name)
+            if new_name in self._collections or new_name in self.unavailable:
+                raise CollectionExistsError(f"collection {new_name!r} already exists")
+            if self._options is None:
+                col.name = col._shard.name = new_name
+                self._collections[new_name] = self._collections.pop(name)
+                return col
+            col._shard.close(flush=True, why=f"renamed to {new_name!r}")
+            with storage_errors(self._dir(name), "rename collection"):
+                os.rename(self._dir(name), self._dir(new_name))
+                fsync_dir(self._dir(new_name).parent)
+            del self._collections[name]
+            col = self._collections[new_name] = self._open_collection(self._dir(new_name))
+            return col
 
     def drop_collection(self, name: str) -> None:
         """Remove a collection (durably: its directory is renamed away and fsynced, then deleted).

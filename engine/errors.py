@@ -66,6 +66,10 @@ class CollectionExistsError(AlreadyExistsError):
     """A collection with that name already exists."""
 
 
+class CollectionConfigMismatchError(CollectionExistsError):
+    """``get_or_create_collection`` found the collection, but created with another dim, metric or index."""
+
+
 class FailedPreconditionError(ShoalError):
     """The call is valid but the object is not in a state to serve it."""
 

@@ -17,9 +17,18 @@ Grammar (MongoDB-style, as in Chroma and Qdrant's JSON filters)::
 * On a list-valued field, equality and ``$in`` match when any element matches
   (so ``{f: None}`` also matches a list holding null).
 * ``{}`` matches every row.
+* Nested fields: a dotted path ``"n.x"`` names ``payload["n"]["x"]`` (any depth). A literal
+  top-level key that contains the dot wins over the nested reading. Where a step of the path
+  meets a list, the path continues into each dict element, and the values found form a list
+  (so ``{"items.sku": "a"}`` matches ``{"items": [{"sku": "a"}, {"sku": "b"}]}``). A path that
+  stops at a scalar or a missing key is *missing*: ``$exists: false``, ``{path: None}``, ``$ne``
+  and ``$nin`` match it, like a missing top-level field. ``resolve_path`` is the reference; the
+  vectorised masks evaluate nested paths row by row over the rows whose top-level value is a
+  dict or list (the only rows that can hold one).
 """
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +47,45 @@ LOGICAL_OPS = ("$and", "$or", "$not")
 #: Deepest nesting of $and/$or/$not (the top-level dict is level 1). Over gRPC a level is at most
 #: 2 messages, so every accepted filter decodes well inside protobuf's 100-message limit.
 MAX_DEPTH = 32
+
+
+_MISSING = object()
+
+
+def resolve_path(payload: Mapping[str, Any], path: str) -> Any:
+    """The value a field path names in a payload, or ``_MISSING`` (the reference semantics above)."""
+    if path in payload:
+        return payload[path]
+    head, dot, rest = path.partition(".")
+    if not dot or head not in payload:
+        return _MISSING
+    return _descend(payload[head], rest)
+
+
+def _descend(value: Any, path: str) -> Any:
+    if isinstance(value, Mapping):
+        return resolve_path(value, path)
+    if isinstance(value, list):
+        found = [v for v in (_descend(item, path) for item in value) if v is not _MISSING]
+        return [x for v in found for x in (v if isinstance(v, list) else [v])] if found else _MISSING
+    return _MISSING
+
+
+def _with_nested_rows(node: "Node", field: str, store: MetadataStore, out: np.ndarray) -> np.ndarray:
+    """Complete a field node's column mask for a dotted path: rows without the literal key whose
+    top-level value is a dict or list (the only rows that can hold the path) get the reference
+    ``matches``; every other row already has the missing-path answer."""
+    if "." not in field:
+        return out
+    col = store.column(field.partition(".")[0])
+    if col is None or not col.complex_rows:
+        return out
+    literal = store.column(field)
+    n = len(store)
+    for row in col.complex_rows:
+        if row < n and (literal is None or not literal.present[row]):
+            out[row] = node.matches(store.rows[row])
+    return out
 
 
 class Node:
@@ -112,6 +160,9 @@ class In(Node):
     values: tuple[Any, ...]
 
     def mask(self, store):
+        return _with_nested_rows(self, self.field, store, self._column_mask(store))
+
+    def _column_mask(self, store):
         n = len(store)
         col = store.column(self.field)
         want_null = any(v is None for v in self.values)
@@ -135,10 +186,8 @@ class In(Node):
         return out
 
     def matches(self, payload):
-        if self.field not in payload:
-            return any(v is None for v in self.values)
-        stored = payload[self.field]
-        if stored is None:
+        stored = resolve_path(payload, self.field)
+        if stored is _MISSING or stored is None:
             return any(v is None for v in self.values)
         return any(_value_equal(stored, v) for v in self.values)
 
@@ -150,6 +199,9 @@ class Range(Node):
     operand: float | str
 
     def mask(self, store):
+        return _with_nested_rows(self, self.field, store, self._column_mask(store))
+
+    def _column_mask(self, store):
         n = len(store)
         col = store.column(self.field)
         if col is None:
@@ -162,7 +214,7 @@ class Range(Node):
             return col.is_num[:n] & cmp(col.num[:n], float(self.operand))
 
     def matches(self, payload):
-        v = payload.get(self.field)
+        v = resolve_path(payload, self.field)
         cmp = _RANGE_OPS[self.op]
         if isinstance(self.operand, str):
             return isinstance(v, str) and cmp(v, self.operand)
@@ -175,13 +227,16 @@ class Exists(Node):
     want: bool
 
     def mask(self, store):
+        return _with_nested_rows(self, self.field, store, self._column_mask(store))
+
+    def _column_mask(self, store):
         n = len(store)
         col: Column | None = store.column(self.field)
         present = np.zeros(n, bool) if col is None else col.present[:n]
         return present if self.want else ~present
 
     def matches(self, payload):
-        return (self.field in payload) == self.want
+        return (resolve_path(payload, self.field) is not _MISSING) == self.want
 
 
 class MatchAll(Node):
@@ -190,6 +245,14 @@ class MatchAll(Node):
 
     def matches(self, payload):
         return True
+
+
+def keyed_filter(spec: Any) -> tuple[Node | None, str | None]:
+    """A compiled filter (None for no filter) and its canonical text, the key segments cache its masks under."""
+    if spec is None:
+        return None, None
+    node = compile_filter(spec)
+    return node, json.dumps(spec, sort_keys=True, default=repr)
 
 
 def compile_filter(spec: Any) -> Node:

@@ -1,4 +1,4 @@
-"""External ids (ints or strings) ↔ dense internal ids."""
+"""External ids: ints (signed 64-bit) or non-empty strings; their validation and their total order."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +7,7 @@ import numpy as np
 
 from .echo import shorten
 from .errors import DuplicateIdError, InvalidArgumentError
+from .metadata import check_int64
 
 ExternalId = int | str
 
@@ -28,7 +29,15 @@ def check_ids(ids: Any, name: str = "ids") -> list[ExternalId]:
             raise InvalidArgumentError(f"{name}[{i}] must be an int or a str, got {shorten(value)}")
         if isinstance(value, str) and not value:
             raise InvalidArgumentError(f"{name}[{i}] is an empty string")
+        if isinstance(value, int):
+            check_int64(value, f"{name}[{i}]")
     return out
+
+
+def order_key(ext: ExternalId) -> tuple[int, Any]:
+    """The total order of ids that scroll and ``get`` without ids follow: ints ascending, then strings
+    by code point."""
+    return (1, ext) if isinstance(ext, str) else (0, ext)
 
 
 def check_unique(ids: list[ExternalId], name: str = "ids") -> None:

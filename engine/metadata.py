@@ -32,10 +32,25 @@ JSONScalar = (str, int, float, bool, type(None))
 #: every accepted payload well inside protobuf's 100-message decode limit over gRPC (a dict level
 #: is 3 messages there, a list level 2) and Python's recursion limit in JSON (WAL) encoding.
 MAX_NESTING = 16
+#: Integers must fit in signed 64 bits (ids and metadata values alike): the wire carries int64, so
+#: this is the rule both embedded and served apply, and nothing accepted in one is refused by the other.
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def check_int64(value: int, where: str) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidArgumentError(f"{where}: integer {shorten(value)} does not fit in 64 bits "
+                                   f"(the range is -2**63 .. 2**63-1, embedded and served)")
+    return value
 
 
 def check_metadata(meta: Any, where: str = "metadata", depth: int = 1) -> dict[str, Any]:
-    """Validate a JSON-like payload (string keys; finite numbers; at most MAX_NESTING deep) and return a plain dict."""
+    """Validate a JSON-like payload (string keys; finite numbers; 64-bit ints; at most MAX_NESTING deep)
+    and return a plain dict with its keys in sorted order, at every level.
+
+    Sorted keys are the one key order both sides can promise: protobuf maps carry no order, so a
+    payload read back embedded or over gRPC has the same keys in the same (sorted) order.
+    """
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
@@ -46,7 +61,7 @@ def check_metadata(meta: Any, where: str = "metadata", depth: int = 1) -> dict[s
         if not isinstance(key, str) or not key or key.startswith("$"):
             raise InvalidArgumentError(f"{where}: field names must be non-empty strings not starting with '$', got {shorten(key)}")
         out[key] = _check_value(value, f"{where}.{key}", depth)
-    return out
+    return dict(sorted(out.items()))
 
 
 def _check_depth(depth: int, where: str) -> None:
@@ -60,6 +75,8 @@ def _check_value(value: Any, where: str, depth: int) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgumentError(f"{where}: numbers must be finite, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_int64(value, where)
     if isinstance(value, JSONScalar):
         return value
     if isinstance(value, (list, tuple)):

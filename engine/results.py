@@ -54,16 +54,67 @@ class QueryResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Record:
+    """One stored record (an item of ``GetResult``); ``vector``/``metadata`` are None when not included."""
+
+    id: Any
+    metadata: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
+
+
 @dataclass
 class GetResult:
-    """Stored records for the requested ids, in request order."""
+    """Stored records: for ``get(ids)`` in request order, otherwise in id order (see ``Collection.scroll``).
+
+    Iterable and indexable like QueryResult (items are ``Record``); ``vectors`` is None and
+    ``metadata`` is None when they were not included.
+    """
 
     ids: list[Any]
-    vectors: np.ndarray
-    metadata: list[dict[str, Any]] = field(default_factory=list)
+    vectors: np.ndarray | None
+    metadata: list[dict[str, Any]] | None = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __iter__(self):
+        for i, ext in enumerate(self.ids):
+            yield self._record(i, ext)
+
+    def __getitem__(self, i: int) -> Record:
+        n = len(self.ids)
+        if not -n <= i < n:
+            raise IndexError(f"record index {i} out of range for {n} records")
+        i %= n
+        return self._record(i, self.ids[i])
+
+    def _record(self, i: int, ext: Any) -> Record:
+        return Record(ext, None if self.metadata is None else self.metadata[i],
+                      None if self.vectors is None else self.vectors[i])
+
     def __repr__(self) -> str:
-        return f"GetResult({len(self)} records, dim={self.vectors.shape[1] if self.vectors.ndim == 2 else 0})"
+        dim = self.vectors.shape[1] if self.vectors is not None and self.vectors.ndim == 2 else None
+        return f"GetResult({len(self)} records{'' if dim is None else f', dim={dim}'})"
+
+
+@dataclass
+class ScrollPage:
+    """One page of ``Collection.scroll``: the records and the cursor of the next page (None: the last page)."""
+
+    records: GetResult
+    next_cursor: Any = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+
+@dataclass
+class Group:
+    """The best hits of one distinct value of the ``group_by`` field (``search(..., group_by=...)``)."""
+
+    value: Any
+    hits: QueryResult

@@ -87,6 +87,8 @@ class Shard:
         self._by_slot: dict[int, Segment] = {self.segments[0].slot: self.segments[0]}
         self.optimizer = Optimizer(self, optimizer)
         self._closed: str | None = None
+        #: Bumped by every applied write: ``engine.records`` rebuilds its id order when it changed.
+        self.version = 0
 
     def _new_segment(self) -> Segment:
         seg = Segment(self._next_slot, self.layout.dim, self.layout.exact)
@@ -138,7 +140,7 @@ class Shard:
     # ----------------------------------------------------------------- writes
     def check_open(self) -> None:
         if self._closed is not None:
-            cls = CollectionNotFoundError if self._closed == "dropped" else ClosedError
+            cls = CollectionNotFoundError if self._closed.startswith(("dropped", "renamed")) else ClosedError
             raise cls(f"collection {self.name!r} was {self._closed}; get it again from an open database")
 
     def upsert(self, ids: list[ExternalId], x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
@@ -152,6 +154,7 @@ class Shard:
 
     def _apply_upsert(self, ids: list[ExternalId], x: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         """Apply a validated upsert (replay comes through here too): supersede old rows, append."""
+        self.version += 1
         old = self.tracker.lookup(ids)
         old = old[old >= 0]
         if old.size:
@@ -168,9 +171,35 @@ class Shard:
                 self._apply_delete(internal)
             return int(internal.size)
 
+    def rewrite(self, ids: list[ExternalId] | None, node: Node | None, filter_key: str | None,
+                change: Callable[[np.ndarray, list[dict[str, Any]]], tuple[np.ndarray, list[dict[str, Any]]]],
+                strict: bool) -> int:
+        """Read-modify-write of stored records (partial updates): under the write lock, ``change``
+        maps the selected records' ``(vectors, payloads)`` to new ones, which go through the logged
+        upsert path, so the result is durable and replays like any upsert. ``strict``: every id
+        must exist (IdNotFoundError naming them, nothing changed); otherwise missing ids are skipped.
+        Returns how many records were written."""
+        self.optimizer.wait_for_room()
+        with self.lock.write():
+            self.check_open()
+            if strict and ids is not None and node is None:
+                internal = self.tracker.internal_of(ids, f"collection {self.name!r}")
+            else:
+                internal = self._select(ids, node, filter_key)
+            if not internal.size:
+                return 0
+            ext, payloads, vectors = self.records(internal, True, True)
+            x, new_payloads = change(vectors, payloads)  # may raise: nothing is logged yet
+            self.store.log_upsert(ext, x, new_payloads)
+            self._apply_upsert(ext, x, new_payloads)
+            if self.growing.n >= self.flush_rows:
+                self._seal_quietly()
+            return len(ext)
+
     def _select(self, ids: list[ExternalId] | None, node: Node | None, filter_key: str | None) -> np.ndarray:
+        """Internal ids of the live records among ``ids`` (missing ones are skipped) matching the filter."""
         if ids is not None:
-            internal = np.unique(self.tracker.internal_of(ids, f"collection {self.name!r}"))
+            internal = np.unique(self.tracker.internal_of(self.tracker.present(ids), f"collection {self.name!r}"))
             if node is None:
                 return internal
             keep = np.zeros(internal.size, bool)
@@ -186,6 +215,7 @@ class Shard:
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def _apply_delete(self, internal: np.ndarray) -> None:
+        self.version += 1
         self.tracker.forget(self.external_of(internal))
         self._delete_internal(internal)
 

@@ -1,77 +1,57 @@
-"""Record operations the framework stores need and Shoal's collection API does not offer directly,
-built from the public calls an embedded ``Collection`` and a ``shoal.Client`` collection share.
+"""Record operations the framework stores need, on the public API an embedded ``Collection`` and a
+``shoal.Client`` collection share (issue 19 gave that API what used to be worked around here).
 
 * ``get_existing`` / ``delete_existing``: the frameworks ask for ids that may not exist (LangChain's
-  ``get_by_ids`` and ``delete`` must ignore them), while ``Collection.get`` and ``delete`` reject the
-  whole call with ``IdNotFoundError`` when one id is missing and change nothing. We bisect: one call
-  when every id exists; with ``m`` of ``n`` ids missing, at most about ``2·m·log2(n/m) + 1`` calls.
-* ``scan``: every record matching a filter. There is no scroll call, so this is a search with
-  ``k`` >= ``count(filter)``; the search planner answers exactly when no more rows match than ``k``
-  (``Segment.search``: exact scan when ``n_match <= k``), so nothing is missed. The query is the
-  zero vector, whose distance to every row is the same, so the order is insertion order.
+  ``get_by_ids`` and ``delete`` must ignore them): ``get(ids, missing="skip")`` and ``delete`` (which
+  ignores missing ids) do it in one call.
+* ``scan``: every record matching a filter, page by page through ``scroll`` (stable while writes go
+  on; no bound on the number of records, unlike the k-limited search it replaces), in id order.
 * ``local_scores``: Shoal's ``score`` (larger is better) of a few fetched vectors, for queries
   restricted to given ids (the filter language cannot name record ids).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..engine.errors import IdNotFoundError
-from ..engine.results import GetResult, QueryResult
+from ..engine.results import GetResult
 
-#: Extra rows asked of a scan beyond ``count(filter)``, so rows written between the count and the
-#: search are still returned; when the search fills ``k`` anyway it is repeated with ``k`` doubled.
-SCAN_SLACK = 64
+#: Records per scroll page of ``scan``.
+SCAN_PAGE = 4096
 
 
-def _bisect(call: Callable[[list[Any]], Any], ids: list[Any]) -> list[Any]:
-    """``call`` on ``ids``; where it raises IdNotFoundError, on each half, down to single missing ids (skipped).
-
-    Correct because the collection validates all ids before it changes or returns anything.
-    """
-    if not ids:
-        return []
-    try:
-        return [call(ids)]
-    except IdNotFoundError:
-        if len(ids) == 1:
-            return []
-        mid = len(ids) // 2
-        return _bisect(call, ids[:mid]) + _bisect(call, ids[mid:])
-
-
-def get_existing(collection: Any, ids: Sequence[Any]) -> GetResult:
-    """The records of those ``ids`` that exist, in request order, each once."""
-    parts: list[GetResult] = _bisect(collection.get, list(dict.fromkeys(ids)))
-    if not parts:
-        return GetResult([], np.zeros((0, collection.dim), np.float32), [])
-    return GetResult([i for p in parts for i in p.ids], np.concatenate([p.vectors for p in parts]),
-                     [m for p in parts for m in p.metadata])
+def get_existing(collection: Any, ids: Sequence[Any], filter: Any = None) -> GetResult:
+    """The records of those ``ids`` that exist (and match ``filter``), in request order, each once."""
+    return collection.get(list(dict.fromkeys(ids)), filter=filter, missing="skip", include=("metadata", "vector"))
 
 
 def delete_existing(collection: Any, ids: Sequence[Any], filter: Any = None) -> int:
     """Delete those ``ids`` that exist (and match ``filter``, when given); returns how many were deleted."""
-    return sum(_bisect(lambda chunk: collection.delete(ids=chunk, filter=filter), list(dict.fromkeys(ids))))
+    ids = list(dict.fromkeys(ids))
+    return collection.delete(ids=ids, filter=filter) if ids else 0
 
 
-def scan(collection: Any, filter: Any = None, include: Sequence[str] = ("metadata",)) -> QueryResult:
-    """Every record matching ``filter`` (all records when None), in insertion order."""
-    include = tuple(include)
-    n = collection.count(filter)
-    if n == 0:
-        return QueryResult([], np.zeros(0, np.float32), np.zeros(0, np.float32),
-                           [] if "metadata" in include else None,
-                           np.zeros((0, collection.dim), np.float32) if "vector" in include else None)
-    query = np.zeros(collection.dim, np.float32)
-    k = n + SCAN_SLACK
+def scan(collection: Any, filter: Any = None, include: Sequence[str] = ("metadata",)) -> GetResult:
+    """Every record matching ``filter`` (all records when None), in id order."""
+    include = tuple(f for f in include if f != "distance")
+    ids: list[Any] = []
+    metadata: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    cursor = None
     while True:
-        result = collection.search(query, k=k, filter=filter, include=include)
-        if len(result) < k:
-            return result
-        k *= 2
+        page = collection.scroll(filter, SCAN_PAGE, cursor, include)
+        ids += page.records.ids
+        if page.records.metadata is not None:
+            metadata += page.records.metadata
+        if page.records.vectors is not None:
+            vectors.append(page.records.vectors)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return GetResult(ids, (np.concatenate(vectors) if vectors else np.zeros((0, collection.dim), np.float32))
+                     if "vector" in include else None, metadata if "metadata" in include else None)
 
 
 def local_scores(metric: str, query: Any, vectors: np.ndarray) -> np.ndarray:

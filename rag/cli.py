@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=20, help="words shared by consecutive chunks (default 20)")
     p.add_argument("--scrub-pii", action="store_true", help="replace e-mail addresses and phone numbers before storing")
     p.add_argument("--delete", action="append", default=[], metavar="SOURCE", help="remove a source's chunks (repeatable)")
+    p.add_argument("--server", metavar="HOST:PORT", help="ingest into a `shoal serve` server (embedding runs here)")
+    p.add_argument("--api-key-file", help="file holding the server's API key (or $SHOAL_API_KEY)")
     p.set_defaults(func=run_ingest)
 
     a = sub.add_parser("ask", parents=[common], help="answer a question from ingested documents, with citations",
@@ -78,18 +80,27 @@ def _parse_meta(items: list[str]) -> dict[str, Any]:
 
 
 def _open(args: argparse.Namespace, create: bool):
-    """The database and collection named by --data/--collection (created on ingest)."""
+    """The database and collection named by --data/--collection (created on ingest; ``ask`` opens the
+    directory read-only, so it works beside a running ``shoal serve``, and a missing one is an error),
+    or, for ingest, a server's (``--server``)."""
     import shoal
     from ..engine.errors import InvalidArgumentError
     from .embedders import load_embedder
 
-    if not args.data:
-        raise InvalidArgumentError("give --data DIR (a durable database directory)" +
-                                   ("" if create else " or --server HOST:PORT"))
+    server = getattr(args, "server", None) if create else None
+    if not args.data and not server:
+        raise InvalidArgumentError("give --data DIR (a durable database directory) or --server HOST:PORT")
+    if args.data and server:
+        raise InvalidArgumentError("give --data or --server, not both")
     import shoal.rag  # noqa: F401  (registers the bloom embedder)
 
     embedder = load_embedder(args.embedder)
-    db = shoal.Database(args.data)
+    if server:
+        from ..engine.cli import api_key
+
+        db = shoal.Client(server, api_key=api_key(args))
+    else:
+        db = shoal.Database(args.data, read_only=not create)
     if create:
         col = db.get_or_create_collection(args.collection, dim=embedder.dim, metric="cosine", index="flat")
     else:

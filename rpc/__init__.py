@@ -5,7 +5,10 @@
 * ``convert`` — every Python/numpy <-> message conversion; ``status`` — ShoalError <-> status code.
 * ``server`` — servicers, interceptors (auth, access log, shutdown) and ``SERVICES``, the list a
   new service is added to (see its docstring); ``cli`` — ``shoal serve``.
-* ``client`` — ``shoal.Client``, the Database API over the wire.
+* ``service_extras`` — servicer methods of the record API (scroll, partial updates, range search,
+  recommend, get-or-create, rename), mixed into the servicers of ``server``.
+* ``client`` — ``shoal.Client``, the Database API over the wire; ``async_client`` — ``shoal.AsyncClient``,
+  the same methods as coroutines over ``grpc.aio`` (both drive one set of request/response generators).
 """
 from __future__ import annotations
 

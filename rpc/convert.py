@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engine.echo import shorten
 from ..engine.errors import FilterError, InvalidArgumentError, InvalidVectorError
-from ..engine.results import GetResult, QueryResult
+from ..engine.results import GetResult, Group, QueryResult
 from .v1 import types_pb2 as pb
 
 _LE_F32 = np.dtype("<f4")
@@ -145,7 +145,10 @@ def fill_metadata(out: pb.Metadata, meta: Mapping[str, Any] | None) -> None:
 
 
 def metadata_from_proto(msg: pb.Metadata) -> dict[str, Any]:
-    return {key: value_from_proto(v) for key, v in msg.fields.items()}
+    """A payload with its keys sorted: protobuf maps have no order, and sorted is the order the
+    engine stores payloads in (``engine.metadata.check_metadata``), so both sides agree."""
+    fields = msg.fields
+    return {key: value_from_proto(fields[key]) for key in sorted(fields)}
 
 
 def params_from_proto(params: Mapping[str, pb.Value]) -> dict[str, Any]:
@@ -253,6 +256,34 @@ def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
                        np.asarray(msg.scores, np.float32), metadata, vectors)
 
 
+def get_result_to_proto(res: GetResult, dim: int, out: Any) -> None:
+    """Fill a ``GetPointsResponse`` from a GetResult (vectors / metadata only when included)."""
+    fill_ids(out.ids, res.ids)
+    if res.vectors is not None:
+        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
+    out.metadata_included = res.metadata is not None
+    for meta in res.metadata or ():
+        fill_metadata(out.metadata.add(), meta)
+
+
 def get_result_from_proto(msg: Any, dim: int) -> GetResult:
-    vectors = vectors_from_proto(msg.vectors) if msg.vectors.dim else np.zeros((0, dim), np.float32)
-    return GetResult(ids_from_proto(msg.ids), vectors, [metadata_from_proto(m) for m in msg.metadata])
+    vectors = vectors_from_proto(msg.vectors) if msg.vectors.dim else None
+    metadata = [metadata_from_proto(m) for m in msg.metadata] if msg.metadata_included else None
+    return GetResult(ids_from_proto(msg.ids), vectors, metadata)
+
+
+def groups_to_proto(groups: Sequence[Group], out: Any) -> None:
+    """Fill a ``GroupedHits`` message."""
+    for group in groups:
+        item = out.groups.add()
+        fill_value(item.value, group.value)
+        query_result_to_proto(group.hits, item.hits)
+
+
+def groups_from_proto(msg: Any, include_metadata: bool) -> list[Group]:
+    return [Group(value_from_proto(g.value), query_result_from_proto(g.hits, include_metadata)) for g in msg.groups]
+
+
+def optional_filter(msg: Any) -> dict[str, Any] | None:
+    """The filter of a request with an ``optional Filter filter`` field (None when unset)."""
+    return filter_from_proto(msg.filter) if msg.HasField("filter") else None

@@ -59,7 +59,8 @@ from ..index.options import check_option_names
 from ..storage.io_errors import storage_errors
 from . import convert
 from .decode import parse_request
-from .status import abort_with
+from .service_extras import CollectionsExtras, PointsExtras, SearchExtras
+from .status import abort_with, handle_errors
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
 from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
 
@@ -96,27 +97,11 @@ def api_key_of(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def handle_errors(method: Callable) -> Callable:
-    """Map exceptions of a servicer method to statuses (the only place that does)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except ShoalError as exc:
-            abort_with(context, exc)
-        except Exception:  # a bug, not a bad request: log it, say INTERNAL
-            log.exception("unhandled error in %s", method.__qualname__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see server log")
-
-    return wrapper
-
-
 def _optional_filter(msg: Any) -> dict[str, Any] | None:
     return convert.filter_from_proto(msg.filter) if msg.HasField("filter") else None
 
 
-class CollectionsServicer(service_pb2_grpc.CollectionsServicer):
+class CollectionsServicer(CollectionsExtras, service_pb2_grpc.CollectionsServicer):
     def __init__(self, state: ServerState) -> None:
         self.db = state.db
 
@@ -126,12 +111,14 @@ class CollectionsServicer(service_pb2_grpc.CollectionsServicer):
         return collections_pb2.CollectionInfo(
             name=d["name"], dim=d["dim"], metric=d["metric"], index=d["index"],
             index_options=convert.metadata_to_proto(d["index_options"]), count=d["count"],
-            segments=d["segments"], backend=d["backend"])
+            segments=d["segments"], backend=d["backend"], metadata=convert.metadata_to_proto(d.get("metadata")))
 
     @handle_errors
     def Create(self, request, context):
         options = convert.metadata_from_proto(request.index_options)
         check_option_names(options)  # a clash would be a TypeError in the call below
+        if request.HasField("metadata"):
+            options["metadata"] = convert.metadata_from_proto(request.metadata)
         col = self.db.create_collection(request.name, request.dim, request.metric or "cosine",
                                         request.index or "flat", **options)
         return self.info(col)
@@ -150,7 +137,7 @@ class CollectionsServicer(service_pb2_grpc.CollectionsServicer):
         return collections_pb2.DropCollectionResponse()
 
 
-class PointsServicer(service_pb2_grpc.PointsServicer):
+class PointsServicer(PointsExtras, service_pb2_grpc.PointsServicer):
     def __init__(self, state: ServerState) -> None:
         self.db = state.db
 
@@ -179,10 +166,14 @@ class PointsServicer(service_pb2_grpc.PointsServicer):
     @handle_errors
     def Get(self, request, context):
         col = self.db.get_collection(request.collection)
-        res = col.get(convert.ids_from_proto(request.ids))
-        return points_pb2.GetPointsResponse(ids=convert.ids_to_proto(res.ids),
-                                            vectors=convert.vectors_to_proto(res.vectors, col.dim),
-                                            metadata=[convert.metadata_to_proto(m) for m in res.metadata])
+        include = [name for name, flag in (("metadata", "include_metadata"), ("vector", "include_vectors"))
+                   if not request.HasField(flag) or getattr(request, flag)]
+        res = col.get(None if request.select else convert.ids_from_proto(request.ids),
+                      filter=_optional_filter(request), limit=request.limit if request.HasField("limit") else None,
+                      offset=request.offset, include=include, missing="skip" if request.skip_missing else "raise")
+        response = points_pb2.GetPointsResponse()
+        convert.get_result_to_proto(res, col.dim, response)
+        return response
 
     @handle_errors
     def Delete(self, request, context):
@@ -196,7 +187,7 @@ class PointsServicer(service_pb2_grpc.PointsServicer):
         return points_pb2.CountResponse(count=col.count(_optional_filter(request)))
 
 
-class SearchServicer(service_pb2_grpc.SearchServicer):
+class SearchServicer(SearchExtras, service_pb2_grpc.SearchServicer):
     def __init__(self, state: ServerState) -> None:
         self.db = state.db
 
@@ -206,11 +197,14 @@ class SearchServicer(service_pb2_grpc.SearchServicer):
         include = ("distance",) + (("metadata",) if request.include_metadata else ()) \
             + (("vector",) if request.include_vectors else ())
         batches = [(convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
-                    convert.params_from_proto(b.params)) for i, b in enumerate(request.batches)]
+                    convert.params_from_proto(b.params), self.search_options(b)) for i, b in enumerate(request.batches)]
         response = search_pb2.SearchResponse()
-        for q, k, flt, params in batches:
-            for res in col.search(q, k, flt, params, include):
-                convert.query_result_to_proto(res, response.results.add())
+        for q, k, flt, params, options in batches:
+            for res in col.search(q, k, flt, params, include, **options):
+                if options.get("group_by"):
+                    convert.groups_to_proto(res, response.grouped.add())
+                else:
+                    convert.query_result_to_proto(res, response.results.add())
         return response
 
 

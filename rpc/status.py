@@ -7,6 +7,11 @@ come from a ShoalError, the most general ShoalError class with that code).
 """
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 
 from ..engine import errors
@@ -16,6 +21,7 @@ ERROR_TRAILER = "shoal-error"
 #: Longest status message sent. gRPC carries it in a header (8 KiB by default): a longer one made
 #: the client see RESOURCE_EXHAUSTED about header size instead of the real status (issue 15).
 MAX_DETAILS = 2000
+log = logging.getLogger("shoal.rpc")
 
 
 def _shoal_classes() -> dict[str, type[errors.ShoalError]]:
@@ -54,3 +60,19 @@ def error_from_rpc(err: grpc.RpcError) -> errors.ShoalError:
     exc = cls(message or code.name)
     exc.grpc_code = code.name  # the code seen on the wire, even for the base class
     return exc
+
+
+def handle_errors(method: Callable) -> Callable:
+    """Map exceptions of a servicer method to statuses (the only place that does)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except errors.ShoalError as exc:
+            abort_with(context, exc)
+        except Exception:  # a bug, not a bad request: log it, say INTERNAL
+            log.exception("unhandled error in %s", method.__qualname__)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see server log")
+
+    return wrapper

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "index_options", "count", "segments", "backend")
+    __slots__ = ("name", "dim", "metric", "index", "index_options", "count", "segments", "backend", "metadata")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class CollectionInfo(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -25,21 +26,48 @@ class CollectionInfo(_message.Message):
     count: int
     segments: int
     backend: str
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., count: _Optional[int] = ..., segments: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
+    metadata: _types_pb2.Metadata
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., count: _Optional[int] = ..., segments: _Optional[int] = ..., backend: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "index_options")
+    __slots__ = ("name", "dim", "metric", "index", "index_options", "metadata")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEX_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
     index: str
     index_options: _types_pb2.Metadata
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
+    metadata: _types_pb2.Metadata
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., metadata: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
+
+class GetOrCreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "dim", "metric", "index", "index_options", "metadata")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEX_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: int
+    metric: str
+    index: str
+    index_options: _types_pb2.Metadata
+    metadata: _types_pb2.Metadata
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., metadata: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
+
+class RenameCollectionRequest(_message.Message):
+    __slots__ = ("name", "new_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    new_name: str
+    def __init__(self, name: _Optional[str] = ..., new_name: _Optional[str] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
     __slots__ = ("name",)

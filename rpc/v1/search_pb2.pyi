@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QueryBatch(_message.Message):
-    __slots__ = ("vectors", "k", "filter", "params")
+    __slots__ = ("vectors", "k", "filter", "params", "score_threshold", "group_by", "group_size")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,11 +20,17 @@ class QueryBatch(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     vectors: _types_pb2.Vectors
     k: int
     filter: _types_pb2.Filter
     params: _containers.MessageMap[str, _types_pb2.Value]
-    def __init__(self, vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ...) -> None: ...
+    score_threshold: float
+    group_by: str
+    group_size: int
+    def __init__(self, vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "batches", "include_metadata", "include_vectors")
@@ -53,7 +59,83 @@ class QueryHits(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "grouped")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    GROUPED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[QueryHits]
-    def __init__(self, results: _Optional[_Iterable[_Union[QueryHits, _Mapping]]] = ...) -> None: ...
+    grouped: _containers.RepeatedCompositeFieldContainer[GroupedHits]
+    def __init__(self, results: _Optional[_Iterable[_Union[QueryHits, _Mapping]]] = ..., grouped: _Optional[_Iterable[_Union[GroupedHits, _Mapping]]] = ...) -> None: ...
+
+class HitGroup(_message.Message):
+    __slots__ = ("value", "hits")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    value: _types_pb2.Value
+    hits: QueryHits
+    def __init__(self, value: _Optional[_Union[_types_pb2.Value, _Mapping]] = ..., hits: _Optional[_Union[QueryHits, _Mapping]] = ...) -> None: ...
+
+class GroupedHits(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[HitGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[HitGroup, _Mapping]]] = ...) -> None: ...
+
+class RangeSearchRequest(_message.Message):
+    __slots__ = ("collection", "vectors", "radius", "filter", "limit", "params", "include_metadata", "include_vectors")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _types_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_types_pb2.Value, _Mapping]] = ...) -> None: ...
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    RADIUS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    vectors: _types_pb2.Vectors
+    radius: float
+    filter: _types_pb2.Filter
+    limit: int
+    params: _containers.MessageMap[str, _types_pb2.Value]
+    include_metadata: bool
+    include_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., radius: _Optional[float] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., limit: _Optional[int] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("collection", "positive_ids", "positive_vectors", "negative_ids", "negative_vectors", "k", "filter", "params", "include_metadata", "include_vectors", "score_threshold")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _types_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_types_pb2.Value, _Mapping]] = ...) -> None: ...
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    positive_ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
+    positive_vectors: _types_pb2.Vectors
+    negative_ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
+    negative_vectors: _types_pb2.Vectors
+    k: int
+    filter: _types_pb2.Filter
+    params: _containers.MessageMap[str, _types_pb2.Value]
+    include_metadata: bool
+    include_vectors: bool
+    score_threshold: float
+    def __init__(self, collection: _Optional[str] = ..., positive_ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., positive_vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., negative_ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., negative_vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., score_threshold: _Optional[float] = ...) -> None: ...

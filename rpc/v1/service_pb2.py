@@ -28,7 +28,7 @@ from shoal.rpc.v1 import search_pb2 as shoal_dot_rpc_dot_v1_dot_search__pb2
 from shoal.rpc.v1 import admin_pb2 as shoal_dot_rpc_dot_v1_dot_admin__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashoal/rpc/v1/service.proto\x12\x08shoal.v1\x1a\x1eshoal/rpc/v1/collections.proto\x1a\x19shoal/rpc/v1/points.proto\x1a\x19shoal/rpc/v1/search.proto\x1a\x18shoal/rpc/v1/admin.proto2\xad\x02\n\x0b\x43ollections\x12\x45\n\x06\x43reate\x12!.shoal.v1.CreateCollectionRequest\x1a\x18.shoal.v1.CollectionInfo\x12?\n\x03Get\x12\x1e.shoal.v1.GetCollectionRequest\x1a\x18.shoal.v1.CollectionInfo\x12K\n\x04List\x12 .shoal.v1.ListCollectionsRequest\x1a!.shoal.v1.ListCollectionsResponse\x12I\n\x04\x44rop\x12\x1f.shoal.v1.DropCollectionRequest\x1a .shoal.v1.DropCollectionResponse2\xcd\x02\n\x06Points\x12;\n\x06Upsert\x12\x17.shoal.v1.UpsertRequest\x1a\x18.shoal.v1.UpsertResponse\x12\x43\n\x0cUpsertStream\x12\x17.shoal.v1.UpsertRequest\x1a\x18.shoal.v1.UpsertResponse(\x01\x12>\n\x03Get\x12\x1a.shoal.v1.GetPointsRequest\x1a\x1b.shoal.v1.GetPointsResponse\x12G\n\x06\x44\x65lete\x12\x1d.shoal.v1.DeletePointsRequest\x1a\x1e.shoal.v1.DeletePointsResponse\x12\x38\n\x05\x43ount\x12\x16.shoal.v1.CountRequest\x1a\x17.shoal.v1.CountResponse2E\n\x06Search\x12;\n\x06Search\x12\x17.shoal.v1.SearchRequest\x1a\x18.shoal.v1.SearchResponse2\xf4\x01\n\x05\x41\x64min\x12\x38\n\x05\x46lush\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12:\n\x07\x43ompact\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12;\n\x08Snapshot\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12\x38\n\x05Stats\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashoal/rpc/v1/service.proto\x12\x08shoal.v1\x1a\x1eshoal/rpc/v1/collections.proto\x1a\x19shoal/rpc/v1/points.proto\x1a\x19shoal/rpc/v1/search.proto\x1a\x18shoal/rpc/v1/admin.proto2\xc5\x03\n\x0b\x43ollections\x12\x45\n\x06\x43reate\x12!.shoal.v1.CreateCollectionRequest\x1a\x18.shoal.v1.CollectionInfo\x12?\n\x03Get\x12\x1e.shoal.v1.GetCollectionRequest\x1a\x18.shoal.v1.CollectionInfo\x12K\n\x04List\x12 .shoal.v1.ListCollectionsRequest\x1a!.shoal.v1.ListCollectionsResponse\x12I\n\x04\x44rop\x12\x1f.shoal.v1.DropCollectionRequest\x1a .shoal.v1.DropCollectionResponse\x12O\n\x0bGetOrCreate\x12&.shoal.v1.GetOrCreateCollectionRequest\x1a\x18.shoal.v1.CollectionInfo\x12\x45\n\x06Rename\x12!.shoal.v1.RenameCollectionRequest\x1a\x18.shoal.v1.CollectionInfo2\xa0\x05\n\x06Points\x12;\n\x06Upsert\x12\x17.shoal.v1.UpsertRequest\x1a\x18.shoal.v1.UpsertResponse\x12\x43\n\x0cUpsertStream\x12\x17.shoal.v1.UpsertRequest\x1a\x18.shoal.v1.UpsertResponse(\x01\x12>\n\x03Get\x12\x1a.shoal.v1.GetPointsRequest\x1a\x1b.shoal.v1.GetPointsResponse\x12G\n\x06\x44\x65lete\x12\x1d.shoal.v1.DeletePointsRequest\x1a\x1e.shoal.v1.DeletePointsResponse\x12\x38\n\x05\x43ount\x12\x16.shoal.v1.CountRequest\x1a\x17.shoal.v1.CountResponse\x12;\n\x06Scroll\x12\x17.shoal.v1.ScrollRequest\x1a\x18.shoal.v1.ScrollResponse\x12;\n\x06\x45xists\x12\x17.shoal.v1.ExistsRequest\x1a\x18.shoal.v1.ExistsResponse\x12;\n\x06Update\x12\x17.shoal.v1.UpdateRequest\x1a\x18.shoal.v1.UpdateResponse\x12\x45\n\x0bSetMetadata\x12\x1c.shoal.v1.SetMetadataRequest\x1a\x18.shoal.v1.UpdateResponse\x12S\n\x12\x44\x65leteMetadataKeys\x12#.shoal.v1.DeleteMetadataKeysRequest\x1a\x18.shoal.v1.UpdateResponse2\xcf\x01\n\x06Search\x12;\n\x06Search\x12\x17.shoal.v1.SearchRequest\x1a\x18.shoal.v1.SearchResponse\x12\x45\n\x0bSearchRange\x12\x1c.shoal.v1.RangeSearchRequest\x1a\x18.shoal.v1.SearchResponse\x12\x41\n\tRecommend\x12\x1a.shoal.v1.RecommendRequest\x1a\x18.shoal.v1.SearchResponse2\xf4\x01\n\x05\x41\x64min\x12\x38\n\x05\x46lush\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12:\n\x07\x43ompact\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12;\n\x08Snapshot\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponse\x12\x38\n\x05Stats\x12\x16.shoal.v1.AdminRequest\x1a\x17.shoal.v1.AdminResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.rpc.v1.service_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COLLECTIONS']._serialized_start=153
-  _globals['_COLLECTIONS']._serialized_end=454
-  _globals['_POINTS']._serialized_start=457
-  _globals['_POINTS']._serialized_end=790
-  _globals['_SEARCH']._serialized_start=792
-  _globals['_SEARCH']._serialized_end=861
-  _globals['_ADMIN']._serialized_start=864
-  _globals['_ADMIN']._serialized_end=1108
+  _globals['_COLLECTIONS']._serialized_end=606
+  _globals['_POINTS']._serialized_start=609
+  _globals['_POINTS']._serialized_end=1281
+  _globals['_SEARCH']._serialized_start=1284
+  _globals['_SEARCH']._serialized_end=1491
+  _globals['_ADMIN']._serialized_start=1494
+  _globals['_ADMIN']._serialized_end=1738
 # @@protoc_insertion_point(module_scope)

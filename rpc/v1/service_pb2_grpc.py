@@ -57,6 +57,16 @@ class CollectionsStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.DropCollectionRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.DropCollectionResponse.FromString,
                 _registered_method=True)
+        self.GetOrCreate = channel.unary_unary(
+                '/shoal.v1.Collections/GetOrCreate',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.GetOrCreateCollectionRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
+                _registered_method=True)
+        self.Rename = channel.unary_unary(
+                '/shoal.v1.Collections/Rename',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
+                _registered_method=True)
 
 
 class CollectionsServicer:
@@ -86,6 +96,18 @@ class CollectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrCreate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rename(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +130,16 @@ def add_CollectionsServicer_to_server(servicer, server):
                     servicer.Drop,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.DropCollectionRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.DropCollectionResponse.SerializeToString,
+            ),
+            'GetOrCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrCreate,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.GetOrCreateCollectionRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.SerializeToString,
+            ),
+            'Rename': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rename,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +260,60 @@ class Collections:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetOrCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Collections/GetOrCreate',
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.GetOrCreateCollectionRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rename(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Collections/Rename',
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PointsStub:
     """Missing associated documentation comment in .proto file."""
@@ -262,6 +348,31 @@ class PointsStub:
                 '/shoal.v1.Points/Count',
                 request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.CountRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/shoal.v1.Points/Scroll',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.Exists = channel.unary_unary(
+                '/shoal.v1.Points/Exists',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsResponse.FromString,
+                _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/shoal.v1.Points/Update',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
+                _registered_method=True)
+        self.SetMetadata = channel.unary_unary(
+                '/shoal.v1.Points/SetMetadata',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.SetMetadataRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
+                _registered_method=True)
+        self.DeleteMetadataKeys = channel.unary_unary(
+                '/shoal.v1.Points/DeleteMetadataKeys',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.DeleteMetadataKeysRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
                 _registered_method=True)
 
 
@@ -299,6 +410,36 @@ class PointsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scroll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exists(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMetadata(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMetadataKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -326,6 +467,31 @@ def add_PointsServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.CountRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollResponse.SerializeToString,
+            ),
+            'Exists': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exists,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsResponse.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.SerializeToString,
+            ),
+            'SetMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMetadata,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.SetMetadataRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.SerializeToString,
+            ),
+            'DeleteMetadataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMetadataKeys,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_points__pb2.DeleteMetadataKeysRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +639,141 @@ class Points:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Points/Scroll',
+            shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_points__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Points/Exists',
+            shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_points__pb2.ExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Points/Update',
+            shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Points/SetMetadata',
+            shoal_dot_rpc_dot_v1_dot_points__pb2.SetMetadataRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMetadataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Points/DeleteMetadataKeys',
+            shoal_dot_rpc_dot_v1_dot_points__pb2.DeleteMetadataKeysRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_points__pb2.UpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class SearchStub:
     """Missing associated documentation comment in .proto file."""
@@ -488,6 +789,16 @@ class SearchStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchRange = channel.unary_unary(
+                '/shoal.v1.Search/SearchRange',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.RangeSearchRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.Recommend = channel.unary_unary(
+                '/shoal.v1.Search/Recommend',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.RecommendRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -499,12 +810,34 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchRange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Recommend(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchRange,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.RangeSearchRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
+            ),
+            'Recommend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recommend,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_search__pb2.RecommendRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.SerializeToString,
             ),
     }
@@ -534,6 +867,60 @@ class Search:
             target,
             '/shoal.v1.Search/Search',
             shoal_dot_rpc_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Search/SearchRange',
+            shoal_dot_rpc_dot_v1_dot_search__pb2.RangeSearchRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Recommend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Search/Recommend',
+            shoal_dot_rpc_dot_v1_dot_search__pb2.RecommendRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_search__pb2.SearchResponse.FromString,
             options,
             channel_credentials,

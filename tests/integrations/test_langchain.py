@@ -154,7 +154,7 @@ def test_from_texts_and_from_documents(backend, request):
                                                 TableEmbeddings(), database=database, collection_name=name)
         assert again.collection.count() == 4  # the existing collection was reused
         assert [d.id for d in again.similarity_search("elm", k=1)] == ["oak"]
-        with pytest.raises(shoal.DimensionMismatchError, match="dimension 3"):
+        with pytest.raises(shoal.CollectionConfigMismatchError, match="dim=3, not 64"):  # (issue 19)
             ShoalVectorStore.from_texts(["x"], ShoalEmbeddings("bloom", m=64), database=database, collection_name=name)
     finally:
         database.drop_collection(name)

@@ -1,4 +1,4 @@
-"""The workarounds in shoal.integrations._records: missing ids by bisection, scans by search, local scores."""
+"""shoal.integrations._records: missing ids skipped in one call, scans by scroll, local scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +39,7 @@ def test_get_existing_keeps_request_order_and_skips_missing(col):
     counted.calls = 0
     got = get_existing(counted, ids)
     assert got.ids == [i for i in ids if i != "nope"] and got.metadata[3] == {"g": 3}
-    assert counted.calls <= 2 * 7 + 1  # one missing id of 65: about 2·log2(65) calls
+    assert counted.calls == 1  # get(ids, missing="skip"): one call however many are missing (issue 19)
     empty = get_existing(col, ["x", "y"])
     assert empty.ids == [] and empty.vectors.shape == (0, 4)
 
@@ -52,9 +52,8 @@ def test_delete_existing_with_and_without_filter(col):
 
 
 def test_scan_returns_every_matching_row_past_the_exact_search_threshold(rng):
-    """15,000 rows in an indexed IVF segment, more than the planner scans exactly by default (10,000),
-    yet a search with k >= the matching rows is answered exactly, so the scan misses nothing.
-    (Scans are bounded by the maximum k, 16,384, until the record API's scroll lands.)"""
+    """15,000 rows in an indexed IVF segment: the scan pages through scroll, so it misses nothing
+    (and is no longer bounded by the maximum k, 16,384)."""
     c = shoal.Database().create_collection("big", 4, index="IVF16,Flat")
     n = 15_000
     c.upsert(list(range(n)), rng.standard_normal((n, 4)), [{"g": i % 3} for i in range(n)])

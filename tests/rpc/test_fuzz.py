@@ -48,7 +48,8 @@ DEADLINE_S = 10.0
 KEEP, PLAY, DIM = "keep", "play", 4
 BAD_STATUSES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 #: Methods that may change what is stored, so an OK answer re-takes the reference.
-WRITES = {"Create", "Drop", "Upsert", "UpsertStream", "Delete", "Compact"}
+WRITES = {"Create", "Drop", "Upsert", "UpsertStream", "Delete", "Compact",
+          "GetOrCreate", "Rename", "Update", "SetMetadata", "DeleteMetadataKeys"}  # (issue 19)
 
 METHODS = [(service, method) for file in (service_pb2, query_pb2)
            for service in file.DESCRIPTOR.services_by_name.values() for method in service.methods]
@@ -237,7 +238,7 @@ class Campaign:
             if code in BAD_STATUSES:
                 self.bad.append(f"{path}: {code.name} {exc.details()!r} for {str(payload)[:200]}")
         self.statuses[(_method_id(service, method), code.name)] += 1
-        if method.name == "Drop" and code == grpc.StatusCode.OK:
+        if method.name in ("Drop", "Rename") and code == grpc.StatusCode.OK:
             _fill_play(self.server)  # keep the targets in place, or the rest of the campaign meets NOT_FOUND
         raw = b"".join(payload) if isinstance(payload, list) else payload
         if KEEP.encode() in raw:

@@ -158,7 +158,7 @@ ERROR_CASES = [
      "INVALID_ARGUMENT"),
     ("delete nothing", lambda c: c.delete(), errors.InvalidArgumentError, "INVALID_ARGUMENT"),
     ("unknown id get", lambda c: c.get([1, 404]), errors.IdNotFoundError, "NOT_FOUND"),
-    ("unknown id delete", lambda c: c.delete([1, 404]), errors.IdNotFoundError, "NOT_FOUND"),
+    ("unknown id update", lambda c: c.update([1, 404], metadata={}), errors.IdNotFoundError, "NOT_FOUND"),
 ]
 
 
@@ -271,7 +271,7 @@ def test_reflection_lists_and_describes_services(server) -> None:
         files = [descriptor_pb2.FileDescriptorProto.FromString(b)
                  for b in file_resp.file_descriptor_response.file_descriptor_proto]
         search = next(s for f in files for s in f.service if s.name == "Search")
-        assert [m.name for m in search.method] == ["Search"]
+        assert [m.name for m in search.method] == ["Search", "SearchRange", "Recommend"]
 
 
 # ------------------------------------------------------------- concurrency
