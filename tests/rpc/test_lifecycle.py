@@ -99,11 +99,14 @@ def test_admin_call_missing_from_the_database_is_unimplemented(tmp_path: Path) -
     server = build_server(NoSnapshotDatabase(), "127.0.0.1", 0, snapshot_dir=tmp_path)
     try:
         with shoal.Client(f"127.0.0.1:{server.port}", timeout=10) as c:
-            c.create_collection("a", dim=2)
+            col = c.create_collection("a", dim=2)
             with pytest.raises(errors.UnimplementedError, match="snapshot") as info:
                 c.snapshot("snap")
             assert info.value.grpc_code == "UNIMPLEMENTED" and not (tmp_path / "snap").exists()
-            c.flush()  # the Database has no flush(): each collection's runs
+            col.upsert([1], [[1.0, 2.0]])
+            c.flush()  # the Database has no flush(): each collection's runs, sealing its growing segment
+            (growing,) = [s for s in col.stats()["segment_list"] if s["state"] == "growing"]
+            assert growing["rows"] == 0 and col.count() == 1
     finally:
         server.stop(grace=1)
 
