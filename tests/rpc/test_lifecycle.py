@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import shoal
 from shoal.engine import errors
 from shoal.rpc.server import build_server
+from tests.conftest import wait_for
 from tests.rpc.conftest import start_server
 
 
@@ -69,7 +70,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
 
         th = threading.Thread(target=searcher)
         th.start()
-        time.sleep(0.5)
+        wait_for(lambda: "ok" in outcomes, what="a search before SIGTERM")  # in flight, not slept on
         assert srv.stop(signal.SIGTERM) == 0
         stop.set()
         th.join(10)
@@ -113,19 +114,27 @@ def test_admin_call_missing_from_the_database_is_unimplemented(tmp_path: Path) -
 
 def test_idempotent_calls_retry_until_the_server_is_up(tmp_path: Path) -> None:
     """A read issued before the server listens succeeds once it does (backoff on UNAVAILABLE)."""
-    db = shoal.Database()
-    probe = build_server(db, "127.0.0.1", 0)
-    port = probe.port
-    probe.stop(grace=0)
+    hold = socket.socket()  # the OS picks the port; bound but not listening, it is ours and refuses
+    hold.bind(("127.0.0.1", 0))  # connections until the server takes it over below
+    port = hold.getsockname()[1]
     result: list = []
+    attempts: list[float] = []
 
     def reader() -> None:
         with shoal.Client(f"127.0.0.1:{port}", timeout=5, retries=8, backoff=0.1) as c:
+            real = c.collections.List
+
+            def counted(*args, **kwargs):  # noqa: ANN002, ANN003
+                attempts.append(time.monotonic())
+                return real(*args, **kwargs)
+
+            c.collections.List = counted
             result.append(c.list_collections())
 
     th = threading.Thread(target=reader)
     th.start()
-    time.sleep(0.3)
+    wait_for(lambda: len(attempts) >= 2, what="a refused attempt and its retry")
+    hold.close()
     server = build_server(shoal.Database(), "127.0.0.1", port)
     try:
         th.join(20)
@@ -137,23 +146,6 @@ def test_idempotent_calls_retry_until_the_server_is_up(tmp_path: Path) -> None:
             c.list_collections()
 
 
-def durable_database_available() -> bool:
-    """Whether ``shoal.Database(path)`` persists across instances (the storage layer has landed)."""
-    with tempfile.TemporaryDirectory() as d:
-        try:
-            db = shoal.Database(d)
-            db.create_collection("probe", dim=2).upsert([1], [[1.0, 2.0]])
-            db.close()
-            db = shoal.Database(d)
-            ok = "probe" in db.list_collections() and db.get_collection("probe").count() == 1
-            db.close()
-            return ok
-        except errors.ShoalError:
-            return False
-
-
-@pytest.mark.skipif(not durable_database_available(),
-                    reason="shoal.Database(path) does not persist yet (storage layer not landed)")
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     srv = start_server(tmp_path, "--data", str(data_dir))
