@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK = ROOT / ".mutation"
+#: Scratch directory (one per concurrent run: SHOAL_MUTATION_WORK=.mutation-b runs other targets beside).
+WORK = Path(os.environ.get("SHOAL_MUTATION_WORK", ROOT / ".mutation")).resolve()
 COPY = WORK / "shoal"
-PYTEST = "-m pytest --rootdir=tests -x -q -p no:cacheprovider --timeout=120"
+#: A fixed hypothesis seed: the same mutant meets the same examples in every run (reproducible scores).
+PYTEST = "-m pytest --rootdir=tests -x -q -p no:cacheprovider --timeout=120 --hypothesis-seed=0"
 #: Operators whose mutants are (nearly) always equivalent or not meaningful here:
 #: variable insertion/replacement produce mostly invalid code that only measures crashes.
 EXCLUDED_OPERATORS = ("core/VariableInserter", "core/VariableReplacer")
