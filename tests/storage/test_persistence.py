@@ -367,3 +367,54 @@ def test_invalid_storage_options(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(shoal.StorageError, match="not a directory"):
         shoal.Database(tmp_path / "file")
+
+
+def test_leftovers_of_interrupted_create_and_drop_are_removed(tmp_path: Path, rng: np.random.Generator) -> None:
+    with shoal.Database(tmp_path) as db:
+        db.create_collection("c", dim=4).upsert([1], rng.standard_normal((1, 4)))
+    cdir = tmp_path / "collections"
+    for name in (".tmp-new", ".drop-old"):  # what a crash mid-create / mid-drop leaves
+        (cdir / name / "seg-1").mkdir(parents=True)
+        (cdir / name / "MANIFEST").write_bytes(b"partial")
+    with shoal.Database(tmp_path, read_only=True) as ro:  # a reader changes nothing
+        assert ro.list_collections() == ["c"] and not ro.unavailable
+    assert (cdir / ".tmp-new").exists() and (cdir / ".drop-old").exists()
+    with shoal.Database(tmp_path) as db:
+        assert db.list_collections() == ["c"] and not db.unavailable and len(db.get_collection("c")) == 1
+    assert sorted(p.name for p in cdir.iterdir()) == ["c"]
+
+
+def test_verify_false_opens_without_checksumming_segment_files(tmp_path: Path, rng: np.random.Generator) -> None:
+    with shoal.Database(tmp_path, flush_rows=50) as db:
+        col = db.create_collection("c", dim=4, optimizer={"background": False})
+        col.upsert(list(range(60)), rng.standard_normal((60, 4)))
+    seg = sorted((tmp_path / "collections" / "c").glob("seg-*"))[0]
+    vec = seg / "vectors.npy"
+    data = bytearray(vec.read_bytes())
+    data[-1] ^= 0x01  # one low mantissa bit of the last float: still a valid array
+    vec.write_bytes(bytes(data))
+    with shoal.Database(tmp_path) as db:
+        with pytest.raises(CorruptionError, match="vectors.npy: checksum mismatch"):
+            db.get_collection("c")
+    with shoal.Database(tmp_path, verify=False) as db:  # trusts the files: opens, and serves the damaged value
+        col = db.get_collection("c")
+        assert len(col) == 60 and col.get([49]).vectors.shape == (1, 4)
+    for bad in ({"sync_records": 0}, {"sync_records": True}, {"sync_interval_ms": -1}):
+        with pytest.raises(shoal.InvalidArgumentError, match=next(iter(bad))):
+            shoal.Database(tmp_path / "other", **bad)
+
+
+def test_sync_records_groups_fsyncs_of_a_durable_collection(tmp_path: Path, rng: np.random.Generator,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.storage import wal as wal_module
+
+    with shoal.Database(tmp_path, sync="batch", sync_interval_ms=60_000, sync_records=4) as db:
+        col = db.create_collection("c", dim=4)
+        syncs: list[int] = []
+        real = wal_module.os.fdatasync
+        monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+        for i in range(9):
+            col.upsert([i], rng.standard_normal((1, 4)))
+        assert len(syncs) == 2 and col._shard.store.wal._pending == 1  # after the 4th and the 8th write
+    with shoal.Database(tmp_path) as db:
+        assert len(db.get_collection("c")) == 9
