@@ -179,9 +179,12 @@ def run_target(target: Target, fresh: bool) -> None:
     config = WORK / f"{target.name}.toml"
     session = WORK / f"{target.name}.sqlite"
     tests = target.tests
+    command = [sys.executable, *shlex.split(PYTEST), *shlex.split(tests)]
+    # A first run compiles the Numba kernels into this copy's cache (minutes when niced on a busy
+    # machine), with no per-test timeout; the second, timed one sets the mutants' timeout.
+    subprocess.run([*command, "--timeout=0"], cwd=COPY, env=env(), capture_output=True)
     start = time.monotonic()
-    base = subprocess.run([sys.executable, *shlex.split(PYTEST), *shlex.split(tests)], cwd=COPY, env=env(),
-                          capture_output=True, text=True)
+    base = subprocess.run(command, cwd=COPY, env=env(), capture_output=True, text=True)
     baseline = time.monotonic() - start
     if base.returncode != 0:
         raise SystemExit(f"{target.name}: the unmutated tests fail:\n{base.stdout[-3000:]}{base.stderr[-2000:]}")
