@@ -3,7 +3,6 @@ TLS without the server's root certificate, and the retry of a streamed upsert.""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -13,6 +12,7 @@ import pytest
 import shoal
 from shoal.engine import errors
 from shoal.rpc.server import PointsServicer, build_server
+from tests.rpc.conftest import self_signed_cert
 
 
 @pytest.fixture
@@ -81,12 +81,7 @@ def test_streamed_upsert_is_retried_from_its_first_chunk(monkeypatch: pytest.Mon
 
 
 def test_tls_without_the_servers_root_certificate_is_refused(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not found to make a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     server = build_server(shoal.Database(), "127.0.0.1", 0, tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
     try:
         target = f"127.0.0.1:{server.port}"
