@@ -250,7 +250,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="start every chosen session again (else: resume)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the sessions in .mutation/")
     args = parser.parse_args()
-    chosen = [t for t in TARGETS if not args.only or any(w in t.name for w in args.only)]
+    chosen = list(TARGETS) if not args.only else [t for w in args.only for t in TARGETS if w in t.name]
+    chosen = list({t.name: t for t in chosen}.values())  # in the order asked, each once
     if args.list:
         for t in TARGETS:
             print(f"{t.name:14} {t.module:26} {t.tests}" + (f"  [{', '.join(t.functions)}]" if t.functions else ""))
