@@ -123,3 +123,17 @@ def test_search_cost_model() -> None:
     assert index.search_cost(1000, 1000, 10, {"ef_search": 100}) == pytest.approx(GRAPH_ROW_COST * 100 * 8)
     assert index.search_cost(1000, 1000, 64, {}) == pytest.approx(GRAPH_ROW_COST * 64 * 8)  # the beam holds k
     assert index.search_cost(1000, 0, 10, {}) == pytest.approx(GRAPH_ROW_COST * 40 * 8 * 1000)  # no divide by 0
+
+
+def test_a_walk_that_finds_every_allowed_row_is_not_a_fallback(data: tuple) -> None:
+    """Fewer than k rows allowed, all found by the walk (label 0 among them): answered by the graph."""
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40, seed=3)
+    index.add(x, np.arange(N))  # labels from 0
+    near = brute_force(x[:1], x, 5, "l2")[1][0]  # row 0 and its 4 nearest neighbours
+    allowed = np.zeros(N, bool)
+    allowed[near] = True
+    report: dict = {}
+    _, i = index.search(x[:1], K, params={"ef_search": 64}, allowed=allowed, report=report)
+    assert sorted(i[0, :5].tolist()) == sorted(near.tolist()) and np.all(i[0, 5:] == -1)
+    assert report.get("fallback_queries", 0) == 0
