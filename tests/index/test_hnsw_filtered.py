@@ -137,3 +137,15 @@ def test_a_walk_that_finds_every_allowed_row_is_not_a_fallback(data: tuple) -> N
     _, i = index.search(x[:1], K, params={"ef_search": 64}, allowed=allowed, report=report)
     assert sorted(i[0, :5].tolist()) == sorted(near.tolist()) and np.all(i[0, 5:] == -1)
     assert report.get("fallback_queries", 0) == 0
+
+
+def test_empty_and_single_row_graphs(data: tuple) -> None:
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40)
+    d, i = index.search(q[:3], K)
+    assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))
+    index.add(x[:2], [7, 8])
+    index.remove([8])  # one live row
+    d, i = index.search(q[:3], K, allowed=np.ones(9, bool))
+    assert np.all(i[:, 0] == 7) and np.all(i[:, 1:] == -1)
+    np.testing.assert_allclose(d[:, 0], ((q[:3] - x[0]) ** 2).sum(1), rtol=1e-4)
