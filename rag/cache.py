@@ -30,10 +30,10 @@ class SemanticCache(Generic[T]):
     """Maps question embeddings to answers; hit when cosine similarity >= ``threshold``."""
 
     def __init__(self, dim: int, threshold: float = 0.95, max_entries: int = 1024) -> None:
-        if not -1.0 <= threshold <= 1.0:
-            raise InvalidArgumentError(f"cache threshold is a cosine similarity in [-1, 1], got {threshold}")
-        if max_entries < 1:
-            raise InvalidArgumentError(f"max_entries must be >= 1, got {max_entries}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
+            raise InvalidArgumentError(f"cache threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise InvalidArgumentError(f"max_entries must be an integer >= 1, got {max_entries!r}")
         self.threshold = float(threshold)
         self.max_entries = max_entries
         self._entries = Collection("semantic_cache", dim, metric="cosine", index="flat")

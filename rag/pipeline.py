@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from ..engine.errors import DimensionMismatchError, InvalidArgumentError
+from ..engine.validation import check_k
 from .cache import SemanticCache
 from .chunking import chunk_text
 from .embedders import Embedder
@@ -209,8 +210,7 @@ class RagPipeline:
                  query_vector: np.ndarray | None = None, timings: dict[str, float] | None = None) -> list[Citation]:
         """The best chunks for ``question`` above ``min_score`` (cosine), optionally re-ranked by MMR."""
         timings = {} if timings is None else timings
-        if k < 1:
-            raise InvalidArgumentError(f"k must be >= 1, got {k}")
+        k = check_k(k)  # a str or None is a clear error too, not a TypeError
         t = time.perf_counter()
         q = self.embedder.encode([question])[0] if query_vector is None else query_vector
         timings["embed_ms"] = timings.get("embed_ms", 0.0) + 1e3 * (time.perf_counter() - t)

@@ -46,3 +46,15 @@ def assert_knn_equal(d: np.ndarray, i: np.ndarray, ref_d: np.ndarray, ref_i: np.
             if end < k:
                 assert set(i[row, start:end].tolist()) == set(ref_i[row, start:end].tolist()), (row, start, end)
             start = end
+
+
+def wait_for(condition, timeout: float = 20.0, interval: float = 0.01, what: str = "condition") -> None:  # noqa: ANN001
+    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds (a deadline, not a sleep
+    that hopes background work is done: fast when the machine is, patient when it is loaded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -109,7 +109,9 @@ def test_delete_by_ids_and_filter(col):
 @pytest.mark.parametrize("index", ["flat", "hnsw"])
 def test_in_memory_compaction_drops_deleted_rows(rng, index):
     db = shoal.Database()
-    c = db.create_collection("churn", dim=8, metric="cosine", index=index)
+    # the planner is told to use the graph (3,000 rows scan faster than they walk by its cost model)
+    c = db.create_collection("churn", dim=8, metric="cosine", index=index,
+                             planner={"exact_max_rows": 0, "index_cost_factor": 0.0})
     x = rng.normal(size=(3000, 8)).astype(np.float32)
     c.upsert(list(range(3000)), x, [{"g": i % 7} for i in range(3000)])
     c.delete(ids=list(range(0, 600, 2)))
@@ -128,12 +130,14 @@ def test_in_memory_compaction_drops_deleted_rows(rng, index):
     np.testing.assert_array_equal(got.vectors, stored.vectors)
     assert got.metadata[-1] == {"g": 100} and got.ids == alive[:50] + [1, 3]
     assert c.count({"g": 100}) == 300 and c.count({"g": 3}) == 0
-    after = c.search(q, k=10, params={"ef_search": 400} if index == "hnsw" else None)
+    after = c.search(q, k=10, params={"ef_search": 400} if index == "hnsw" else None, explain=True)
+    assert [p["path"] for p in after[0].plan] == (["index"] if index == "hnsw" else ["exact"])
     _, ref = brute_force(q, x[alive], 10, "cosine", np.array(alive))
     if index == "flat":
         assert [r.ids for r in after] == [r.ids for r in before] == ref.tolist()
-    else:
+    else:  # the graph, rebuilt from the live rows only
         assert np.mean([len(set(r.ids) & set(t)) / 10 for r, t in zip(after, ref.tolist())]) >= 0.95
+        assert not {i for r in after for i in r.ids} - set(alive)
     assert c.compact() is False  # nothing left to drop
     c.upsert([5000], x[:1])  # writes go on after a compaction
     assert c.get([5000]).ids == [5000] and c.count() == len(alive) + 1
@@ -238,11 +242,24 @@ class CollectionModel(RuleBasedStateMachine):
         q = np.array([[0.5, -1.0, 2.0]], np.float32)
         data = np.stack([self.model[i][0] for i in ids])
         ref_d, _ = brute_force(q, data, min(5, len(ids)), "l2")
-        res = self.col.search(q[0], k=5)
+        res = self.col.search(q[0], k=5, include=("metadata", "distance", "vector"))
         np.testing.assert_allclose(res.distances, ref_d[0], atol=1e-4)
-        for hit in res:
-            assert np.allclose(self.model[hit.id][0], data[ids.index(hit.id)])
+        for hit, vector, dist in zip(res, res.vectors, res.distances):  # each hit is the model's record
+            vec, meta = self.model[hit.id]
+            np.testing.assert_array_equal(vector, vec)
+            assert hit.metadata == meta and dist == pytest.approx(float(((vec - q[0]) ** 2).sum()), abs=1e-4)
 
 
 TestCollectionModel = CollectionModel.TestCase
 TestCollectionModel.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+def test_missing_ids_are_named_up_to_ten(col):
+    c, _ = col
+    with pytest.raises(IdNotFoundError) as info:
+        c.get([1000 + i for i in range(15)])
+    assert str(info.value) == f"ids not found in collection 'things': {list(range(1000, 1010))} (and 5 more)"
+    with pytest.raises(IdNotFoundError) as info:
+        c.delete(ids=[2] + [2000 + i for i in range(10)])
+    assert str(info.value) == f"ids not found in collection 'things': {list(range(2000, 2010))}"
+    assert len(c) == 300  # the call that named them changed nothing

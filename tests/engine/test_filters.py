@@ -161,3 +161,70 @@ def test_columnar_payloads_round_trip(rows, more, flt):
 def test_malformed_filters(bad, message):
     with pytest.raises(FilterError, match=message):
         compile_filter(bad)
+
+
+# Fixed cases: the random search above may miss a discriminating example in a given run (a
+# mutant of the string-equality branch survived one run in four), so every operator meets every
+# kind of stored value here, deterministically, against the same reference.
+ROWS = [{"a": "x"}, {"a": "y"}, {"a": ""}, {"a": 1}, {"a": 1.0}, {"a": 2.5}, {"a": -3}, {"a": True}, {"a": False},
+        {"a": None}, {}, {"b": "x"}, {"a": ["x", 2]}, {"a": [True, None]}, {"a": []}, {"a": {"n": 1}},
+        {"a": "x", "b": 1}, {"a": 1, "b": "x"}, {"a": "z", "b": 2.5}]
+CASES = [
+    {"a": "x"}, {"a": "y"}, {"a": ""}, {"a": 1}, {"a": 1.0}, {"a": 2}, {"a": True}, {"a": False}, {"a": None},
+    {"a": {"$eq": "x"}}, {"a": {"$ne": "x"}}, {"a": {"$ne": 1}}, {"a": {"$ne": None}}, {"a": {"$ne": True}},
+    {"a": {"$in": ["x", 2]}}, {"a": {"$in": [1, "y", True]}}, {"a": {"$in": [None]}}, {"a": {"$in": []}},
+    {"a": {"$nin": ["x", 2]}}, {"a": {"$nin": []}}, {"a": {"$nin": [None, False]}},
+    {"a": {"$gt": 1}}, {"a": {"$gte": 1}}, {"a": {"$lt": 1}}, {"a": {"$lte": 1}}, {"a": {"$gt": -3}},
+    {"a": {"$gte": -3}}, {"a": {"$lt": 2.5}}, {"a": {"$lte": 2.5}}, {"a": {"$gt": "x"}}, {"a": {"$gte": "x"}},
+    {"a": {"$lt": "y"}}, {"a": {"$lte": "x"}}, {"a": {"$exists": True}}, {"a": {"$exists": False}},
+    {"a": {"$gte": 1, "$lt": 2.5}}, {"a": {"$gt": -5, "$ne": 1}}, {"a": "x", "b": 1}, {"b": 1, "a": "x"},
+    {"a": 1, "b": "x"}, {"a": {"$exists": True}, "b": {"$exists": False}},
+    {"$and": [{"a": "x"}, {"b": 1}]}, {"$or": [{"a": "x"}, {"b": 2.5}]}, {"$not": {"a": "x"}},
+    {"$or": [{"a": {"$lt": 0}}, {"$not": {"b": {"$exists": True}}}]}, {"$and": [{"a": "x"}]},
+    {"$not": {"$or": [{"a": 1}, {"a": "y"}]}}, {"a": "x", "$or": [{"b": 1}, {"b": 2.5}]}, {},
+]
+
+
+@pytest.mark.parametrize("flt", CASES, ids=lambda f: repr(f)[:60])
+def test_each_operator_on_each_kind_of_value(flt):
+    store = MetadataStore()
+    store.append(ROWS)
+    node = compile_filter(flt)
+    expected = [reference(flt, r) for r in ROWS]
+    assert node.mask(store).tolist() == expected
+    assert [node.matches(r) for r in ROWS] == expected
+
+
+def test_the_reference_is_not_trivial():
+    """The fixed cases discriminate: only {} and $nin [] accept every row, and most accept some."""
+    outcomes = [[reference(f, r) for r in ROWS] for f in CASES]
+    assert [f for f, o in zip(CASES, outcomes) if all(o)] == [{"a": {"$nin": []}}, {}]
+    assert sum(any(o) for o in outcomes) >= len(CASES) - 3
+
+
+def _nested(op: str, levels: int) -> dict:
+    flt: dict = {"a": 1}
+    for _ in range(levels - 1):
+        flt = {op: [flt]} if op != "$not" else {op: flt}
+    return flt
+
+
+@pytest.mark.parametrize("op", ["$and", "$or", "$not"])
+def test_nesting_limit_is_exact(op):
+    from shoal.engine.filters import MAX_DEPTH
+
+    assert MAX_DEPTH == 32  # documented in the README (filters nest <= 32 levels)
+    compile_filter(_nested(op, MAX_DEPTH))  # the top-level dict is level 1
+    with pytest.raises(FilterError, match=f"deeper than {MAX_DEPTH} levels"):
+        compile_filter(_nested(op, MAX_DEPTH + 1))
+
+
+def test_compiled_filters_are_immutable_values():
+    """Compiled nodes are shared (cached per filter text by segments): they cannot be changed."""
+    import dataclasses
+
+    node = compile_filter({"a": {"$gte": 1}, "$or": [{"b": "x"}, {"$not": {"c": None}}]})
+    for part in (node, *node.children, node.children[1].children[1]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(part, next(iter(dataclasses.fields(part))).name, None)
+    assert compile_filter({"a": 1}) == compile_filter({"a": {"$eq": 1}})  # equal as values

@@ -159,8 +159,10 @@ def test_save_load_identical(tmp_path, clustered):
     index.save(path)
     loaded = load_index(path)
     assert isinstance(loaded, HNSWIndex) and loaded.M == 8 and isinstance(loaded._nbr0, np.memmap)
-    for a, b in zip(index.search(q, 10), loaded.search(q, 10)):
-        np.testing.assert_array_equal(a, b)
+    (d, i), (ld, li) = index.search(q, 10), loaded.search(q, 10)
+    np.testing.assert_array_equal(i, li)
+    # the same graph and vectors; the memory-mapped copy may sum in another SIMD alignment (1 ulp seen)
+    np.testing.assert_allclose(d, ld, rtol=1e-5, atol=1e-6)
     loaded.add(x[:5] + 1, np.arange(10_000, 10_005))  # a memory-mapped graph still grows
     assert len(loaded) == len(index) + 5
 

@@ -1,10 +1,8 @@
 """Server lifecycle: auth on/off, graceful SIGTERM, UNAVAILABLE while draining, retries, restart durability."""
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
-import tempfile
+import socket
 import threading
 import time
 from pathlib import Path
@@ -17,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import shoal
 from shoal.engine import errors
 from shoal.rpc.server import build_server
-from tests.rpc.conftest import start_server
+from tests.conftest import wait_for
+from tests.rpc.conftest import self_signed_cert, start_server
 
 
 def test_api_key_required_when_configured(tmp_path: Path) -> None:
@@ -69,7 +68,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
 
         th = threading.Thread(target=searcher)
         th.start()
-        time.sleep(0.5)
+        wait_for(lambda: "ok" in outcomes, what="a search before SIGTERM")  # in flight, not slept on
         assert srv.stop(signal.SIGTERM) == 0
         stop.set()
         th.join(10)
@@ -99,30 +98,41 @@ def test_admin_call_missing_from_the_database_is_unimplemented(tmp_path: Path) -
     server = build_server(NoSnapshotDatabase(), "127.0.0.1", 0, snapshot_dir=tmp_path)
     try:
         with shoal.Client(f"127.0.0.1:{server.port}", timeout=10) as c:
-            c.create_collection("a", dim=2)
+            col = c.create_collection("a", dim=2)
             with pytest.raises(errors.UnimplementedError, match="snapshot") as info:
                 c.snapshot("snap")
             assert info.value.grpc_code == "UNIMPLEMENTED" and not (tmp_path / "snap").exists()
-            c.flush()  # the Database has no flush(): each collection's runs
+            col.upsert([1], [[1.0, 2.0]])
+            c.flush()  # the Database has no flush(): each collection's runs, sealing its growing segment
+            (growing,) = [s for s in col.stats()["segment_list"] if s["state"] == "growing"]
+            assert growing["rows"] == 0 and col.count() == 1
     finally:
         server.stop(grace=1)
 
 
 def test_idempotent_calls_retry_until_the_server_is_up(tmp_path: Path) -> None:
     """A read issued before the server listens succeeds once it does (backoff on UNAVAILABLE)."""
-    db = shoal.Database()
-    probe = build_server(db, "127.0.0.1", 0)
-    port = probe.port
-    probe.stop(grace=0)
+    hold = socket.socket()  # the OS picks the port; bound but not listening, it is ours and refuses
+    hold.bind(("127.0.0.1", 0))  # connections until the server takes it over below
+    port = hold.getsockname()[1]
     result: list = []
+    attempts: list[float] = []
 
     def reader() -> None:
         with shoal.Client(f"127.0.0.1:{port}", timeout=5, retries=8, backoff=0.1) as c:
+            real = c.collections.List
+
+            def counted(*args, **kwargs):  # noqa: ANN002, ANN003
+                attempts.append(time.monotonic())
+                return real(*args, **kwargs)
+
+            c.collections.List = counted
             result.append(c.list_collections())
 
     th = threading.Thread(target=reader)
     th.start()
-    time.sleep(0.3)
+    wait_for(lambda: len(attempts) >= 2, what="a refused attempt and its retry")
+    hold.close()
     server = build_server(shoal.Database(), "127.0.0.1", port)
     try:
         th.join(20)
@@ -134,23 +144,6 @@ def test_idempotent_calls_retry_until_the_server_is_up(tmp_path: Path) -> None:
             c.list_collections()
 
 
-def durable_database_available() -> bool:
-    """Whether ``shoal.Database(path)`` persists across instances (the storage layer has landed)."""
-    with tempfile.TemporaryDirectory() as d:
-        try:
-            db = shoal.Database(d)
-            db.create_collection("probe", dim=2).upsert([1], [[1.0, 2.0]])
-            db.close()
-            db = shoal.Database(d)
-            ok = "probe" in db.list_collections() and db.get_collection("probe").count() == 1
-            db.close()
-            return ok
-        except errors.ShoalError:
-            return False
-
-
-@pytest.mark.skipif(not durable_database_available(),
-                    reason="shoal.Database(path) does not persist yet (storage layer not landed)")
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     srv = start_server(tmp_path, "--data", str(data_dir))
@@ -186,12 +179,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
 
 
 def test_tls_and_deadline(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not found to make a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     srv = start_server(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), "--api-key", "k")
     try:
         with shoal.Client(srv.target, api_key="k", root_certificates=cert.read_bytes(), timeout=20) as c:

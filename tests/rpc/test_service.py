@@ -93,17 +93,28 @@ def test_parity_with_embedded(client, metric: str) -> None:
         assert name not in db.list_collections()
 
 
+#: The planner is told to search the IVF lists (700 rows would otherwise be scanned exactly).
+THROUGH_INDEX = {"planner": {"exact_max_rows": 0, "index_cost_factor": 0.0}, "optimizer": {"background": False}}
+
+
 def test_streamed_bulk_upsert_and_per_query_params(server) -> None:
     ids, x, meta = data(700, seed=3, dim=16)
     q = np.random.default_rng(4).standard_normal((4, 16)).astype(np.float32)
-    embedded = shoal.Database().create_collection("bulk", dim=16, metric="l2", index="IVF4,Flat")
+    embedded = shoal.Database().create_collection("bulk", dim=16, metric="l2", index="IVF4,Flat", **THROUGH_INDEX)
     with shoal.Client(server.target, batch_size=128) as c:  # 700 rows -> 6 streamed messages
-        remote = c.create_collection("bulk", dim=16, metric="l2", index="IVF4,Flat")
+        remote = c.create_collection("bulk", dim=16, metric="l2", index="IVF4,Flat", **THROUGH_INDEX)
         assert remote.upsert(ids, x, meta) == embedded.upsert(ids, x, meta) == 700
         assert remote.count() == 700
+        assert remote.compact() is embedded.compact() is True  # sealed and indexed, the same on both sides
+        plans = embedded.explain(q, k=5, params={"nprobe": 1})
+        assert [p["path"] for p in plans] == ["index"] and plans[0]["params"] == {"nprobe": 1}
+        by_nprobe = {}
         for nprobe in (1, 4):
-            assert_same_results(embedded.search(q, k=5, params={"nprobe": nprobe}),
-                                remote.search(q, k=5, params={"nprobe": nprobe}))
+            by_nprobe[nprobe] = embedded.search(q, k=5, params={"nprobe": nprobe})
+            assert_same_results(by_nprobe[nprobe], remote.search(q, k=5, params={"nprobe": nprobe}))
+        # nprobe reaches the index: one list of four misses true neighbours that all four find
+        exact = [r.ids for r in embedded.search(q, k=5, params={"nprobe": 4})]
+        assert [r.ids for r in by_nprobe[1]] != exact == [r.ids for r in by_nprobe[4]]
         # several batches with their own k / filter / params in one call
         batches = [search_pb2.QueryBatch(vectors=shoal.rpc.convert.vectors_to_proto(q[:1]), k=3),
                    search_pb2.QueryBatch(vectors=shoal.rpc.convert.vectors_to_proto(q[1:]), k=2,
@@ -111,8 +122,11 @@ def test_streamed_bulk_upsert_and_per_query_params(server) -> None:
                                          filter=shoal.rpc.convert.filter_to_proto({"lang": "en"}))]
         resp = c.searcher.Search(search_pb2.SearchRequest(collection="bulk", batches=batches), timeout=20)
         assert [len(r.ids) for r in resp.results] == [3, 2, 2, 2]
-        want = embedded.search(q[1:], k=2, filter={"lang": "en"}, params={"nprobe": 4})
+        want = embedded.search(q[1:], k=2, filter={"lang": "en"}, params={"nprobe": 4}, explain=True)
+        assert want[0].plan[0]["path"] == "filtered-index"
         assert [shoal.rpc.convert.ids_from_proto(r.ids) for r in resp.results[1:]] == [w.ids for w in want]
+        first = embedded.search(q[:1], k=3)
+        assert [shoal.rpc.convert.ids_from_proto(resp.results[0].ids)] == [r.ids for r in first]
         # a streamed load is validated as a whole first: a bad row late in it changes nothing
         bad = x.copy()
         bad[650, 3] = np.nan
@@ -223,13 +237,25 @@ def test_oversized_request_is_resource_exhausted(tmp_path) -> None:
         assert srv.stop() == 0
 
 
+def growing_rows(col) -> int:
+    """Rows in the collection's growing segment (the others are sealed), from the served stats."""
+    (last,) = [s for s in col.stats()["segment_list"] if s["state"] == "growing"]
+    return last["rows"]
+
+
 def test_admin_calls_in_memory(client, server) -> None:
     col = client.create_collection("adm", dim=2)
     col.upsert([1, 2], [[1.0, 2.0], [3.0, 4.0]], [{"v": 1}, {"v": 2}])
     stats = client.stats()
     assert stats["collections"]["adm"]["count"] == 2 and isinstance(stats["collections"]["adm"]["dim"], int)
     assert col.stats()["count"] == 2
-    assert client.flush() is None and col.flush() is None
+    assert growing_rows(col) == 2
+    assert client.flush() is None
+    assert growing_rows(col) == 0  # flush sealed the growing segment (in memory too)
+    col.upsert([3], [[5.0, 6.0]])
+    assert growing_rows(col) == 1 and col.flush() is None and growing_rows(col) == 0
+    col.delete(ids=[3])
+    assert col.compact() is True  # the sealed segments merge into one, without the deleted row
     assert col.compact() is False
     col.delete(ids=[1])
     assert col.compact() is True and col.get([2]).metadata == [{"v": 2}]

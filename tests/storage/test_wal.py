@@ -1,6 +1,7 @@
 """Write-ahead log framing: round trip, torn tails, corruption detection and repair."""
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,119 @@ def test_header_errors(tmp_path: Path, rng: np.random.Generator) -> None:
         read_log(path)
     with pytest.raises(InvalidArgumentError, match="sync must be one of"):
         WriteAheadLog(path, 0, 1, sync="sometimes")
+
+
+def test_truncated_header_and_empty_log(tmp_path: Path) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 42)
+    assert path.stat().st_size == 20
+    assert read_log(path) == (42, [], 20, [])  # a header alone: an empty log that starts at seq 42
+    for cut in (0, 7, 19):
+        path.write_bytes(path.read_bytes()[:cut] if cut else b"")
+        with pytest.raises(CorruptionError, match=rf"log header truncated at offset 0 \({cut} bytes\)"):
+            read_log(path)
+        write_header(path, 42)
+
+
+def _frame(payload: bytes) -> bytes:
+    from shoal.storage.wal import crc32c
+
+    length = struct.pack("<I", len(payload))
+    return length + struct.pack("<I", crc32c(length)) + payload + struct.pack("<I", crc32c(payload))
+
+
+@pytest.mark.parametrize("payload", [
+    struct.pack("<BQI", OP_DELETE, 1, 5) + b"{bad}",  # checksum fine, JSON not
+    struct.pack("<BQI", OP_DELETE, 1, 2) + b"{}",  # JSON without ids
+    struct.pack("<BQI", OP_UPSERT, 1, 11) + b'{"ids":[1]}',  # an upsert without its shape
+    b"\x01\x02",  # shorter than the record's fixed fields
+])
+def test_undecodable_record_with_a_valid_checksum(tmp_path: Path, payload: bytes) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    with open(path, "ab") as f:
+        f.write(_frame(payload))
+    with pytest.raises(CorruptionError, match="wal.log: undecodable record at offset 20"):
+        read_log(path)
+
+
+def test_record_layout_is_as_documented(tmp_path: Path) -> None:
+    from shoal.storage.wal import crc32c, encode
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    frame = encode(OP_UPSERT, 7, [1, "b"], x, [{"k": 1}, {}])
+    length, len_crc = struct.unpack_from("<II", frame)
+    payload = frame[8:8 + length]
+    assert len(frame) == 8 + length + 4 and len_crc == crc32c(frame[:4])
+    assert struct.unpack_from("<I", frame, 8 + length)[0] == crc32c(payload)
+    op, seq, jlen = struct.unpack_from("<BQI", payload)
+    assert (op, seq) == (OP_UPSERT, 7)
+    assert payload[13:13 + jlen] == b'{"ids":[1,"b"],"meta":[{"k":1},{}]}'
+    assert struct.unpack_from("<II", payload, 13 + jlen) == (2, 3)
+    assert payload[13 + jlen + 8:] == x.astype("<f4").tobytes()
+    header = (tmp_path / "h")
+    write_header(header, 5)
+    assert header.read_bytes() == b"SHOALWAL" + struct.pack("<IQ", 1, 5)
+
+
+def test_batch_mode_fsyncs_every_sync_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from shoal.storage import wal as wal_module
+
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    syncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=60_000, sync_records=3)  # the timer never fires
+    try:
+        for i in range(7):
+            log.append(OP_DELETE, [i])
+        assert len(syncs) == 2 and log._pending == 1  # after records 3 and 6
+        log.sync_now()
+        assert len(syncs) == 3 and log._pending == 0
+        log.sync_now()
+        assert len(syncs) == 3  # nothing pending: no fsync
+    finally:
+        log.close()
+    always = tmp_path / "always.log"
+    write_header(always, 1)
+    log = WriteAheadLog(always, 20, 1, sync="always")
+    log.append(OP_DELETE, [1])
+    log.append(OP_DELETE, [2])
+    assert len(syncs) == 5 and log._pending == 0
+    log.close()
+    never = tmp_path / "never.log"
+    write_header(never, 1)
+    log = WriteAheadLog(never, 20, 1, sync="never")
+    log.append(OP_DELETE, [1])
+    assert len(syncs) == 5 and log._pending == 1
+    log.close()  # close syncs what is pending
+    assert len(syncs) == 6
+
+
+def test_appends_continue_after_a_torn_tail_and_keep_sequence(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "wal.log"
+    _log(path, 2, rng)
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])  # a torn last record (the delete, seq 3)
+    base, records, end, _ = read_log(path)
+    assert [r.seq for r in records] == [1, 2]
+    log = WriteAheadLog(path, end, records[-1].seq + 1, sync="never")
+    assert log.size == end and log.append(OP_DELETE, ["x"]) == 3 and log.next_seq == 4
+    log.close()
+    _, records, end, _ = read_log(path)
+    assert [(r.seq, r.ids) for r in records][-1] == (3, ["x"]) and end == path.stat().st_size
+
+
+def test_replaced_notices_a_new_file_under_the_name(tmp_path: Path) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    log = WriteAheadLog(path, 20, 1)
+    try:
+        assert log.replaced() is False
+        write_header(path, 9)  # atomic replace: a new inode takes the name
+        assert log.replaced() is True
+    finally:
+        log.close()

@@ -1,0 +1,151 @@
+"""HNSW's filtered and fallback paths, small and fast (they guard index/hnsw.py in ``make mutation``).
+
+A walk through a filter holds only allowed nodes; when it meets fewer than k of them, or the beam
+is wider than ``GRAPH_MAX_EF``, the index answers those queries exactly over the allowed rows and
+reports them as ``fallback_queries``. Every answer here is checked against brute force over the
+rows that are allowed *and* live.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shoal.index import HNSWIndex
+from shoal.index.hnsw import GRAPH_MAX_EF, GRAPH_ROW_COST
+from tests.conftest import assert_knn_equal, brute_force
+
+N, DIM, K = 2000, 16, 10
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    centers = rng.normal(size=(20, DIM)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 20, N)] + rng.normal(size=(N, DIM))).astype(np.float32)
+    q = (centers[rng.integers(0, 20, 24)] + rng.normal(size=(24, DIM))).astype(np.float32)
+    return x, q
+
+
+@pytest.fixture(scope="module", params=["l2", "cosine"])
+def built(request: pytest.FixtureRequest, data: tuple) -> tuple[HNSWIndex, np.ndarray, np.ndarray, str]:
+    x, q = data
+    index = HNSWIndex(DIM, request.param, M=8, ef_construction=40, seed=3)
+    index.add(x, np.arange(N) + 100)  # labels differ from rows: the kernels must map them
+    return index, x, q, request.param
+
+
+def allowed_mask(rows: np.ndarray) -> np.ndarray:
+    mask = np.zeros(N + 100, bool)
+    mask[rows + 100] = True
+    return mask
+
+
+def reference(x: np.ndarray, q: np.ndarray, rows: np.ndarray, metric: str, k: int = K):
+    return brute_force(q, x[rows], k, metric, labels=rows + 100)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), truth.tolist())]))
+
+
+def test_few_allowed_rows_fall_back_to_exact_over_them(built: tuple) -> None:
+    index, x, q, metric = built
+    rows = np.arange(3, N, 250)  # 8 allowed rows, far apart in the graph
+    report: dict = {}
+    d, i = index.search(q, K, params={"ef_search": 16}, allowed=allowed_mask(rows), report=report)
+    ref_d, ref_i = reference(x, q, rows, metric, k=len(rows))
+    assert_knn_equal(d[:, :len(rows)], i[:, :len(rows)], ref_d, ref_i, atol=1e-4)
+    assert np.all(i[:, len(rows):] == -1) and np.all(np.isinf(d[:, len(rows):]))  # padded, never others
+    assert 0 < report["fallback_queries"] <= q.shape[0]
+
+
+def test_a_walk_that_finds_k_allowed_rows_is_not_a_fallback(built: tuple) -> None:
+    index, x, q, metric = built
+    rows = np.arange(0, N, 2)
+    report: dict = {}
+    d, i = index.search(q, K, params={"ef_search": 64}, allowed=allowed_mask(rows), report=report)
+    assert report.get("fallback_queries", 0) == 0
+    assert np.all(np.isin(i, rows + 100))
+    ref_d, ref_i = reference(x, q, rows, metric)
+    assert recall(i, ref_i) >= 0.9
+    hit = i == ref_i  # where the ids agree, so do the distances
+    np.testing.assert_allclose(d[hit], ref_d[hit], rtol=1e-4, atol=1e-4)
+
+
+def test_a_beam_wider_than_the_graph_limit_is_answered_exactly(built: tuple) -> None:
+    index, x, q, metric = built
+    rows = np.arange(1, N, 3)
+    for allowed, live in ((allowed_mask(rows), rows), (None, np.arange(N))):
+        report: dict = {}
+        d, i = index.search(q[:5], K, params={"ef_search": GRAPH_MAX_EF + 1}, allowed=allowed, report=report)
+        assert report["fallback_queries"] == 5
+        assert_knn_equal(d, i, *reference(x, q[:5], live, metric), atol=1e-4)
+    report = {}
+    index.search(q[:5], K, params={"ef_search": GRAPH_MAX_EF}, report=report)
+    assert report.get("fallback_queries", 0) == 0  # at the limit the graph still walks
+
+
+def test_deleted_rows_are_masked_without_a_filter(data: tuple) -> None:
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40, seed=3)
+    index.add(x, np.arange(N))
+    gone = np.arange(0, N, 2)
+    index.remove(gone)
+    live = np.setdiff1d(np.arange(N), gone)
+    _, i = index.search(q, K, params={"ef_search": 64})
+    assert not np.isin(i, gone).any() and np.all(i >= 0)
+    assert recall(i, brute_force(q, x[live], K, "l2", labels=live)[1]) >= 0.9
+    index.remove(live[7:])  # 7 live rows: walks come up short, the fallback covers only live rows
+    report: dict = {}
+    d, i = index.search(q, K, params={"ef_search": 16}, report=report)
+    ref_d, ref_i = brute_force(q, x[live[:7]], 7, "l2", labels=live[:7])
+    assert_knn_equal(d[:, :7], i[:, :7], ref_d, ref_i, atol=1e-4)
+    assert np.all(i[:, 7:] == -1) and report["fallback_queries"] > 0
+    index.remove(live[:7])
+    d, i = index.search(q[:2], K)
+    assert np.all(i == -1) and np.all(np.isinf(d))
+
+
+def test_single_query_and_batch_agree_through_a_filter(built: tuple) -> None:
+    index, x, q, metric = built
+    allowed = allowed_mask(np.arange(0, N, 5))
+    batch = index.search(q[:6], K, params={"ef_search": 48}, allowed=allowed)
+    for r in range(6):
+        d, i = index.search(q[r], K, params={"ef_search": 48}, allowed=allowed)
+        np.testing.assert_array_equal(i[0], batch[1][r])
+        np.testing.assert_allclose(d[0], batch[0][r], rtol=1e-5, atol=1e-5)
+
+
+def test_search_cost_model() -> None:
+    index = HNSWIndex(DIM, "l2", M=8, ef_search=40)
+    assert index.search_cost(1000, 1000, 10, {}) == pytest.approx(GRAPH_ROW_COST * 40 * 8)
+    assert index.search_cost(1000, 250, 10, {}) == pytest.approx(GRAPH_ROW_COST * 40 * 8 * 4)  # 1/s more steps
+    assert index.search_cost(1000, 1000, 10, {"ef_search": 100}) == pytest.approx(GRAPH_ROW_COST * 100 * 8)
+    assert index.search_cost(1000, 1000, 64, {}) == pytest.approx(GRAPH_ROW_COST * 64 * 8)  # the beam holds k
+    assert index.search_cost(1000, 0, 10, {}) == pytest.approx(GRAPH_ROW_COST * 40 * 8 * 1000)  # no divide by 0
+
+
+def test_a_walk_that_finds_every_allowed_row_is_not_a_fallback(data: tuple) -> None:
+    """Fewer than k rows allowed, all found by the walk (label 0 among them): answered by the graph."""
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40, seed=3)
+    index.add(x, np.arange(N))  # labels from 0
+    near = brute_force(x[:1], x, 5, "l2")[1][0]  # row 0 and its 4 nearest neighbours
+    allowed = np.zeros(N, bool)
+    allowed[near] = True
+    report: dict = {}
+    _, i = index.search(x[:1], K, params={"ef_search": 64}, allowed=allowed, report=report)
+    assert sorted(i[0, :5].tolist()) == sorted(near.tolist()) and np.all(i[0, 5:] == -1)
+    assert report.get("fallback_queries", 0) == 0
+
+
+def test_empty_and_single_row_graphs(data: tuple) -> None:
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40)
+    d, i = index.search(q[:3], K)
+    assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))
+    index.add(x[:2], [7, 8])
+    index.remove([8])  # one live row
+    d, i = index.search(q[:3], K, allowed=np.ones(9, bool))
+    assert np.all(i[:, 0] == 7) and np.all(i[:, 1:] == -1)
+    np.testing.assert_allclose(d[:, 0], ((q[:3] - x[0]) ** 2).sum(1), rtol=1e-4)

@@ -1,0 +1,177 @@
+"""The manifest and segment files, directly (fast; they guard storage/manifest.py and
+storage/segment_files.py in ``make mutation``): round trips, every header field checked with
+an error naming the file and offset, tombstone generations, the verify option."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal.engine.errors import CorruptionError, FormatVersionError
+from shoal.index.flat import FlatIndex
+from shoal.storage import manifest, segment_files
+from shoal.storage.segment_files import SegmentData, read_segment, write_segment, write_tombstones
+from shoal.storage.wal import crc32c
+
+DOC = {"name": "c", "segments": [{"dir": "seg-1", "n": 3}], "checkpoint": 7, "ünïcode": "✓"}
+
+
+def test_manifest_round_trip_and_layout(tmp_path: Path) -> None:
+    manifest.write_manifest(tmp_path, DOC)
+    data = (tmp_path / manifest.NAME).read_bytes()
+    magic, version, length, crc = struct.unpack_from("<8sIII", data)
+    body = data[20:]
+    assert (magic, version, length, crc) == (b"SHOALMAN", 1, len(body), crc32c(body))
+    assert json.loads(body) == DOC and body == json.dumps(DOC, sort_keys=True, separators=(",", ":")).encode()
+    assert manifest.read_manifest(tmp_path) == DOC
+    manifest.write_manifest(tmp_path, {"v": 2})  # replaced whole
+    assert manifest.read_manifest(tmp_path) == {"v": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [manifest.NAME]  # no temp file left
+
+
+def _damaged(tmp_path: Path, edit) -> Path:  # noqa: ANN001
+    manifest.write_manifest(tmp_path, DOC)
+    path = tmp_path / manifest.NAME
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(edit(data)))
+    return path
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda d: d[:19], CorruptionError, "manifest truncated at offset 19"),
+    (lambda d: d[:0], CorruptionError, "manifest truncated at offset 0"),
+    (lambda d: b"SHOALMAX" + d[8:], CorruptionError, "bad magic at offset 0"),
+    (lambda d: d[:8] + struct.pack("<I", 2) + d[12:], FormatVersionError, r"version 2 is not supported \(supported: \[1\]\)"),
+    (lambda d: d[:8] + struct.pack("<I", 0) + d[12:], FormatVersionError, "version 0"),
+    (lambda d: d[:-1], CorruptionError, r"body has \d+ bytes at offset 20, expected"),
+    (lambda d: d + b" ", CorruptionError, "expected"),
+    (lambda d: d[:-2] + bytes([d[-2] ^ 1]) + d[-1:], CorruptionError, "checksum mismatch \\(body at offset 20\\)"),
+    (lambda d: d[:16] + struct.pack("<I", (struct.unpack_from("<I", d, 16)[0] + 1) % 2**32) + d[20:],
+     CorruptionError, "checksum mismatch"),
+])
+def test_manifest_damage_is_named(tmp_path: Path, edit, error, message) -> None:  # noqa: ANN001
+    path = _damaged(tmp_path, edit)
+    with pytest.raises(error, match=message) as info:
+        manifest.read_manifest(tmp_path)
+    assert str(path) in str(info.value)
+
+
+def test_manifest_header_exactly_20_bytes_with_empty_body(tmp_path: Path) -> None:
+    path = tmp_path / manifest.NAME
+    path.write_bytes(struct.pack("<8sIII", b"SHOALMAN", 1, 0, crc32c(b"")))
+    with pytest.raises(json.JSONDecodeError):  # a valid frame around no JSON: the header checks all pass
+        manifest.read_manifest(tmp_path)
+
+
+# ---------------------------------------------------------------- segments
+
+def _data(n: int = 6, dim: int = 4, index: bool = False) -> SegmentData:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    live = np.ones(n, bool)
+    live[[1, 4]] = False
+    idx = None
+    if index:
+        idx = FlatIndex(dim)
+        idx.add(x, np.arange(n))
+    return SegmentData(x, (x ** 2).sum(1).astype(np.float32), live, [f"id{i}" for i in range(n)],
+                       [{"i": i} for i in range(n)], idx)
+
+
+def test_segment_round_trip_with_tombstones_and_index(tmp_path: Path) -> None:
+    data = _data(index=True)
+    entry = write_segment(tmp_path / "seg-1", data, generation=3)
+    assert entry["dir"] == "seg-1" and entry["n"] == 6 and entry["dead"] == 2 and entry["tomb"] == "tomb-00000003.npy"
+    assert set(entry["files"]) == {"vectors.npy", "norms.npy", "rows.json", "index.bin", "tomb-00000003.npy"}
+    for name, (size, crc) in entry["files"].items():
+        path = tmp_path / "seg-1" / name
+        assert path.stat().st_size == size and segment_files.file_crc(path) == crc
+    got = read_segment(tmp_path, entry, 4, None)
+    np.testing.assert_array_equal(got.vectors, data.vectors)
+    np.testing.assert_array_equal(got.norms, data.norms)
+    assert isinstance(got.vectors, np.memmap)
+    assert got.live.tolist() == data.live.tolist()
+    assert got.ids == ["id0", None, "id2", "id3", None, "id5"]
+    assert got.payloads == [{"i": 0}, {}, {"i": 2}, {"i": 3}, {}, {"i": 5}]  # dead rows keep no payload
+    assert got.index is not None and got.index.ntotal == 6
+    rows = json.loads((tmp_path / "seg-1" / "rows.json").read_bytes())
+    assert rows["ids"][1] is None and rows["meta"][4] == {}
+
+
+def test_all_live_segment_has_no_tombstones(tmp_path: Path) -> None:
+    data = _data()
+    data.live[:] = True
+    entry = write_segment(tmp_path / "seg-2", data, generation=1)
+    assert entry["tomb"] is None and entry["dead"] == 0 and "index.bin" not in entry["files"]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.live.all() and got.index is None and got.ids == data.ids
+
+
+def test_tombstone_generations_replace_each_other(tmp_path: Path) -> None:
+    data = _data()
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    live = data.live.copy()
+    live[[0, 5]] = False
+    write_tombstones(tmp_path, entry, live, generation=2)
+    assert entry["tomb"] == "tomb-00000002.npy" and entry["dead"] == 4
+    assert "tomb-00000001.npy" not in entry["files"] and "tomb-00000002.npy" in entry["files"]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.live.tolist() == live.tolist() and got.ids == [None, None, "id2", "id3", None, None]
+    write_tombstones(tmp_path, entry, live, generation=2)  # the same generation again: kept, not dropped
+    assert entry["tomb"] == "tomb-00000002.npy" and "tomb-00000002.npy" in entry["files"]
+
+
+@pytest.mark.parametrize("name", ["vectors.npy", "rows.json", "norms.npy"])
+def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
+    entry = write_segment(tmp_path / "seg-1", _data(), generation=1)
+    path = tmp_path / "seg-1" / name
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError, match=f"{name}: checksum mismatch"):
+        read_segment(tmp_path, entry, 4, None)
+    if name == "rows.json":  # verify=False skips the checksum (the size still matches)
+        with pytest.raises((json.JSONDecodeError, UnicodeDecodeError, CorruptionError, ValueError)):
+            read_segment(tmp_path, entry, 4, None, verify=False)
+    path.write_bytes(bytes(data[:-5]))
+    with pytest.raises(CorruptionError, match=f"size {len(data) - 5} bytes, manifest says {len(data)}"):
+        read_segment(tmp_path, entry, 4, None, verify=False)
+
+
+def test_verify_false_skips_only_the_checksum(tmp_path: Path) -> None:
+    entry = write_segment(tmp_path / "seg-1", _data(), generation=1)
+    entry["files"]["vectors.npy"][1] ^= 1  # the manifest's CRC is wrong, the file is fine
+    with pytest.raises(CorruptionError, match="checksum"):
+        read_segment(tmp_path, entry, 4, None)
+    got = read_segment(tmp_path, entry, 4, None, verify=False)
+    assert got.vectors.shape == (6, 4)
+
+
+def test_missing_file_and_shape_mismatch(tmp_path: Path) -> None:
+    entry = write_segment(tmp_path / "seg-1", _data(), generation=1)
+    with pytest.raises(FormatVersionError, match=r"do not match the manifest \(6, 5\) float32"):
+        read_segment(tmp_path, entry, 5, None)
+    bad = dict(entry, n=7)
+    with pytest.raises(FormatVersionError, match="do not match"):
+        read_segment(tmp_path, bad, 4, None)
+    (tmp_path / "seg-1" / "norms.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="listed in the manifest but missing"):
+        read_segment(tmp_path, entry, 4, None)
+
+
+def test_a_failed_write_leaves_no_directory(tmp_path: Path) -> None:
+    data = _data()
+    data.payloads[2] = {"x": object()}  # not JSON: the write fails after the arrays were written
+    with pytest.raises(TypeError):
+        write_segment(tmp_path / "seg-9", data, generation=1)
+    assert not (tmp_path / "seg-9").exists()
+
+
+def test_npy_that_is_not_an_array_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    path.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(CorruptionError, match="not a readable .npy array"):
+        segment_files._load_npy(path, True)
