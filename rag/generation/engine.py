@@ -7,7 +7,10 @@ KV blocks allow, runs one batched forward step over every running request
 chunked prefill keeps each step within ``max_step_tokens``, which bounds the
 attention scratch memory and keeps long prompts from stalling the decodes),
 samples, streams each new token to its request's queue, and retires finished
-requests, returning their blocks to the pool. When the pool
+requests, returning their blocks to the pool. A request with
+``SamplingParams.draft`` feeds its last token plus a drafted continuation
+(speculative.py) and keeps what the model's own choice confirms; the rejected
+positions are rolled back in its cache. When the pool
 runs dry mid-decode, the most recently admitted request is preempted: its
 blocks are freed and it is re-queued to be recomputed from prompt + generated
 tokens (vLLM's recompute preemption), so running requests never deadlock.
@@ -29,6 +32,7 @@ from ..models.kv_cache import SequenceCache
 from ..models.llama import LlamaModel
 from ..models.ops import to_numpy
 from .sampling import sample_token
+from .speculative import Drafter, PromptLookupDrafter, accept
 from .types import GenerationResult, SamplingParams, TokenEvent
 
 log = logging.getLogger("shoal.rag.generation")
@@ -83,6 +87,8 @@ class _Request:
         self.rng = np.random.default_rng(params.seed)
         self.stream = TextStream(decode, params.stop)
         self.result: GenerationResult | None = None
+        self.draft: list[int] = []  # drafted tokens at the end of ``pending``, being verified
+        self.drafted = self.accepted = 0
         self.t_submit = time.perf_counter()
         self.prefill_s = 0.0
         self.t_first = self.t_last = 0.0
@@ -162,6 +168,7 @@ class GenerationEngine:
         block_size: int = 16,
         max_batch_size: int = 16,
         max_step_tokens: int = 512,
+        draft_model: LlamaModel | None = None,
     ) -> None:
         if max_batch_size < 1 or max_step_tokens < 1:
             raise InvalidArgumentError("max_batch_size and max_step_tokens must be >= 1")
@@ -177,12 +184,23 @@ class GenerationEngine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "preemptions": 0}
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "preemptions": 0, "drafted": 0, "accepted": 0}
+        self.drafters: dict[str, Drafter] = {"prompt_lookup": PromptLookupDrafter()}
+        if draft_model is not None:
+            from .speculative import ModelDrafter
+
+            if draft_model.config.vocab_size != model.config.vocab_size:
+                raise InvalidArgumentError(
+                    f"the draft model's vocabulary ({draft_model.config.vocab_size}) differs from the model's ({model.config.vocab_size})"
+                )
+            self.drafters["model"] = ModelDrafter(draft_model, cache_tokens, block_size)
 
     # -- public ----------------------------------------------------------
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> RequestHandle:
         params.validate()
+        if params.draft is not None and params.draft not in self.drafters:
+            raise InvalidArgumentError("draft='model' needs a draft model: load_generator(path, draft_model=PATH)")
         prompt = [int(t) for t in prompt_ids]
         ctx = self.model.config.context_length
         if not prompt:
@@ -275,6 +293,7 @@ class GenerationEngine:
                 victim.seq.free()
                 victim.seq = None
                 victim.pending = victim.prompt + victim.generated
+                victim.draft = []
                 self.stats["preemptions"] += 1
                 with self._cv:
                     self._waiting.appendleft(victim)
@@ -287,56 +306,90 @@ class GenerationEngine:
             self._finish(r, error=None)
         if not self._running:
             return
+        self._draft_all()
         self._reserve_all()
-        # Decoding requests first (one token each), then prompt chunks in admission order.
-        # At least one prompt token per step, so prefill progresses however many requests decode.
-        budget = max(self.max_step_tokens - sum(len(r.pending) == 1 for r in self._running), 1)
+        # Decoding requests first (one token each, plus any draft), then prompt chunks in admission
+        # order. At least one prompt token per step, so prefill progresses however many requests decode.
+        decoding = [r for r in self._running if r.draft or len(r.pending) == 1]
+        budget = max(self.max_step_tokens - sum(len(r.pending) for r in decoding), 1)
         feeds: dict[int, int] = {}
         for r in self._running:
             n = len(r.pending)
-            if n > 1:
+            if n > 1 and not r.draft:
                 n = min(n, budget)
                 budget -= n
             if n > 0:
                 feeds[r.rid] = n
         batch = [r for r in self._running if r.rid in feeds]
         t0 = time.perf_counter()
-        logits = self.model.forward([(r.seq, r.pending[: feeds[r.rid]]) for r in batch])
+        verify = [i for i, r in enumerate(batch) if r.draft]
+        logits = self.model.forward([(r.seq, r.pending[: feeds[r.rid]]) for r in batch], verify=verify)
         host = to_numpy(self.model.xp.concatenate(logits, axis=0))
         t1 = time.perf_counter()
+        bounds = np.cumsum([0] + [1 + len(r.draft) for r in batch])
         self.stats["steps"] += 1
         self.stats["tokens"] += sum(feeds.values())
         self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
-        ctx = self.model.config.context_length
-        for r, row in zip(batch, host):
+        for i, r in enumerate(batch):
+            rows = host[bounds[i] : bounds[i + 1]]
             if not r.generated:
                 r.prefill_s += t1 - t0
             if feeds[r.rid] < len(r.pending):  # a prompt chunk: nothing to sample yet
                 r.pending = r.pending[feeds[r.rid] :]
                 continue
             p = r.params
-            tok = sample_token(row, itertools.chain(r.prompt, r.generated), p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.rng)
-            r.generated.append(tok)
-            r.t_last = t1
-            if len(r.generated) == 1:
-                r.t_first = t1
-            reason = None
-            if tok in self.end_ids:
-                reason = "stop"
-            elif len(r.generated) >= p.max_new_tokens or r.seq.length >= ctx:
-                reason = "length"
-            text_ids = r.generated[:-1] if reason == "stop" else r.generated
-            piece, hit = r.stream.push(text_ids, final=reason is not None)
-            if hit:
-                reason = "stop_string"
-            r.events.put(TokenEvent(token_id=tok, text=piece))
-            if reason is None:
-                r.pending = [tok]
+            if r.draft:
+                toks = accept(rows, r.draft, p, r.prompt + r.generated, r.rng)
+                r.seq.truncate(r.seq.length - (len(r.draft) - (len(toks) - 1)))  # roll back the rejected
+                r.drafted += len(r.draft)
+                r.accepted += len(toks) - 1
+                self.stats["drafted"] += len(r.draft)
+                self.stats["accepted"] += len(toks) - 1
+                r.draft = []
             else:
-                self._running.remove(r)
-                self._finish(r, reason=reason)
+                toks = [sample_token(rows[0], itertools.chain(r.prompt, r.generated), p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.rng)]
+            for tok in toks:
+                reason = self._emit(r, tok, t1)
+                if reason is not None:
+                    self._running.remove(r)
+                    self._finish(r, reason=reason)
+                    break
+            else:
+                r.pending = [toks[-1]]
+
+    def _draft_all(self) -> None:
+        """Append a draft to each speculating request that is decoding (bounded by its token budget and the context)."""
+        ctx = self.model.config.context_length
+        for r in self._running:
+            p = r.params
+            if p.draft is None or not r.generated or len(r.pending) != 1:
+                continue
+            room = min(p.num_draft_tokens, p.max_new_tokens - len(r.generated) - 1, ctx - r.seq.length - 2)
+            if room > 0:
+                r.draft = self.drafters[p.draft].propose(r.rid, r.prompt + r.generated, room)[:room]
+                r.pending = r.pending + r.draft
+
+    def _emit(self, r: _Request, tok: int, now: float) -> str | None:
+        """Append one token to the request and stream it; the finish reason if it ends the request."""
+        r.generated.append(tok)
+        r.t_last = now
+        if len(r.generated) == 1:
+            r.t_first = now
+        reason = None
+        if tok in self.end_ids:
+            reason = "stop"
+        elif len(r.generated) >= r.params.max_new_tokens or len(r.prompt) + len(r.generated) - 1 >= self.model.config.context_length:
+            reason = "length"
+        text_ids = r.generated[:-1] if reason == "stop" else r.generated
+        piece, hit = r.stream.push(text_ids, final=reason is not None)
+        if hit:
+            reason = "stop_string"
+        r.events.put(TokenEvent(token_id=tok, text=piece))
+        return reason
 
     def _finish(self, r: _Request, reason: str | None = None, error: BaseException | None = None) -> None:
+        if r.params.draft is not None and r.params.draft in self.drafters:
+            self.drafters[r.params.draft].release(r.rid)
         if r.seq is not None:
             r.seq.free()
             r.seq = None
@@ -350,6 +403,8 @@ class GenerationEngine:
                 prefill_tokens_per_s=len(r.prompt) / r.prefill_s if r.prefill_s > 0 else 0.0,
                 decode_tokens_per_s=(n - 1) / (r.t_last - r.t_first) if n > 1 and r.t_last > r.t_first else 0.0,
                 timings={"prefill_s": r.prefill_s, "total_s": r.t_last - r.t_submit},
+                draft_tokens=r.drafted,
+                accepted_tokens=r.accepted,
             )
         if error is not None:
             r.events.put(error)

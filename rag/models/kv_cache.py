@@ -84,6 +84,13 @@ class SequenceCache:
         bs = self.cache.block_size
         return np.asarray(self.blocks, dtype=np.int64)[pos // bs] * bs + pos % bs
 
+    def truncate(self, length: int) -> None:
+        """Forget positions from ``length`` on (rejected speculative tokens); their blocks stay
+        reserved and the next tokens overwrite their slots."""
+        if not 0 <= length <= self.length:
+            raise InvalidArgumentError(f"cannot truncate a sequence of {self.length} positions to {length}")
+        self.length = length
+
     def free(self) -> None:
         """Give the blocks back; the sequence is empty afterwards."""
         blocks, self.blocks, self.length = self.blocks, [], 0
