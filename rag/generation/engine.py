@@ -10,7 +10,10 @@ samples, streams each new token to its request's queue, and retires finished
 requests, returning their blocks to the pool. A request with
 ``SamplingParams.draft`` feeds its last token plus a drafted continuation
 (speculative.py) and keeps what the model's own choice confirms; the rejected
-positions are rolled back in its cache. When the pool
+positions are rolled back in its cache. A beam-search request
+(``num_beams > 1``, beam.py) runs to completion when admitted, on the
+scheduler thread (the running requests wait meanwhile), and streams its best
+beam at the end. When the pool
 runs dry mid-decode, the most recently admitted request is preempted: its
 blocks are freed and it is re-queued to be recomputed from prompt + generated
 tokens (vLLM's recompute preemption), so running requests never deadlock.
@@ -32,6 +35,7 @@ from ..models.kv_cache import SequenceCache
 from ..models.llama import LlamaModel
 from ..models.ops import to_numpy
 from .sampling import sample_token
+from .beam import beam_search
 from .speculative import Drafter, PromptLookupDrafter, accept
 from .types import GenerationResult, SamplingParams, TokenEvent
 
@@ -214,6 +218,11 @@ class GenerationEngine:
             raise ResourceExhaustedError(
                 f"prompt + max_new_tokens = {need} tokens exceeds the KV cache of {self.cache.capacity_tokens} tokens"
             )
+        if params.num_beams > 1 and self._beam_blocks(len(prompt), params) > self.cache.num_blocks:
+            raise ResourceExhaustedError(
+                f"{params.num_beams} beams of {params.max_new_tokens} tokens need {self._beam_blocks(len(prompt), params)} KV blocks,"
+                f" the cache has {self.cache.num_blocks}: fewer beams or tokens, or a larger cache_tokens"
+            )
         req = _Request(next(self._ids), prompt, params, self.decode)
         with self._cv:
             if self._closed:
@@ -272,6 +281,13 @@ class GenerationEngine:
                 self._finish(r, error=None)
                 continue
             blocks = self.cache.blocks_for(len(r.pending) + 1)
+            if r.params.num_beams > 1:
+                blocks = self._beam_blocks(len(r.prompt), r.params)
+                if blocks > self.cache.free_blocks - len(self._running):
+                    break
+                self._waiting.popleft()
+                self._run_beams(r)
+                continue
             if blocks > (spare if self._running else self.cache.free_blocks):
                 break  # alone, a request always fits: submit checked it against the empty pool
             self._waiting.popleft()
@@ -356,6 +372,26 @@ class GenerationEngine:
                     break
             else:
                 r.pending = [toks[-1]]
+
+    def _beam_blocks(self, prompt_tokens: int, p: SamplingParams) -> int:
+        """Blocks a beam search can hold at once: the shared prompt, each beam's own tokens plus a copied block."""
+        return self.cache.blocks_for(prompt_tokens) + 2 * p.num_beams * (self.cache.blocks_for(p.max_new_tokens) + 1)
+
+    def _run_beams(self, r: _Request) -> None:
+        p = r.params
+        try:
+            best = beam_search(self.model, self.cache, r.prompt, p.num_beams, p.max_new_tokens, self.end_ids, p.length_penalty, p.early_stopping)
+        except ShoalError as exc:
+            self._finish(r, error=exc)
+            return
+        now = time.perf_counter()
+        r.prefill_s = now - r.t_submit
+        reason = None
+        for tok in best.tokens:
+            reason = self._emit(r, tok, now)
+            if reason is not None:
+                break
+        self._finish(r, reason=reason or "length")
 
     def _draft_all(self) -> None:
         """Append a draft to each speculating request that is decoding (bounded by its token budget and the context)."""
