@@ -15,13 +15,19 @@ so it is not rebuilt per run).
 as the demo builds them) with and without prompt-lookup drafting; reports whether the
 tokens are identical, the acceptance rate and the speed-up.
 
+``--quality``: a labelled question set over the demo corpus (the demo's eight Python
+reference topics): retrieval hit rate of the topic that answers each question, whether the
+answer cites it, and whether the answer contains a reference phrase of that topic.
+
     python -m shoal.bench.llm_bench --threads 1 --backends numba,numpy --speculative
+    python -m shoal.bench.llm_bench --quality --backends numba
     python -m shoal.bench.llm_bench --random --backends numpy,cupy --out llm-bench.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
@@ -50,7 +56,14 @@ def _engine(args: argparse.Namespace, backend: str, numerics: str) -> Any:
         tensors = gguf.tensors
     model = LlamaModel(config, tensors, backend, numerics)
     # No end tokens: every request runs its full budget, whatever the weights predict.
-    return GenerationEngine(model, lambda ids: "", frozenset(), cache_tokens=args.concurrent * (args.prompt + args.tokens) + 256)
+    return GenerationEngine(model, lambda ids: "", frozenset(), cache_tokens=args.concurrent * (args.prompt + args.tokens) + 256,
+                            num_threads=_threads(args))
+
+
+def _threads(args: argparse.Namespace) -> int:
+    import numba
+
+    return args.threads or numba.config.NUMBA_NUM_THREADS
 
 
 def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, Any]:
@@ -110,7 +123,7 @@ def measure_speculative(args: argparse.Namespace, backend: str) -> dict[str, Any
     """Plain greedy vs prompt-lookup drafting on the same RAG prompts, one request at a time."""
     from shoal.rag.generation import SamplingParams, load_generator
 
-    gen = load_generator(args.model, backend=backend)
+    gen = load_generator(args.model, backend=backend, num_threads=_threads(args))
     try:
         prompts = rag_prompts(gen)
         gen.submit_ids(prompts[0][:16], SamplingParams(max_new_tokens=4, draft="prompt_lookup")).wait()  # warm-up
@@ -139,6 +152,59 @@ def measure_speculative(args: argparse.Namespace, backend: str) -> dict[str, Any
         gen.close()
 
 
+# (question, topic that answers it, phrases of that topic a correct answer contains: any of them)
+QUALITY_SET = (
+    ("What happens when the iterator of a for loop is exhausted?", "for", ("else", "exhausted", "terminates")),
+    ("What is the while statement used for?", "while", ("repeated execution", "as long as")),
+    ("How does the if statement choose which suite to execute?", "if", ("one of the suites", "true", "evaluating")),
+    ("What does a bare raise statement do with no expression?", "raise", ("re-raise", "active exception")),
+    ("Which loop does the break statement terminate?", "break", ("nearest enclosing loop", "enclosing loop")),
+    ("What does the continue statement do?", "continue", ("next cycle", "next iteration")),
+    ("What does the with statement wrap a block with?", "with", ("context manager",)),
+    ("What does the try statement specify for a group of statements?", "try", ("exception handler", "cleanup")),
+)
+DEMO_TOPICS = ("for", "while", "if", "try", "with", "raise", "break", "continue")
+
+
+def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[str, Any]:
+    """Retrieval hit rate, citation correctness and reference-phrase containment over QUALITY_SET."""
+    import pydoc_data.topics
+
+    import shoal
+    from shoal.rag import Document, RagPipeline, load_embedder
+    from shoal.rag.generation import SamplingParams, load_generator
+
+    gen = load_generator(args.model, backend=backend, num_threads=_threads(args))
+    try:
+        col = shoal.Database().create_collection("quality", dim=(emb := load_embedder()).dim, metric="cosine", index="flat")
+        rag = RagPipeline(col, emb, gen, sampling=SamplingParams(max_new_tokens=args.tokens))
+        rag.ingest([Document(" ".join(pydoc_data.topics.topics[t].split()[:250]), f"pydoc:{t}", {"title": t}) for t in DEMO_TOPICS])
+        rows = []
+        for question, gold, phrases in QUALITY_SET:
+            answer = rag.ask(question, k=k, min_score=0.2)
+            source = f"pydoc:{gold}"
+            text = answer.text.lower()
+            rows.append({
+                "question": question,
+                "retrieved_gold": any(c.source == source for c in answer.citations),
+                # the answer's own [n] markers name the gold source (no markers: not a correct citation)
+                "cites_gold": any(int(n) == c.number and c.source == source
+                                  for n in re.findall(r"\[(\d+)\]", answer.text) for c in answer.citations),
+                "contains_reference": any(p in text for p in phrases),
+                "answer": answer.text.strip()[:200],
+            })
+        n = len(rows)
+        return {
+            "backend": backend, "model": gen.name, "questions": n, "k": k,
+            "retrieval_hit_rate": round(sum(r["retrieved_gold"] for r in rows) / n, 3),
+            "citation_correct": round(sum(r["cites_gold"] for r in rows) / n, 3),
+            "reference_phrase": round(sum(r["contains_reference"] for r in rows) / n, 3),
+            "per_question": rows,
+        }
+    finally:
+        gen.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shoal.bench.llm_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="GGUF path (default SmolLM2-135M-Instruct)")
@@ -149,19 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens (default 128)")
     p.add_argument("--tokens", type=int, default=64, help="new tokens per request (default 64)")
     p.add_argument("--concurrent", type=int, default=8, help="concurrent requests (default 8)")
-    p.add_argument("--threads", type=int, default=0, help="BLAS and Numba threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="BLAS and Numba (engine) threads (default: all cores)")
     p.add_argument("--speculative", action="store_true", help="also time prompt-lookup speculative decoding on RAG answers")
     p.add_argument("--draft-tokens", type=int, default=5, help="with --speculative: tokens per draft (default 5)")
+    p.add_argument("--quality", action="store_true", help="only the labelled RAG question set (answer quality per model)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
     from shoal.engine.backend import gpu_available
 
-    if args.threads:
-        import numba
-
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     with threadpool_limits(args.threads or None, user_api="blas"):
         return _run_all(args, gpu_available())
 
@@ -169,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run_all(args: argparse.Namespace, gpu: bool) -> int:
     """Every (backend, numerics) pair that can run here, one JSON line each."""
     rows = []
+    if args.quality:
+        for backend in args.backends.split(","):
+            rows.append(measure_quality(args, backend))
+            print(json.dumps(rows[-1], indent=1), flush=True)
+        return 0
     for backend in args.backends.split(","):
         if backend == "cupy" and not gpu:
             print("cupy: skipped, no usable GPU")

@@ -173,9 +173,15 @@ class GenerationEngine:
         max_batch_size: int = 16,
         max_step_tokens: int = 512,
         draft_model: LlamaModel | None = None,
+        num_threads: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_step_tokens < 1:
-            raise InvalidArgumentError("max_batch_size and max_step_tokens must be >= 1")
+        """``num_threads``: Numba threads of the scheduler (the block-matvec kernels' ``prange``).
+        One by default: a decode step enters ~120 parallel regions, and on a loaded machine each
+        wake of the pool costs more than the kernel (SmolLM2 on 2 cores shared with ~30 other
+        processes: 0.7 tok/s with 2 threads, 25-38 with one)."""
+        if max_batch_size < 1 or max_step_tokens < 1 or num_threads < 1:
+            raise InvalidArgumentError("max_batch_size, max_step_tokens and num_threads must be >= 1")
+        self.num_threads = num_threads
         self.model = model
         self.decode = decode
         self.end_ids = frozenset(end_ids)
@@ -249,6 +255,12 @@ class GenerationEngine:
             self._cv.notify()
 
     def _loop(self) -> None:
+        try:
+            import numba
+
+            numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))  # thread-local
+        except ImportError:
+            pass
         while True:
             with self._cv:
                 while not self._closed and not self._waiting and not self._running:
