@@ -93,6 +93,7 @@ class _Request:
         self.result: GenerationResult | None = None
         self.draft: list[int] = []  # drafted tokens at the end of ``pending``, being verified
         self.drafted = self.accepted = 0
+        self.draft_len = params.num_draft_tokens  # adapted to how much of the last draft was kept
         self.t_submit = time.perf_counter()
         self.prefill_s = 0.0
         self.t_first = self.t_last = 0.0
@@ -371,6 +372,9 @@ class GenerationEngine:
                 r.seq.truncate(r.seq.length - (len(r.draft) - (len(toks) - 1)))  # roll back the rejected
                 r.drafted += len(r.draft)
                 r.accepted += len(toks) - 1
+                # all kept: draft one more next time; else as many as were kept, plus one
+                full = len(toks) - 1 == len(r.draft)
+                r.draft_len = min(p.num_draft_tokens, r.draft_len + 1) if full else len(toks)
                 self.stats["drafted"] += len(r.draft)
                 self.stats["accepted"] += len(toks) - 1
                 r.draft = []
@@ -412,7 +416,7 @@ class GenerationEngine:
             p = r.params
             if p.draft is None or not r.generated or len(r.pending) != 1:
                 continue
-            room = min(p.num_draft_tokens, p.max_new_tokens - len(r.generated) - 1, ctx - r.seq.length - 2)
+            room = min(r.draft_len, p.max_new_tokens - len(r.generated) - 1, ctx - r.seq.length - 2)
             if room > 0:
                 r.draft = self.drafters[p.draft].propose(r.rid, r.prompt + r.generated, room)[:room]
                 r.pending = r.pending + r.draft
