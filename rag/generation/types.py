@@ -19,6 +19,14 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Speculative decoding (speculative.py): None, "prompt_lookup", or "model" (needs
+    # load_generator(..., draft_model=PATH)); up to num_draft_tokens are verified per step.
+    draft: str | None = None
+    num_draft_tokens: int = 5
+    # Beam search (beam.py) when num_beams > 1: deterministic, so temperature must be 0.
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = True
 
     def validate(self) -> "SamplingParams":
         """Raise InvalidArgumentError on out-of-range values; returns self for chaining."""
@@ -36,6 +44,16 @@ class SamplingParams:
             raise InvalidArgumentError("stop must be a tuple of strings, not a single string")
         if not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidArgumentError("stop strings must be non-empty strings")
+        if self.draft is not None and self.draft not in ("prompt_lookup", "model"):
+            raise InvalidArgumentError(f"draft must be None, 'prompt_lookup' or 'model', got {self.draft!r}")
+        if not isinstance(self.num_draft_tokens, int) or not 1 <= self.num_draft_tokens <= 16:
+            raise InvalidArgumentError(f"num_draft_tokens must be an integer in [1, 16], got {self.num_draft_tokens!r}")
+        if not isinstance(self.num_beams, int) or not 1 <= self.num_beams <= 64:
+            raise InvalidArgumentError(f"num_beams must be an integer in [1, 64], got {self.num_beams!r}")
+        if self.num_beams > 1 and (self.temperature != 0 or self.draft is not None):
+            raise InvalidArgumentError("beam search (num_beams > 1) is deterministic: use temperature=0 and no draft")
+        if not isinstance(self.length_penalty, (int, float)) or self.length_penalty != self.length_penalty:
+            raise InvalidArgumentError(f"length_penalty must be a number, got {self.length_penalty!r}")
         if self.seed is not None and not isinstance(self.seed, int):
             raise InvalidArgumentError(f"seed must be an integer or None, got {self.seed!r}")
         return self
@@ -59,3 +77,5 @@ class GenerationResult:
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
     timings: dict[str, float] = field(default_factory=dict)
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and how many the model accepted
+    accepted_tokens: int = 0

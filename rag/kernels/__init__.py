@@ -1,11 +1,14 @@
 """Kernels of the query layer's models, one module per backend
-(``<family>_numpy`` / ``_cupy``; Numba falls back to numpy), picked by
+(``<family>_numpy`` / ``_numba`` / ``_cupy``), picked by
 ``shoal.engine.backend.load_kernels``.
 
-- ``qlinear``: linear layers over GGUF weights, dequantised once to float32
-  and multiplied with BLAS / cuBLAS. (A Numba kernel multiplying Q4_1 blocks
-  directly used 5x less memory but decoded at 16 tok/s against BLAS's 27 on
-  one core, so float32 stays the CPU path.)
+- ``qlinear``: linear layers over GGUF weights. Numba (the CPU default)
+  multiplies the Q4_1/Q8_0 blocks themselves, 6x fewer bytes per token than
+  float32 (an earlier row-at-a-time Numba kernel was slower than BLAS; groups
+  of 8 rows with float nibble unpacking made it 2.3x faster per CPU-second);
+  numpy dequantises once to float32 for BLAS, CuPy for cuBLAS.
+- ``attention``: over the paged KV cache; Numba has a decode kernel and a
+  tiled online-softmax prefill for long prompts, numpy/CuPy plain array code.
 - ``ggml_numpy``: llama.cpp's CPU arithmetic reproduced bit for bit (Q8
   activations, SIMD reduction orders, its exp), behind numerics="llama.cpp".
 """

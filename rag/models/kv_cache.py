@@ -5,6 +5,12 @@ table) instead of a contiguous region, so requests of any length share the
 pool without fragmentation, grow one block at a time and give their blocks
 back when they finish. Each block holds ``block_size`` token slots for every
 layer; slot ``s`` of block ``b`` is row ``b * block_size + s`` of the pool.
+
+Blocks are reference-counted so sequences can share them (beam search forks a
+beam into its continuations, as vLLM shares blocks between beams): a fork
+copies the page table, not the keys; the first write into a shared block
+copies that block first (copy on write), so no sequence ever changes another's
+keys and values.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class PagedKVCache:
         self.k = xp.zeros(shape, dtype=dtype or xp.float32)
         self.v = xp.zeros(shape, dtype=dtype or xp.float32)
         self._free: deque[int] = deque(range(num_blocks))
+        self._refs = [0] * num_blocks
         self._lock = threading.Lock()
 
     @property
@@ -53,11 +60,33 @@ class PagedKVCache:
         with self._lock:
             if n > len(self._free):
                 raise ResourceExhaustedError(f"KV cache has {len(self._free)} free blocks, {n} requested")
-            return [self._free.popleft() for _ in range(n)]
+            got = [self._free.popleft() for _ in range(n)]
+            for b in got:
+                self._refs[b] = 1
+            return got
+
+    def share(self, blocks: list[int]) -> None:
+        """One more owner for each block (a forked page table)."""
+        with self._lock:
+            for b in blocks:
+                self._refs[b] += 1
+
+    def shared(self, block: int) -> bool:
+        return self._refs[block] > 1
 
     def release(self, blocks: list[int]) -> None:
+        """Drop one owner of each block; blocks nobody owns return to the pool."""
         with self._lock:
-            self._free.extend(blocks)
+            for b in blocks:
+                self._refs[b] -= 1
+                if self._refs[b] == 0:
+                    self._free.append(b)
+
+    def copy_block(self, src: int, dst: int) -> None:
+        """Every layer's keys and values of block ``src`` into block ``dst``."""
+        bs = self.block_size
+        self.k[:, dst * bs : (dst + 1) * bs] = self.k[:, src * bs : (src + 1) * bs]
+        self.v[:, dst * bs : (dst + 1) * bs] = self.v[:, src * bs : (src + 1) * bs]
 
     @property
     def nbytes(self) -> int:
@@ -73,16 +102,41 @@ class SequenceCache:
         self.length = 0
 
     def reserve(self, n_tokens: int) -> None:
-        """Make room for ``length + n_tokens`` positions (raises ResourceExhaustedError if the pool is short)."""
-        need = self.cache.blocks_for(self.length + n_tokens) - len(self.blocks)
-        if need > 0:
-            self.blocks.extend(self.cache.allocate(need))
+        """Make room for ``length + n_tokens`` positions (raises ResourceExhaustedError if the pool is short).
+
+        Shared blocks those positions fall in are copied first, so the writes stay this sequence's own.
+        """
+        cache = self.cache
+        end_block = cache.blocks_for(self.length + n_tokens)
+        need = end_block - len(self.blocks)
+        first = self.length // cache.block_size
+        cow = [i for i in range(first, min(end_block, len(self.blocks))) if cache.shared(self.blocks[i])]
+        fresh = cache.allocate(max(need, 0) + len(cow))  # all or nothing: on shortage nothing changed
+        for i, dst in zip(cow, fresh):
+            cache.copy_block(self.blocks[i], dst)
+            cache.release([self.blocks[i]])
+            self.blocks[i] = dst
+        self.blocks.extend(fresh[len(cow) :])
+
+    def fork(self) -> "SequenceCache":
+        """A sequence with the same positions sharing these blocks (copy on write)."""
+        child = SequenceCache(self.cache)
+        self.cache.share(self.blocks)
+        child.blocks, child.length = list(self.blocks), self.length
+        return child
 
     def slots(self, start: int, stop: int) -> np.ndarray:
         """Pool rows of positions [start, stop)."""
         pos = np.arange(start, stop)
         bs = self.cache.block_size
         return np.asarray(self.blocks, dtype=np.int64)[pos // bs] * bs + pos % bs
+
+    def truncate(self, length: int) -> None:
+        """Forget positions from ``length`` on (rejected speculative tokens); their blocks stay
+        reserved and the next tokens overwrite their slots."""
+        if not 0 <= length <= self.length:
+            raise InvalidArgumentError(f"cannot truncate a sequence of {self.length} positions to {length}")
+        self.length = length
 
     def free(self) -> None:
         """Give the blocks back; the sequence is empty afterwards."""

@@ -160,12 +160,19 @@ class LlamaModel:
 
     # -- forward ---------------------------------------------------------
 
-    def forward(self, batch: Sequence[tuple[SequenceCache, Sequence[int]]], all_logits: bool = False) -> list[Array]:
+    def forward(
+        self, batch: Sequence[tuple[SequenceCache, Sequence[int]]], all_logits: bool = False, verify: Sequence[int] = ()
+    ) -> list[Array]:
         """Run new tokens of each sequence through the model, appending their K/V to its cache.
 
         Returns per sequence the logits (1, V) of its last new token, or (T_i, V)
-        for all its new tokens when ``all_logits``. Space must have been reserved
-        (``SequenceCache.reserve``) by the caller; on error no sequence length changes.
+        for all its new tokens when ``all_logits``. ``verify``: indices into
+        ``batch`` of sequences whose new tokens check a speculative draft; they
+        get logits for every new token, and each token's attention runs as a
+        decode step of its own (the decode kernel over its own prefix), so the
+        logits are the ones one-token-at-a-time decoding would give. Space must
+        have been reserved (``SequenceCache.reserve``) by the caller; on error no
+        sequence length changes.
         """
         xp, c = self.xp, self.config
         if not batch:
@@ -188,9 +195,13 @@ class LlamaModel:
         new_slots = xp.asarray(np.concatenate([seq.slots(s, s + n) for (seq, _), s, n in zip(batch, starts, counts)]))
         ctx_slots = [seq.slots(0, s + n) for (seq, _), s, n in zip(batch, starts, counts)]
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        decode = [i for i, n in enumerate(counts) if n == 1]
-        prefill = [i for i, n in enumerate(counts) if n > 1]
-        decode_rows = xp.asarray(offsets[decode]) if decode else None
+        verify = set(verify)
+        decode = [i for i, n in enumerate(counts) if n == 1 or i in verify]
+        prefill = [i for i, n in enumerate(counts) if n > 1 and i not in verify]
+        # every decode-like query row, with the cache rows its position sees
+        dec_rows = [offsets[i] + j for i in decode for j in range(counts[i])]
+        dec_slots = [ctx_slots[i][: starts[i] + j + 1] for i in decode for j in range(counts[i])]
+        decode_rows = xp.asarray(np.asarray(dec_rows, dtype=np.int64)) if decode else None
         cache = batch[0][0].cache
         nq, nkv, hd = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.head_dim
         x = self.embed.rows(xp.asarray(tokens))
@@ -204,7 +215,7 @@ class LlamaModel:
             vc[new_slots] = qkv[:, nq + nkv :].reshape(-1, c.num_kv_heads, hd)
             attn = xp.empty((len(tokens), nq), dtype=xp.float32)
             if decode:
-                attn[decode_rows] = num.attend_decode(q[decode_rows], kc, vc, [ctx_slots[i] for i in decode])
+                attn[decode_rows] = num.attend_decode(q[decode_rows], kc, vc, dec_slots)
             for i in prefill:
                 lo, hi = offsets[i], offsets[i + 1]
                 attn[lo:hi] = num.attend_prefill(q[lo:hi], kc, vc, ctx_slots[i], starts[i])
@@ -215,9 +226,12 @@ class LlamaModel:
             x = x + layer["w_down"](act)
         for (seq, _), n in zip(batch, counts):
             seq.length += n
-        if not all_logits:
-            x = x[xp.asarray(offsets[1:] - 1)]
+        if all_logits:
             logits = self.lm_head(num.rms_norm(x, self.out_norm))
-            return [logits[i : i + 1] for i in range(len(batch))]
-        logits = self.lm_head(num.rms_norm(x, self.out_norm))
-        return [logits[offsets[i] : offsets[i + 1]] for i in range(len(batch))]
+            return [logits[offsets[i] : offsets[i + 1]] for i in range(len(batch))]
+        # logits of each sequence's last token, or of all its tokens when it verifies a draft
+        first = [offsets[i] if i in verify else offsets[i + 1] - 1 for i in range(len(batch))]
+        rows = np.concatenate([np.arange(f, offsets[i + 1]) for i, f in enumerate(first)])
+        logits = self.lm_head(num.rms_norm(x[xp.asarray(rows)], self.out_norm))
+        ends = np.cumsum([offsets[i + 1] - f for i, f in enumerate(first)])
+        return [logits[e - (offsets[i + 1] - first[i]) : e] for i, e in enumerate(ends)]

@@ -1,8 +1,10 @@
 """How a Llama forward pass does its arithmetic: the one seam between the
 model's structure (llama.py) and the kernels.
 
-- ``float32`` (default): weights dequantised once, BLAS/cuBLAS matmuls,
-  float32 attention and KV cache; fastest, on numpy or CuPy.
+- ``float32`` (default): float32 activations, attention and KV cache. On the
+  numba backend (the CPU default) Q4_1/Q8_0 matrices stay in their blocks and
+  Numba kernels multiply them (kernels/qlinear_numba.py: ~4x fewer bytes per
+  token); on numpy and CuPy weights are dequantised once for BLAS/cuBLAS.
 - ``llama.cpp``: llama.cpp's CPU arithmetic bit for bit (Q8 activations over
   the quantised blocks, f16 KV cache, its reduction orders and exp), so greedy
   decoding gives llama.cpp's tokens; numpy only, and several times slower.
@@ -10,14 +12,13 @@ model's structure (llama.py) and the kernels.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ...engine.backend import Backend, load_kernels
 from ...engine.errors import InvalidArgumentError
-from .ops import rms_norm, silu, softmax
+from .ops import rms_norm, silu
 
 if TYPE_CHECKING:
     from .llama import LlamaConfig
@@ -35,6 +36,7 @@ class FloatNumerics:
         self.xp = backend.xp
         self.kv_dtype = self.xp.float32
         self._kernels = load_kernels("shoal.rag.kernels", "qlinear", backend)
+        self._attention = load_kernels("shoal.rag.kernels", "attention", backend)
         self._inv_freq = config.rope_base ** (-np.arange(0, config.head_dim, 2, dtype=np.float64) / config.head_dim)
 
     def linear(self, weights: Sequence[Any]) -> Any:
@@ -62,39 +64,13 @@ class FloatNumerics:
 
     def attend_prefill(self, q: Array, kc: Array, vc: Array, slots: np.ndarray, start: int) -> Array:
         """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys."""
-        xp, c = self.xp, self.config
-        t = q.shape[0]
-        g = c.num_heads // c.num_kv_heads
-        idx = xp.asarray(slots)
-        k = kc[idx].transpose(1, 2, 0)  # (kv, hd, S)
-        v = vc[idx].transpose(1, 0, 2)  # (kv, S, hd)
-        qh = q.reshape(t, c.num_kv_heads, g, c.head_dim).transpose(1, 2, 0, 3).reshape(c.num_kv_heads, g * t, c.head_dim)
-        scores = (qh @ k) * (1.0 / math.sqrt(c.head_dim))  # (kv, g*T, S)
-        qpos = np.tile(np.arange(start, start + t), g)
-        allowed = np.arange(start + t)[None, :] <= qpos[:, None]
-        scores = xp.where(xp.asarray(allowed)[None], scores, -xp.inf)
-        out = softmax(xp, scores) @ v  # (kv, g*T, hd)
-        return out.reshape(c.num_kv_heads, g, t, c.head_dim).transpose(2, 0, 1, 3).reshape(t, c.num_heads * c.head_dim)
+        c = self.config
+        return self._attention.attend_prefill(self.xp, c.num_heads, c.num_kv_heads, c.head_dim, q, kc, vc, slots, start)
 
     def attend_decode(self, q: Array, kc: Array, vc: Array, slot_lists: list[np.ndarray]) -> Array:
-        """One query per sequence, B sequences, keys padded to the longest context and masked."""
-        xp, c = self.xp, self.config
-        b = q.shape[0]
-        g = c.num_heads // c.num_kv_heads
-        lens = np.array([len(s) for s in slot_lists])
-        width = int(lens.max())
-        idx = np.zeros((b, width), dtype=np.int64)
-        for i, s in enumerate(slot_lists):
-            idx[i, : len(s)] = s
-        valid = xp.asarray(np.arange(width)[None, :] < lens[:, None])  # (B, S)
-        didx = xp.asarray(idx)
-        k = kc[didx].transpose(0, 2, 3, 1)  # (B, kv, hd, S)
-        v = vc[didx].transpose(0, 2, 1, 3)  # (B, kv, S, hd)
-        qh = q.reshape(b, c.num_kv_heads, g, c.head_dim)
-        scores = (qh @ k) * (1.0 / math.sqrt(c.head_dim))  # (B, kv, g, S)
-        scores = xp.where(valid[:, None, None, :], scores, -xp.inf)
-        out = softmax(xp, scores) @ v  # (B, kv, g, hd)
-        return out.reshape(b, c.num_heads * c.head_dim)
+        """One query per sequence, B sequences, each over its own cached keys."""
+        c = self.config
+        return self._attention.attend_decode(self.xp, c.num_heads, c.num_kv_heads, c.head_dim, q, kc, vc, slot_lists)
 
 
 class LlamaCppNumerics:

@@ -82,3 +82,29 @@ def naive_logits(tensors: dict[str, np.ndarray], cfg: LlamaConfig, tokens: list[
             new_h.append(x + t64[p + "ffn_down.weight"] @ (gate / (1 + np.exp(-gate)) * up))
         h = new_h
     return np.stack([t64["token_embd.weight"] @ norm(x, t64["output_norm.weight"]) for x in h])
+
+
+# Widths in whole 32-element blocks, so every matrix can be stored as GGUF Q4_1/Q8_0 blocks.
+QTINY = LlamaConfig(vocab_size=48, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                    intermediate_size=96, head_dim=16, rope_base=10000.0, rms_eps=1e-5, context_length=128)
+
+
+def quantized_tensors(cfg: LlamaConfig = QTINY, seed: int = 0) -> dict:
+    """Random weights as GGUF stores them: matrices Q4_1 (the embedding Q8_0), vectors float32."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    from shoal.rag.models.gguf_model import QuantizedTensor
+
+    out = {}
+    for name, t in random_llama_tensors(cfg, seed).items():
+        if t.ndim == 2:
+            qtype = GGMLQuantizationType.Q8_0 if name == "token_embd.weight" else GGMLQuantizationType.Q4_1
+            out[name] = QuantizedTensor(name, int(qtype), quantize(t, qtype), t.shape)
+        else:
+            out[name] = t
+    return out
+
+
+def quantized_model(backend: str = "numba", seed: int = 0, numerics: str = "float32") -> LlamaModel:
+    return LlamaModel(QTINY, quantized_tensors(QTINY, seed), backend, numerics)
