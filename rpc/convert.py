@@ -244,6 +244,8 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
             fill_metadata(out.metadata.add(), meta)
     if res.vectors is not None:
         out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), -1), res.vectors.shape[-1]))
+    for step in res.plan or ():
+        fill_metadata(out.plan.add(), step)
 
 
 def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:

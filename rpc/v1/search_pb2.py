@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.rpc.v1 import types_pb2 as shoal_dot_rpc_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xdf\x01\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"}\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\"\x98\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\"6\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xdf\x01\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"\x8e\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\xba\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12 \n\x04plan\x18\x06 \x03(\x0b\x32\x12.shoal.v1.Metadata\"6\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYBATCH']._serialized_end=289
   _globals['_QUERYBATCH_PARAMSENTRY']._serialized_start=216
   _globals['_QUERYBATCH_PARAMSENTRY']._serialized_end=278
-  _globals['_SEARCHREQUEST']._serialized_start=291
-  _globals['_SEARCHREQUEST']._serialized_end=416
-  _globals['_QUERYHITS']._serialized_start=419
-  _globals['_QUERYHITS']._serialized_end=571
-  _globals['_SEARCHRESPONSE']._serialized_start=573
-  _globals['_SEARCHRESPONSE']._serialized_end=627
+  _globals['_SEARCHREQUEST']._serialized_start=292
+  _globals['_SEARCHREQUEST']._serialized_end=434
+  _globals['_QUERYHITS']._serialized_start=437
+  _globals['_QUERYHITS']._serialized_end=623
+  _globals['_SEARCHRESPONSE']._serialized_start=625
+  _globals['_SEARCHRESPONSE']._serialized_end=679
 # @@protoc_insertion_point(module_scope)
