@@ -197,7 +197,7 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidArgumentError(f"request body is not UTF-8 (byte {exc.start}); send JSON") from None
     except json.JSONDecodeError as exc:
