@@ -147,7 +147,8 @@ function showRecords(data) {
     cell(row, String(id));
     cell(row, json((data.metadata || [])[i] || (data.points || [])[i]?.metadata), "json");
     const vec = (data.vectors || [])[i];
-    cell(row, vec ? json(vec.slice(0, 8)) + (vec.length > 8 ? ` … (${vec.length})` : "") : "", "json");
+    const head = vec ? vec.slice(0, 8).map((v) => +v.toFixed(4)) : null;
+    cell(row, head ? json(head) + (vec.length > 8 ? ` … (${vec.length})` : "") : "", "json");
   });
 }
 
