@@ -210,8 +210,10 @@ class RemoteCollection:
                                              self.dim)
 
     def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = ("metadata", "distance")) -> QueryResult | list[QueryResult]:
-        """k nearest records per query; a 1-D query returns one QueryResult, a 2-D batch a list."""
+               include: Iterable[str] = ("metadata", "distance"), explain: bool = False
+               ) -> QueryResult | list[QueryResult]:
+        """k nearest records per query; a 1-D query returns one QueryResult, a 2-D batch a list.
+        ``explain=True`` fills ``result.plan`` as embedded."""
         single = np.ndim(queries) == 1
         include = tuple(include)
         bad = [f for f in include if f not in INCLUDE_FIELDS]
@@ -224,7 +226,7 @@ class RemoteCollection:
             batch.params[key].CopyFrom(convert.value_to_proto(value))
         request = search_pb2.SearchRequest(collection=self.name, batches=[batch],
                                            include_metadata="metadata" in include,
-                                           include_vectors="vector" in include)
+                                           include_vectors="vector" in include, explain=explain)
         response = self._client.call(self._client.searcher.Search, request, idempotent=True)
         results = [convert.query_result_from_proto(r, "metadata" in include) for r in response.results]
         return results[0] if single else results

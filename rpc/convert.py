@@ -251,8 +251,11 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
 def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
     metadata = [metadata_from_proto(m) for m in msg.metadata] if include_metadata else None
     vectors = vectors_from_proto(msg.vectors) if msg.HasField("vectors") else None
-    return QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
-                       np.asarray(msg.scores, np.float32), metadata, vectors)
+    result = QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
+                         np.asarray(msg.scores, np.float32), metadata, vectors)
+    if len(msg.plan):
+        result.plan = [metadata_from_proto(step) for step in msg.plan]
+    return result
 
 
 def get_result_from_proto(msg: Any, dim: int) -> GetResult:

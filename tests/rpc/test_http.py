@@ -144,6 +144,10 @@ def test_search_returns_the_plan_when_asked(api: JsonClient, pair) -> None:
             collection="plan", explain=True, batches=[search_pb2.QueryBatch(
                 vectors=convert.vectors_to_proto([[1, 0]]), k=1)]))
     assert [convert.metadata_from_proto(p) for p in reply.results[0].plan] == hits["plan"]
+    with shoal.Client(pair.target) as client:
+        remote = client.get_collection("plan")
+        assert remote.search([1, 0], k=1, explain=True).plan == hits["plan"]
+        assert remote.search([1, 0], k=1).plan is None
 
 
 @pytest.mark.parametrize("body, words", [
