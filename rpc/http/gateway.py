@@ -157,6 +157,8 @@ class Gateway:
                 return self._stream(iter(response))
         except CallAborted as aborted:
             raise HttpError.from_aborted(aborted) from None
+        except Exception as exc:  # a servicer without handle_errors: map it the way gRPC's interceptors do
+            raise _unhandled(method, exc) from None
         return jsoncodec.to_json(response)
 
     def decode(self, method: Method, body: bytes, fields: Mapping[str, Any],
@@ -190,6 +192,19 @@ class Gateway:
                 yield jsoncodec.to_json(response)
         except CallAborted as aborted:
             yield HttpError.from_aborted(aborted).body()
+        except Exception as exc:
+            yield _unhandled(None, exc).body()
+
+
+def _unhandled(method: Method | None, exc: Exception) -> HttpError:
+    """An exception that no servicer mapped: its own status if a ShoalError, else INTERNAL (logged, not sent)."""
+    if isinstance(exc, CallAborted):
+        return HttpError.from_aborted(exc)
+    if isinstance(exc, ShoalError):
+        return HttpError.from_shoal(exc)
+    where = method.path if method is not None else "a streamed call"
+    log.exception("unhandled error in %s", where)
+    return HttpError.of("INTERNAL", None, f"internal error in {where}; see server log")
 
 
 def parse_json(body: bytes) -> Any:

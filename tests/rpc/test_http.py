@@ -336,3 +336,50 @@ def test_serve_http_port_with_tls_and_auth_then_sigterm(tmp_path: Path) -> None:
         assert JsonClient(api.base, context=api.context)("GET", "/v1/collections").status == 401
     finally:
         assert srv.stop(signal.SIGTERM) == 0, srv.output()
+
+
+class _FakeQuery:
+    """A Query servicer without handle_errors (as Ask is): the gateway still maps what escapes it."""
+
+    def Ask(self, request, context):
+        from shoal.rpc.status import abort_with
+        from shoal.rpc.v1 import query_pb2
+
+        if request.question == "early":
+            abort_with(context, errors.UnavailableError("model not loaded"))
+        yield query_pb2.AskEvent(token="Hel")
+        yield query_pb2.AskEvent(token="lo")
+        if request.question == "late":
+            abort_with(context, errors.UnavailableError("model went away"))
+        yield query_pb2.AskEvent(answer=query_pb2.AskAnswer(text="Hello", finish_reason="stop"))
+
+    def Embed(self, request, context):
+        if request.texts[0] == "bug":
+            raise RuntimeError("secret internals")
+        raise errors.ResourceExhaustedError("rate limit: slow down")
+
+
+def test_streamed_answers_are_ndjson_and_unmapped_errors_are_mapped() -> None:
+    from shoal.rpc.http.app import HttpApp, HttpServer
+    from shoal.rpc.v1 import query_pb2_grpc
+
+    servicer = type("Query", (_FakeQuery, query_pb2_grpc.QueryServicer), {})()
+    state = ServerState(shoal.Database())
+    gateway = Gateway({"shoal.v1.Query": servicer}, GuardInterceptor(state, None))
+    server = HttpServer(HttpApp(gateway, max_body_bytes=1 << 16, draining=state.draining, auth=False), "127.0.0.1", 0)
+    try:
+        api = JsonClient(f"http://127.0.0.1:{server.port}")
+        ok = api("POST", "/v1/ask", {"question": "hi"})
+        assert ok.status == 200 and ok.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in ok.body.splitlines()]
+        assert lines[:2] == [{"token": "Hel"}, {"token": "lo"}] and lines[2]["answer"]["text"] == "Hello"
+        late = [json.loads(line) for line in api("POST", "/v1/ask", {"question": "late"}).body.splitlines()]
+        assert late[-1]["error"]["class"] == "UnavailableError" and len(late) == 3
+        early = api("POST", "/shoal.v1.Query/Ask", {"question": "early"})
+        assert early.status == 503 and early.error["message"] == "model not loaded"
+        limited = api("POST", "/v1/embed", {"texts": ["a"]})
+        assert limited.status == 429 and limited.error["class"] == "ResourceExhaustedError"
+        bug = api("POST", "/v1/embed", {"texts": ["bug"]})
+        assert bug.status == 500 and "secret" not in json.dumps(bug.body)
+    finally:
+        server.stop()
