@@ -243,7 +243,8 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
         for meta in res.metadata:
             fill_metadata(out.metadata.add(), meta)
     if res.vectors is not None:
-        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), -1), res.vectors.shape[-1]))
+        dim = res.vectors.shape[-1]  # not reshape(n, -1): numpy cannot infer -1 for zero hits
+        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
     for step in res.plan or ():
         fill_metadata(out.plan.add(), step)
 

@@ -458,19 +458,21 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
 class ShoalServer:
     """A started gRPC server; ``port`` is the bound port (useful with port 0).
 
-    ``servicers`` (service name -> servicer) and ``guard`` are what the HTTP gateway
-    (``rpc/http``) calls too, so both protocols share one implementation and one auth check.
+    ``servicers`` (service name -> servicer), ``guard`` and ``executor`` (the worker pool) are
+    what the HTTP gateway (``rpc/http``) uses too, so both protocols share one implementation,
+    one auth check and one bounded set of worker threads.
     """
 
     def __init__(self, server: grpc.Server, port: int, state: ServerState,
                  health_servicer: health.HealthServicer, servicers: dict[str, Any] | None = None,
-                 guard: GuardInterceptor | None = None) -> None:
+                 guard: GuardInterceptor | None = None, executor: futures.Executor | None = None) -> None:
         self.server = server
         self.port = port
         self.state = state
         self.health = health_servicer
         self.servicers = servicers or {}
         self.guard = guard or GuardInterceptor(state, None)
+        self.executor = executor
 
     def stop(self, grace: float = 10.0, close_db: bool = True) -> None:
         """Refuse new calls, let running ones finish (up to ``grace`` s), then close the database."""
@@ -516,8 +518,8 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
     guard = GuardInterceptor(state, api_key)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers or default_workers(),
-                                                    thread_name_prefix="shoal-rpc"),
+    executor = futures.ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="shoal-rpc")
+    server = grpc.server(executor,
                          interceptors=[AccessLogInterceptor(), guard, DecodeInterceptor()],
                          options=options)
     specs = list(SERVICES if services is None else services)
@@ -540,4 +542,4 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
     server.start()
     log.info("shoal.v1 serving on %s:%d (%s, auth %s, services: %s)", host, bound,
              "TLS" if tls_cert else "plaintext", "on" if api_key else "off", ", ".join(s.name for s in specs))
-    return ShoalServer(server, bound, state, health_servicer, servicers, guard)
+    return ShoalServer(server, bound, state, health_servicer, servicers, guard, executor)

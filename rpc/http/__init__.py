@@ -32,5 +32,5 @@ def serve_http(server: "ShoalServer", host: str = "127.0.0.1", port: int = 8080,
 
     gateway = Gateway(server.servicers, server.guard)
     app = HttpApp(gateway, max_body_bytes=max_body_bytes, draining=server.state.draining,
-                  auth=server.guard.api_key is not None)
+                  auth=server.guard.api_key is not None, executor=server.executor)
     return HttpServer(app, host, port, tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, grace=grace)

@@ -18,6 +18,8 @@ can load and ask for the key.
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import socket
@@ -25,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,9 @@ log = logging.getLogger("shoal.rpc.http")
 access_log = logging.getLogger("shoal.rpc.access")
 
 CONSOLE_DIR = Path(__file__).with_name("console")
+#: Idle keep-alive connections are closed after this (uvicorn's 5 s default made simple clients that
+#: reuse one connection between bursts fail with a broken pipe; 75 s is nginx's default).
+KEEP_ALIVE_S = 75
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -69,10 +75,16 @@ async def _no_route(request: Request, exc: HTTPException) -> Response:
 
 
 class HttpApp:
-    """The Starlette application over a :class:`Gateway` (``max_body_bytes``: the request size limit)."""
+    """The Starlette application over a :class:`Gateway` (``max_body_bytes``: the request size limit).
 
-    def __init__(self, gateway: Gateway, *, max_body_bytes: int, draining: threading.Event, auth: bool) -> None:
+    Calls run on ``executor`` (the gRPC server's worker pool, so one ``--workers`` bound covers
+    both protocols), else on Starlette's thread pool.
+    """
+
+    def __init__(self, gateway: Gateway, *, max_body_bytes: int, draining: threading.Event, auth: bool,
+                 executor: Executor | None = None) -> None:
         self.gateway = gateway
+        self.executor = executor
         self.max_body_bytes = max_body_bytes
         self.draining = draining
         self.openapi = openapi_document(gateway, ALIASES, auth)
@@ -127,6 +139,15 @@ class HttpApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def _run(self, call: functools.partial) -> Any:
+        if self.executor is None:
+            return await run_in_threadpool(call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        except RuntimeError:  # the gRPC server stopped first and shut its pool down
+            raise HttpError.from_shoal(UnavailableError("server is shutting down; retry against another "
+                                                        "instance or after restart")) from None
+
     async def serve(self, request: Request, method: Method, fields: dict[str, Any], reshape: Any) -> Response:
         start = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
@@ -136,7 +157,8 @@ class HttpApp:
         try:
             body = await self._body(request)
             metadata = list(request.headers.items())
-            result = await run_in_threadpool(self.gateway.call, method, body, metadata, peer, fields, reshape)
+            result = await self._run(functools.partial(self.gateway.call, method, body, metadata, peer, fields,
+                                                       reshape))
             headers = {"x-request-id": request_id}
             if method.server_streaming:
                 return StreamingResponse(iterate_in_threadpool(_ndjson(result)), headers=headers,
@@ -170,7 +192,8 @@ class HttpServer:
         self.host, self.port = host, self.socket.getsockname()[1]
         config = uvicorn.Config(app.app, lifespan="off", access_log=False, log_level="warning",
                                 ssl_certfile=tls_cert_file, ssl_keyfile=tls_key_file,
-                                timeout_graceful_shutdown=grace, server_header=False)
+                                timeout_graceful_shutdown=grace, server_header=False,
+                                timeout_keep_alive=KEEP_ALIVE_S)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]},
                                        name="shoal-http", daemon=True)

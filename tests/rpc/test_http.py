@@ -112,6 +112,18 @@ def test_vectors_as_base64_arrays_one_vector_or_the_message_form(api: JsonClient
         assert len(hits) == 1 and hits[0]["distances"][0] == 0.0 and hits[0]["ids"][0] % 10 == 1
 
 
+def test_zero_hits_with_vectors(api: JsonClient, pair) -> None:
+    """Found by test_fuzz once SearchRequest grew a field: zero hits with include_vectors was INTERNAL."""
+    api.ok("POST", "/v1/collections", {"name": "none", "dim": 2})
+    api.ok("PUT", "/v1/collections/none/points", {"ids": [1], "vectors": [[1, 0]], "metadata": [{"a": 1}]})
+    hits = api.ok("POST", "/v1/collections/none/search", {"vector": [1, 0], "k": 2, "filter": {"a": 2},
+                                                          "include_vectors": True})["results"][0]
+    assert hits["ids"] == [] and hits["vectors"] == []
+    with shoal.Client(pair.target) as client:
+        result = client.get_collection("none").search([1, 0], k=2, filter={"a": 2}, include=("vector",))
+    assert result.ids == [] and result.vectors.shape == (0, 2)
+
+
 def test_every_method_is_served_at_its_grpc_path(api: JsonClient) -> None:
     api.ok("POST", "/shoal.v1.Collections/Create", {"name": "generic", "dim": 2})
     api.ok("POST", "/shoal.v1.Points/Upsert", {"collection": "generic", "ids": [1], "vectors": [[1, 0]]})
