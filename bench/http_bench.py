@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import report
+
 
 def _http_search(port: int, collection: str, k: int, encoding: str) -> Callable[[np.ndarray], list]:
     """A search function over one keep-alive connection of the calling thread."""
@@ -123,14 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     for side in ("http_json", "http_base64"):
         for what in ("qps_1client", f"qps_{args.threads}clients"):
             results[f"ratio_{side}_vs_grpc_{what}"] = results[f"{side}_{what}"] / results[f"grpc_{what}"]
-    print(f"n={args.n} dim={args.dim} k={args.k} metric={args.metric} index={args.index} queries={args.queries} "
-          f"threads={args.threads} (one search per request; best of {args.repeat} rounds)")
-    for key, value in results.items():
-        print(f"  {key:42s} {value:10.3f}" if key.startswith("ratio") or key.endswith("_ms") else
-              f"  {key:42s} {value:10.1f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "results": results}, fh, indent=2)
+    report(f"n={args.n} dim={args.dim} k={args.k} metric={args.metric} index={args.index} queries={args.queries} "
+           f"threads={args.threads} (one search per request; best of {args.repeat} rounds)", results, args, args.json)
     return results
 
 

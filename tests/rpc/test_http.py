@@ -12,7 +12,6 @@ import http.client
 import json
 import signal
 import ssl
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,7 @@ from shoal.rpc import convert
 from shoal.rpc.http.gateway import HTTP_STATUS, Gateway
 from shoal.rpc.server import GuardInterceptor, ServerState
 from shoal.rpc.v1 import search_pb2, service_pb2_grpc
-from tests.rpc.conftest import start_server
+from tests.rpc.conftest import self_signed_cert, start_server
 from tests.rpc.http_support import JsonClient, servers
 from tests.rpc.test_service import DIM, data
 
@@ -325,14 +324,7 @@ def test_console_files_are_served(api: JsonClient) -> None:
 
 def test_serve_http_port_with_tls_and_auth_then_sigterm(tmp_path: Path) -> None:
     """The CLI path: ``shoal serve --http-port 0`` with TLS and an API key file, in a real process."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not found to make a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path)
     (tmp_path / "key.txt").write_text("  s3cret\n")
     srv = start_server(tmp_path, "--http-port", "0", "--tls-cert", str(cert), "--tls-key", str(key),
                        "--api-key-file", str(tmp_path / "key.txt"))

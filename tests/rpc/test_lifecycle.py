@@ -1,9 +1,7 @@
 """Server lifecycle: auth on/off, graceful SIGTERM, UNAVAILABLE while draining, retries, restart durability."""
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -17,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import shoal
 from shoal.engine import errors
 from shoal.rpc.server import build_server
-from tests.rpc.conftest import start_server
+from tests.rpc.conftest import self_signed_cert, start_server
 
 
 def test_api_key_required_when_configured(tmp_path: Path) -> None:
@@ -186,12 +184,7 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
 
 
 def test_tls_and_deadline(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not found to make a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    cert, key = self_signed_cert(tmp_path)
     srv = start_server(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), "--api-key", "k")
     try:
         with shoal.Client(srv.target, api_key="k", root_certificates=cert.read_bytes(), timeout=20) as c:
