@@ -65,3 +65,16 @@ def best_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def report(header: str, results: dict[str, float], args: Any, json_path: str | None) -> None:
+    """Print ``results`` under ``header`` (ratios and milliseconds with 3 decimals) and save them as JSON."""
+    import json
+
+    print(header)
+    for key, value in results.items():
+        print(f"  {key:42s} {value:12.3f}" if key.startswith("ratio") or key.endswith("_ms") else
+              f"  {key:42s} {value:12.1f}")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"args": vars(args), "results": results}, fh, indent=2)

@@ -8,7 +8,6 @@ Run: ``python -m shoal.bench.rpc_bench --n 20000 --dim 128``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .metrics import best_seconds
+from .metrics import best_seconds, report
 
 
 SEARCHES = ("search_batch1_qps", "search_batch100_qps", "search_batch100_nometa_qps")  # nometa: ids + distances
@@ -102,13 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
         proc.wait(30)
     for what in (*SEARCHES, "upsert_rows_per_s"):
         results[f"ratio_{what}"] = results[f"grpc_{what}"] / results[f"embedded_{what}"]
-    print(f"n={args.n} dim={args.dim} k={args.k} metric={args.metric} index={args.index} "
-          f"queries={args.queries} upsert_batch={args.upsert_batch}")
-    for key, value in results.items():
-        print(f"  {key:42s} {value:12.3f}" if key.startswith("ratio") else f"  {key:42s} {value:12.1f}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "results": results}, fh, indent=2)
+    report(f"n={args.n} dim={args.dim} k={args.k} metric={args.metric} index={args.index} "
+           f"queries={args.queries} upsert_batch={args.upsert_batch}", results, args, args.json)
     return results
 
 

@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", help="PEM private key (with --tls-cert)")
     p.add_argument("--workers", type=int, default=None, help="thread pool size (default: 4 per core, at most 64)")
     p.add_argument("--max-message-mb", type=float, default=64.0, help="largest request/response in MiB")
+    p.add_argument("--http-port", type=int, default=None,
+                   help="also serve the HTTP/JSON API, /openapi.json and the web console (/console/) on this port, "
+                   "same host, auth, TLS and size limit (0 picks a free port, printed as 'http listening on "
+                   "HOST:PORT'); needs the 'http' extra")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to let running calls finish on shutdown")
     from ..rag.cli import add_serve_arguments
 
@@ -109,10 +113,21 @@ def run(args: argparse.Namespace) -> int:
     server = build_server(db, args.host, args.port, api_key=api_key, tls_cert=cert, tls_key=tls_key,
                           workers=args.workers, max_message_bytes=int(args.max_message_mb * 1024 * 1024),
                           snapshot_dir=args.snapshot_dir)
+    http = None
+    if args.http_port is not None:
+        from .http import serve_http
+
+        http = serve_http(server, args.host, args.http_port, max_body_bytes=int(args.max_message_mb * 1024 * 1024),
+                          tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, grace=args.grace)
     print(f"{LISTENING} {args.host}:{server.port}", flush=True)
+    if http is not None:
+        print(f"http {LISTENING} {args.host}:{http.port}", flush=True)
     while not stop.wait(0.5):
         pass
     log.info("shutdown requested: draining running calls (up to %.1f s)", args.grace)
+    server.state.draining.set()  # HTTP refuses new calls too while both drain
+    if http is not None:
+        http.stop(args.grace + 5)
     server.stop(args.grace)
     log.info("stopped; database closed")
     print("stopped", file=sys.stderr, flush=True)

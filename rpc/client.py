@@ -437,10 +437,11 @@ class RemoteCollectionBase(_Driven):
 
     @remote
     def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = ("metadata", "distance"), *, score_threshold: float | None = None,
-               group_by: str | None = None, group_size: int = 1) -> Steps:
+               include: Iterable[str] = ("metadata", "distance"), explain: bool = False, *,
+               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1) -> Steps:
         """k nearest records per query (see ``Collection.search``); a 1-D query returns one result, a 2-D
-        batch a list; with ``group_by``, Groups instead of hits."""
+        batch a list; with ``group_by``, Groups instead of hits. ``explain=True`` fills ``result.plan``
+        as embedded."""
         single = np.ndim(queries) == 1
         include = _search_include(include)
         batch = search_pb2.QueryBatch(vectors=convert.vectors_to_proto(queries), k=check_k(k))
@@ -455,7 +456,7 @@ class RemoteCollectionBase(_Driven):
             batch.group_by = group_by
         request = search_pb2.SearchRequest(collection=self.name, batches=[batch],
                                            include_metadata="metadata" in include,
-                                           include_vectors="vector" in include)
+                                           include_vectors="vector" in include, explain=explain)
         response = yield Rpc("searcher", "Search", request, True)
         keep_meta = "metadata" in include
         results: list[QueryResult] | list[list[Group]]

@@ -246,14 +246,20 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
         for meta in res.metadata:
             fill_metadata(out.metadata.add(), meta)
     if res.vectors is not None:
-        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), -1), res.vectors.shape[-1]))
+        dim = res.vectors.shape[-1]  # not reshape(n, -1): numpy cannot infer -1 for zero hits
+        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
+    for step in res.plan or ():
+        fill_metadata(out.plan.add(), step)
 
 
 def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
     metadata = [metadata_from_proto(m) for m in msg.metadata] if include_metadata else None
     vectors = vectors_from_proto(msg.vectors) if msg.HasField("vectors") else None
-    return QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
-                       np.asarray(msg.scores, np.float32), metadata, vectors)
+    result = QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
+                         np.asarray(msg.scores, np.float32), metadata, vectors)
+    if len(msg.plan):
+        result.plan = [metadata_from_proto(step) for step in msg.plan]
+    return result
 
 
 def get_result_to_proto(res: GetResult, dim: int, out: Any) -> None:

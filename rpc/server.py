@@ -200,7 +200,7 @@ class SearchServicer(SearchExtras, service_pb2_grpc.SearchServicer):
                     convert.params_from_proto(b.params), self.search_options(b)) for i, b in enumerate(request.batches)]
         response = search_pb2.SearchResponse()
         for q, k, flt, params, options in batches:
-            for res in col.search(q, k, flt, params, include, **options):
+            for res in col.search(q, k, flt, params, include, explain=request.explain, **options):
                 if options.get("group_by"):
                     convert.groups_to_proto(res, response.grouped.add())
                 else:
@@ -344,7 +344,9 @@ class GuardInterceptor(grpc.ServerInterceptor):
         self.state = state
         self.api_key = api_key.encode() if api_key else None
 
-    def _refusal(self, details: grpc.HandlerCallDetails) -> ShoalError | None:
+    def refusal(self, details: grpc.HandlerCallDetails) -> ShoalError | None:
+        """Why a call to ``details.method`` with ``details.invocation_metadata`` is refused (None: it is not).
+        The HTTP gateway (``rpc/http``) asks the same question for its requests."""
         if self.state.draining.is_set() and not _is_open(details.method):
             return UnavailableError("server is shutting down; retry against another instance or after restart")
         if self.api_key is None or _is_open(details.method):
@@ -357,7 +359,7 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return None
 
     def intercept_service(self, continuation, handler_call_details):
-        refusal = self._refusal(handler_call_details)
+        refusal = self.refusal(handler_call_details)
         handler = continuation(handler_call_details)
         if refusal is None:
             return handler
@@ -448,14 +450,23 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
 # ------------------------------------------------------------------- server
 
 class ShoalServer:
-    """A started gRPC server; ``port`` is the bound port (useful with port 0)."""
+    """A started gRPC server; ``port`` is the bound port (useful with port 0).
+
+    ``servicers`` (service name -> servicer), ``guard`` and ``executor`` (the worker pool) are
+    what the HTTP gateway (``rpc/http``) uses too, so both protocols share one implementation,
+    one auth check and one bounded set of worker threads.
+    """
 
     def __init__(self, server: grpc.Server, port: int, state: ServerState,
-                 health_servicer: health.HealthServicer) -> None:
+                 health_servicer: health.HealthServicer, servicers: dict[str, Any] | None = None,
+                 guard: GuardInterceptor | None = None, executor: futures.Executor | None = None) -> None:
         self.server = server
         self.port = port
         self.state = state
         self.health = health_servicer
+        self.servicers = servicers or {}
+        self.guard = guard or GuardInterceptor(state, None)
+        self.executor = executor
 
     def stop(self, grace: float = 10.0, close_db: bool = True) -> None:
         """Refuse new calls, let running ones finish (up to ``grace`` s), then close the database."""
@@ -500,13 +511,15 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers or default_workers(),
-                                                    thread_name_prefix="shoal-rpc"),
-                         interceptors=[AccessLogInterceptor(), GuardInterceptor(state, api_key), DecodeInterceptor()],
+    guard = GuardInterceptor(state, api_key)
+    executor = futures.ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="shoal-rpc")
+    server = grpc.server(executor,
+                         interceptors=[AccessLogInterceptor(), guard, DecodeInterceptor()],
                          options=options)
     specs = list(SERVICES if services is None else services)
+    servicers = {spec.name: spec.factory(state) for spec in specs}
     for spec in specs:
-        spec.add_to_server(spec.factory(state), server)
+        spec.add_to_server(servicers[spec.name], server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for spec in specs:
@@ -523,4 +536,4 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
     server.start()
     log.info("shoal.v1 serving on %s:%d (%s, auth %s, services: %s)", host, bound,
              "TLS" if tls_cert else "plaintext", "on" if api_key else "off", ", ".join(s.name for s in specs))
-    return ShoalServer(server, bound, state, health_servicer)
+    return ShoalServer(server, bound, state, health_servicer, servicers, guard, executor)

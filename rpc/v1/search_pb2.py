@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.rpc.v1 import types_pb2 as shoal_dot_rpc_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xb7\x02\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08group_by\x18\x06 \x01(\t\x12\x12\n\ngroup_size\x18\x07 \x01(\r\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filterB\x12\n\x10_score_threshold\"}\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\"\x98\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\"^\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHits\x12&\n\x07grouped\x18\x02 \x03(\x0b\x32\x15.shoal.v1.GroupedHits\"M\n\x08HitGroup\x12\x1e\n\x05value\x18\x01 \x01(\x0b\x32\x0f.shoal.v1.Value\x12!\n\x04hits\x18\x02 \x01(\x0b\x32\x13.shoal.v1.QueryHits\"1\n\x0bGroupedHits\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.shoal.v1.HitGroup\"\xca\x02\n\x12RangeSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\"\n\x07vectors\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\x0e\n\x06radius\x18\x03 \x01(\x01\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x38\n\x06params\x18\x06 \x03(\x0b\x32(.shoal.v1.RangeSearchRequest.ParamsEntry\x12\x18\n\x10include_metadata\x18\x07 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x08 \x01(\x08\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"\xec\x03\n\x10RecommendRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\'\n\x0cpositive_ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12+\n\x10positive_vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\'\n\x0cnegative_ids\x18\x04 \x03(\x0b\x32\x11.shoal.v1.PointId\x12+\n\x10negative_vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x06 \x01(\r\x12%\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x36\n\x06params\x18\x08 \x03(\x0b\x32&.shoal.v1.RecommendRequest.ParamsEntry\x12\x18\n\x10include_metadata\x18\t \x01(\x08\x12\x17\n\x0finclude_vectors\x18\n \x01(\x08\x12\x1c\n\x0fscore_threshold\x18\x0b \x01(\x01H\x01\x88\x01\x01\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filterB\x12\n\x10_score_thresholdb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xb7\x02\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x12\x1c\n\x0fscore_threshold\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08group_by\x18\x06 \x01(\t\x12\x12\n\ngroup_size\x18\x07 \x01(\r\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filterB\x12\n\x10_score_threshold\"\x8e\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\xba\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12 \n\x04plan\x18\x06 \x03(\x0b\x32\x12.shoal.v1.Metadata\"^\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHits\x12&\n\x07grouped\x18\x02 \x03(\x0b\x32\x15.shoal.v1.GroupedHits\"M\n\x08HitGroup\x12\x1e\n\x05value\x18\x01 \x01(\x0b\x32\x0f.shoal.v1.Value\x12!\n\x04hits\x18\x02 \x01(\x0b\x32\x13.shoal.v1.QueryHits\"1\n\x0bGroupedHits\x12\"\n\x06groups\x18\x01 \x03(\x0b\x32\x12.shoal.v1.HitGroup\"\xca\x02\n\x12RangeSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\"\n\x07vectors\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\x0e\n\x06radius\x18\x03 \x01(\x01\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\r\x12\x38\n\x06params\x18\x06 \x03(\x0b\x32(.shoal.v1.RangeSearchRequest.ParamsEntry\x12\x18\n\x10include_metadata\x18\x07 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x08 \x01(\x08\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"\xec\x03\n\x10RecommendRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\'\n\x0cpositive_ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12+\n\x10positive_vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\'\n\x0cnegative_ids\x18\x04 \x03(\x0b\x32\x11.shoal.v1.PointId\x12+\n\x10negative_vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x06 \x01(\r\x12%\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x36\n\x06params\x18\x08 \x03(\x0b\x32&.shoal.v1.RecommendRequest.ParamsEntry\x12\x18\n\x10include_metadata\x18\t \x01(\x08\x12\x17\n\x0finclude_vectors\x18\n \x01(\x08\x12\x1c\n\x0fscore_threshold\x18\x0b \x01(\x01H\x01\x88\x01\x01\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filterB\x12\n\x10_score_thresholdb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,22 +42,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYBATCH']._serialized_end=377
   _globals['_QUERYBATCH_PARAMSENTRY']._serialized_start=284
   _globals['_QUERYBATCH_PARAMSENTRY']._serialized_end=346
-  _globals['_SEARCHREQUEST']._serialized_start=379
-  _globals['_SEARCHREQUEST']._serialized_end=504
-  _globals['_QUERYHITS']._serialized_start=507
-  _globals['_QUERYHITS']._serialized_end=659
-  _globals['_SEARCHRESPONSE']._serialized_start=661
-  _globals['_SEARCHRESPONSE']._serialized_end=755
-  _globals['_HITGROUP']._serialized_start=757
-  _globals['_HITGROUP']._serialized_end=834
-  _globals['_GROUPEDHITS']._serialized_start=836
-  _globals['_GROUPEDHITS']._serialized_end=885
-  _globals['_RANGESEARCHREQUEST']._serialized_start=888
-  _globals['_RANGESEARCHREQUEST']._serialized_end=1218
+  _globals['_SEARCHREQUEST']._serialized_start=380
+  _globals['_SEARCHREQUEST']._serialized_end=522
+  _globals['_QUERYHITS']._serialized_start=525
+  _globals['_QUERYHITS']._serialized_end=711
+  _globals['_SEARCHRESPONSE']._serialized_start=713
+  _globals['_SEARCHRESPONSE']._serialized_end=807
+  _globals['_HITGROUP']._serialized_start=809
+  _globals['_HITGROUP']._serialized_end=886
+  _globals['_GROUPEDHITS']._serialized_start=888
+  _globals['_GROUPEDHITS']._serialized_end=937
+  _globals['_RANGESEARCHREQUEST']._serialized_start=940
+  _globals['_RANGESEARCHREQUEST']._serialized_end=1270
   _globals['_RANGESEARCHREQUEST_PARAMSENTRY']._serialized_start=284
   _globals['_RANGESEARCHREQUEST_PARAMSENTRY']._serialized_end=346
-  _globals['_RECOMMENDREQUEST']._serialized_start=1221
-  _globals['_RECOMMENDREQUEST']._serialized_end=1713
+  _globals['_RECOMMENDREQUEST']._serialized_start=1273
+  _globals['_RECOMMENDREQUEST']._serialized_end=1765
   _globals['_RECOMMENDREQUEST_PARAMSENTRY']._serialized_start=284
   _globals['_RECOMMENDREQUEST_PARAMSENTRY']._serialized_end=346
 # @@protoc_insertion_point(module_scope)

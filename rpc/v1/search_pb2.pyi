@@ -33,30 +33,34 @@ class QueryBatch(_message.Message):
     def __init__(self, vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "batches", "include_metadata", "include_vectors")
+    __slots__ = ("collection", "batches", "include_metadata", "include_vectors", "explain")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     batches: _containers.RepeatedCompositeFieldContainer[QueryBatch]
     include_metadata: bool
     include_vectors: bool
-    def __init__(self, collection: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[QueryBatch, _Mapping]]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    explain: bool
+    def __init__(self, collection: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[QueryBatch, _Mapping]]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class QueryHits(_message.Message):
-    __slots__ = ("ids", "distances", "scores", "metadata", "vectors")
+    __slots__ = ("ids", "distances", "scores", "metadata", "vectors", "plan")
     IDS_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
     distances: _containers.RepeatedScalarFieldContainer[float]
     scores: _containers.RepeatedScalarFieldContainer[float]
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
     vectors: _types_pb2.Vectors
-    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ...) -> None: ...
+    plan: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
+    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., plan: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "grouped")

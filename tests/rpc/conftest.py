@@ -41,6 +41,19 @@ def start_server(tmp: Path, *args: str) -> ServerProcess:
     return ServerProcess(proc, port, log)
 
 
+def self_signed_cert(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for localhost / 127.0.0.1 and its key, made with the openssl CLI (skips without it)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not found to make a self-signed certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """An in-memory server shared by one test module (snapshots go to its own temp directory)."""
