@@ -189,9 +189,14 @@ class RayCollection:
         pending = {}
         for shard, (method, args) in calls.items():
             pending[shard] = self._submit(shard, (turn + shard) % self.replicas, method, args)
-        out = {}
-        for shard, ref in pending.items():
-            out[shard] = self._read_shard(shard, calls[shard], turn, ref)
+        out, error = {}, None
+        for shard, ref in pending.items():  # every answer is collected, even after an error (Ray logs lost ones)
+            try:
+                out[shard] = self._read_shard(shard, calls[shard], turn, ref)
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
         return out
 
     def _submit(self, shard: int, replica: int, method: str, args: tuple[Any, ...]) -> Any:
@@ -307,7 +312,7 @@ class RayCollection:
             shard_map.append({"shard": shard, "leader": leader, "replicas": [
                 {"replica": r, "name": remote.replica_name(self.name, shard, r),
                  **({"state": "restarting"} if s is None else {key: s[key] for key in (
-                     "state", "epoch", "seq", "count", "leader", "members", "node", "pid") if key in s})}
+                     "state", "epoch", "seq", "count", "leader", "members", "catchup", "node", "pid") if key in s})}
                 for r, s in states.items()]})
         counts = [next((r["count"] for r in sm["replicas"] if r.get("state") == SERVING), 0) for sm in shard_map]
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,

@@ -92,6 +92,8 @@ class ShardReplica:
         self.members: set[int] = set()
         self._done: OrderedDict[str, tuple[Entry, Any]] = OrderedDict()
         self._stopping = False
+        #: How this replica caught up since it started: snapshots installed, log entries replayed from a peer.
+        self.catchup = {"snapshots": 0, "entries": 0}
         self._open_local()
         self._recovery = threading.Thread(target=self._recover_loop, name=f"recover {spec.name}", daemon=True)
         self._recovery.start()
@@ -172,7 +174,8 @@ class ShardReplica:
 
         return {"replica": self.index, "name": self.spec.name, "state": self.state, "leader": self.leader,
                 "term": self.term, "epoch": self.epoch, "seq": self.seq, "position_known": self.known,
-                "members": sorted(self.members), "count": len(self.col) if self.col is not None else 0,
+                "members": sorted(self.members), "catchup": dict(self.catchup),
+                "tail_from": self._base[1], "count": len(self.col) if self.col is not None else 0,
                 "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def _peers(self) -> list[int]:
@@ -364,6 +367,7 @@ class ShardReplica:
             self.epoch, self.seq, self.known = epoch, seq, True
             self.position.write(epoch, seq)
             self._reset_tail()
+            self.catchup["snapshots"] += 1
         log.info("%s: installed a snapshot at epoch %d seq %d (%d files)", self.spec.name, epoch, seq, len(files))
 
     def _start_recovery(self) -> None:
@@ -423,6 +427,7 @@ class ShardReplica:
             entries, complete = got
             with self.lock:
                 self._apply_entries(entries)
+            self.catchup["entries"] += len(entries)
             if not complete:
                 continue
             answer = remote.get(peer.join.remote(self.index, self.epoch, self.seq), self.spec.call_timeout)
