@@ -159,13 +159,16 @@ class ShardReplica:
             self._done.popitem(last=False)
         return result
 
-    def _apply_entries(self, entries: list[Entry]) -> None:
+    def _apply_entries(self, entries: list[Entry]) -> int:
+        """Apply the entries this replica lacks, in order; returns how many it applied."""
+        before = self.seq
         for entry in entries:
             if entry.seq <= self.seq:
                 continue  # already applied (a retried forward)
             if entry.seq != self.seq + 1:
                 raise Behind(self.seq)
             self._apply(entry)
+        return self.seq - before
 
     # --------------------------------------------------------------- status
     def info(self) -> dict[str, Any]:
@@ -238,8 +241,18 @@ class ShardReplica:
                         raise
                     remote.get(self._peer(m).replicate.remote(self.term, self.index, missing[0]),
                                self.spec.call_timeout)
-            except (remote.Unreachable, ShoalError, Behind, NotServing, StaleEpoch) as exc:
+            except StaleEpoch:
+                self._step_down()
+                raise NotLeader(None, "a newer leader took over") from None
+            except (remote.Unreachable, ShoalError, Behind, NotServing) as exc:
                 self._drop_member(m, exc)
+
+    def _step_down(self) -> None:
+        """A follower follows a newer leader: this one stops, unacknowledged, and recovers. Its last write
+        is not in the new leader's history, so recovery replaces its data by a snapshot."""
+        log.warning("%s: a newer leader exists; stepping down", self.spec.name)
+        self.state, self.leader, self.members = RECOVERING, None, set()
+        self._start_recovery()
 
     def _drop_member(self, m: int, why: Exception) -> None:
         log.warning("%s: replica %d left the shard's members (%s: %s)", self.spec.name, m, type(why).__name__, why)
@@ -274,7 +287,7 @@ class ShardReplica:
         with self.lock:
             if term < self.term:
                 raise StaleEpoch(f"{self.spec.name} follows epoch {self.term}, not {term}")
-            self._apply_entries(entries)
+            self.catchup["entries"] += self._apply_entries(entries)
             self.term, self.leader, self.members = term, leader, set()
             self.state, self.known = SERVING, True
             return self.seq
@@ -426,8 +439,7 @@ class ShardReplica:
                 continue
             entries, complete = got
             with self.lock:
-                self._apply_entries(entries)
-            self.catchup["entries"] += len(entries)
+                self.catchup["entries"] += self._apply_entries(entries)
             if not complete:
                 continue
             answer = remote.get(peer.join.remote(self.index, self.epoch, self.seq), self.spec.call_timeout)

@@ -156,13 +156,13 @@ def test_writes_and_deletes_track_single_node(collection_factory):
 
 def test_approximate_recall_floor(collection_factory):
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
     q = rng.normal(size=(50, 16)).astype(np.float32)
     ref_d, ref_i = brute_force(q, x, 10, "l2")
     recalls = {}
     for impl in IMPLEMENTATIONS:
         col = collection_factory(impl, 16, "l2", "hnsw", shards=2)
-        col.upsert(list(range(3000)), x)
+        col.upsert(list(range(2000)), x)
         col.optimize()
         res = col.search(q, k=10, params={"ef_search": 32})
         recalls[impl] = np.mean([len(set(r.ids) & set(ref)) / 10 for r, ref in zip(res, ref_i.tolist())])
@@ -305,11 +305,20 @@ def test_served_over_grpc(replicated):
         remote_col = client.get_collection(col.name)
         x = np.random.default_rng(5).normal(size=(3, DIM)).astype(np.float32)
         assert [r.ids for r in remote_col.search(x, k=5)] == [r.ids for r in col.search(x, k=5)]
-        created = client.create_collection("served", dim=4, metric="l2", index="flat", shards=2, replicas=1)
+        created = client.create_collection("served", dim=4, metric="l2", index="flat", shards=1, replicas=1)
         created.upsert([1, 2, 3], np.eye(3, 4, dtype=np.float32))
         assert db.get_collection("served").count() == 3
         with pytest.raises(IdNotFoundError):
             remote_col.get([10**9])
         client.close()
+        db.drop_collection("served")
+        assert "served" not in db.list_collections()
     finally:
         server.stop(0, close_db=False)
+
+
+def test_serve_ray_needs_a_root():
+    from shoal.rpc.cli import open_ray_database
+
+    with pytest.raises(InvalidArgumentError, match="--ray needs --data"):
+        open_ray_database("local", None)
