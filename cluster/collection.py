@@ -312,11 +312,14 @@ class RayCollection:
             shard_map.append({"shard": shard, "leader": leader, "replicas": [
                 {"replica": r, "name": remote.replica_name(self.name, shard, r),
                  **({"state": "restarting"} if s is None else {key: s[key] for key in (
-                     "state", "epoch", "seq", "count", "leader", "members", "catchup", "node", "pid") if key in s})}
+                     "state", "epoch", "seq", "count", "segments", "leader", "members", "catchup", "node", "pid")
+                     if key in s})}
                 for r, s in states.items()]})
-        counts = [next((r["count"] for r in sm["replicas"] if r.get("state") == SERVING), 0) for sm in shard_map]
+        serving = [next((r for r in sm["replicas"] if r.get("state") == SERVING), {}) for sm in shard_map]
+        counts = [r.get("count", 0) for r in serving]
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
-                "index_options": dict(self.index_options), "count": int(sum(counts)), "segments": 0,
+                "index_options": dict(self.index_options), "count": int(sum(counts)),
+                "segments": sum(r.get("segments", 0) for r in serving),
                 "backend": self._template.backend.name, "shards": self.shards, "replicas": self.replicas,
                 "shard_map": shard_map}
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.collection import Collection
 from ..engine.database import Database
 from ..engine.errors import ShoalError
 from ..engine.id_tracker import IdTracker
@@ -178,7 +177,8 @@ class ShardReplica:
         return {"replica": self.index, "name": self.spec.name, "state": self.state, "leader": self.leader,
                 "term": self.term, "epoch": self.epoch, "seq": self.seq, "position_known": self.known,
                 "members": sorted(self.members), "catchup": dict(self.catchup),
-                "tail_from": self._base[1], "count": len(self.col) if self.col is not None else 0,
+                "tail_from": self._base[1], "count": len(self.col),
+                "segments": len(self.col._shard.segments),
                 "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def _peers(self) -> list[int]:

@@ -93,6 +93,11 @@ def test_single_query_and_reads_match(exact_pair):
     every_b, every_a = b.search(x[1:3], k=N + 5), a.search(x[1:3], k=N + 5)  # k > n: every row
     assert [len(r) for r in every_b] == [N, N]
     assert_knn_equal(*_as_arrays(every_b, N), *_as_arrays(every_a, N), atol=0.0)
+    described = b.describe()
+    assert described["count"] == N and described["shards"] == 3 and described["segments"] >= 3
+    assert [len(s["replicas"]) for s in described["shard_map"]] == [1, 1, 1]
+    assert sum(s["replicas"][0]["count"] for s in described["shard_map"]) == N
+    assert {s["replicas"][0]["name"] for s in described["shard_map"]} == {f"shoal/{b.name}/{i}/0" for i in range(3)}
     plan = b.explain(x[0], k=3)
     assert {p["shard"] for p in plan} == {0, 1, 2}
 
