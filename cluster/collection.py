@@ -237,7 +237,7 @@ class RayCollection:
             shared = ray.put(queries)
         parts = self._everywhere("search", shared, k, filter, params, include, explain)
         if isinstance(parts[0], QueryResult):
-            return self._merged([p for p in parts], k, explain)
+            return self._merged(list(parts), k, explain)
         return [self._merged([p[i] for p in parts], k, explain) for i in range(len(parts[0]))]
 
     @staticmethod

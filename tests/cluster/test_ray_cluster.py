@@ -327,3 +327,34 @@ def test_serve_ray_needs_a_root():
 
     with pytest.raises(InvalidArgumentError, match="--ray needs --data"):
         open_ray_database("local", None)
+
+
+def test_whole_cluster_restart_reopens_from_disk(replicated):
+    """Every replica and the catalog killed for good: a new RayDatabase on the same root finds the
+    collection in CATALOG.json and the replicas reopen their own data (nothing acknowledged is lost)."""
+    from shoal.cluster import RayDatabase
+
+    db, col = replicated
+    count = len(col)
+    probe = np.random.default_rng(5).normal(size=(3, DIM)).astype(np.float32)
+    before = col.search(probe, k=6)
+    victims = [ray.get_actor("shoal/catalog", namespace="shoal")]
+    victims += [_replica(col.name, s, r) for s in range(col.shards) for r in range(col.replicas)]
+    for actor in victims:
+        ray.kill(actor, no_restart=True)
+    for s in range(col.shards):
+        for r in range(col.replicas):
+            _wait_gone(col.name, s, r)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the catalog's name is released asynchronously too
+        try:
+            ray.get_actor("shoal/catalog", namespace="shoal")
+        except ValueError:
+            break
+        time.sleep(0.05)
+    again = RayDatabase(db.path, unavailable_after=3.0, bootstrap_wait=3.0)
+    assert col.name in again.list_collections()
+    reopened = again.get_collection(col.name)
+    again.wait_ready(col.name)
+    assert len(reopened) == count
+    assert [r.ids for r in reopened.search(probe, k=6)] == [r.ids for r in before]
