@@ -139,6 +139,11 @@ class UnavailableError(ShoalError, ConnectionError):
     grpc_code = "UNAVAILABLE"
 
 
+class ShardUnavailableError(UnavailableError):
+    """No replica of a cluster shard can serve the call now (all dead or still catching up); the
+    message names the collection and shard. Retry once a replica is back (``RayDatabase.repair``)."""
+
+
 class CancelledError(ShoalError):
     """The call was cancelled before it finished: by the caller, or by a server shutting down
     (a call that reaches a stopping server before its handler starts)."""

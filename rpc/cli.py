@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="serve a database over gRPC (shoal.v1)",
                               description="Serve a Shoal database over gRPC. Prints 'listening on HOST:PORT' once bound.")
     p.add_argument("--data", help="data directory (durable); omitted: in memory")
+    p.add_argument("--ray", metavar="ADDRESS", help="serve a Ray cluster's sharded collections (shoal.cluster): "
+                   "'auto', 'ray://host:port', or 'local' to start one here; --data is the replicas' root")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed)")
     key = p.add_mutually_exclusive_group()
@@ -88,6 +90,16 @@ def read_api_key(args: argparse.Namespace) -> str | None:
     return args.api_key or os.environ.get(API_KEY_ENV) or None
 
 
+def open_ray_database(address: str, root: str | None) -> Any:
+    """``--ray ADDRESS``: the cluster's collections behind the same gRPC service."""
+    from ..cluster import RayDatabase
+    from ..engine.errors import InvalidArgumentError
+
+    if not root:
+        raise InvalidArgumentError("--ray needs --data ROOT: the directory each shard replica keeps its data under")
+    return RayDatabase(root, address=None if address == "local" else address)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.database import Database
     from ..engine.errors import InvalidArgumentError
@@ -106,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    db = Database(args.data) if args.data else Database()
+    if args.ray:
+        db = open_ray_database(args.ray, args.data)
+    else:
+        db = Database(args.data) if args.data else Database()
     from .query_service import enable_from_args
 
     enable_from_args(args)
