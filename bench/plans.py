@@ -49,17 +49,15 @@ def index_plan(queries: int, fallback_queries: int = 0, exact: bool = False) -> 
 
 
 def merge(plans: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Plans of several timed calls of one row (e.g. one query per call) as one."""
+    """Plans of several calls of one row (one query per call) as one: the path all of them took (else
+    ``mixed``), the segment counts of the most common call, fallbacks and queries summed."""
     plans = list(plans)
     if not plans:
         return {"path": "skip", "segments": {}, "fallback_queries": 0, "queries": 0}
     paths = {p["path"] for p in plans}
-    counts: Counter[str] = Counter()
-    for p in plans:
-        counts.update(p.get("segments", {}))
-    path = paths.pop() if len(paths) == 1 else "mixed"
-    return {"path": path, "segments": dict(counts), "fallback_queries": sum(p["fallback_queries"] for p in plans),
-            "queries": sum(p["queries"] for p in plans)}
+    layouts = Counter(tuple(sorted(p.get("segments", {}).items())) for p in plans)
+    return {"path": paths.pop() if len(paths) == 1 else "mixed", "segments": dict(layouts.most_common(1)[0][0]),
+            "fallback_queries": sum(p["fallback_queries"] for p in plans), "queries": sum(p["queries"] for p in plans)}
 
 
 def index_comparable(record: Mapping[str, Any]) -> bool:

@@ -195,6 +195,53 @@ def plot(records: Sequence[dict[str, Any]], path: str, qps_key: str = "qps_batch
     plt.close(fig)
 
 
+#: Where ``--readme`` keeps each suite's report, JSON and plots (committed; the README links them).
+DOCS_DIR = os.path.join("docs", "bench")
+#: Recall targets of the README's index table (the full report has all of ``RECALL_TARGETS``).
+README_TARGETS = (0.95,)
+
+
+def _load_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def readme_section(docs_dir: str = DOCS_DIR) -> str:
+    """The README's results section, from the suites' JSON under ``docs_dir`` (each suite that has run)."""
+    from .db_suite import db_table, ratio_table
+    from .served_suite import served_markdown
+
+    parts = []
+    index = _load_json(os.path.join(docs_dir, "index.json"))
+    if index is not None:
+        flag = "--quick " if index.get("preset") == "quick" else ""
+        parts += ["#### Indices against index libraries", "",
+                  f"`shoal bench {flag}--readme`; every target in [docs/bench/index.md](docs/bench/index.md).", "",
+                  f"![recall vs QPS](docs/bench/{index['dataset']['name']}-batch.png)", "",
+                  report_markdown(index, README_TARGETS)]
+    db = _load_json(os.path.join(docs_dir, "db.json"))
+    if db is not None:
+        flag = "--quick " if db.get("preset") == "quick" else ""
+        m, d = db["machine"], db["dataset"]
+        parts += ["#### Databases, embedded and durable", "",
+                  f"`shoal bench --suite db {flag}--readme`: {d['name']}, {d['n_train']:,} rows, metadata "
+                  f"`{{g, cat, year}}`, k={db['k']}, {db['n_single']} queries one per call ({db['n_filtered']} "
+                  f"filtered), each engine in its own process, on {m['cpu']} ({m['cores']} cores), "
+                  f"{m['date'][:10]}. Every setting in [docs/bench/db.md](docs/bench/db.md).", "",
+                  "![database suite](docs/bench/db.png)", "", db_table(db["rows"]), "", ratio_table(db["rows"])]
+        if db.get("skipped"):
+            parts += ["", "Skipped: " + "; ".join(db["skipped"])]
+    served = _load_json(os.path.join(docs_dir, "served.json"))
+    if served is not None:
+        flag = "--quick " if served.get("preset") == "quick" else ""
+        parts += ["#### Served", "", f"`shoal bench --suite served {flag}--readme`:", "", served_markdown(served)]
+    parts += ["", "Measured on a shared machine: numbers are noisy (see the date and CPU above each table)."]
+    return "\n".join(parts)
+
+
 README_BEGIN = "<!-- bench-results:begin -->"
 README_END = "<!-- bench-results:end -->"
 
