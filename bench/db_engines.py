@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.util
 import os
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -263,6 +265,22 @@ def fill(engine: DbEngine, x: np.ndarray, meta: dict[str, np.ndarray], batch: in
 
 
 ENGINES: dict[str, type[DbEngine]] = {"shoal": ShoalDb, "chroma": ChromaDb, "lancedb": LanceDb}
+
+
+def split_available(engines: Sequence[str], modules: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The engines whose package (``modules[engine]``) is installed, and a printed line per skipped one."""
+    ready, skipped = [], []
+    for engine in engines:
+        if engine not in modules:
+            reason = f"{engine}: unknown engine; known: {', '.join(modules)}"
+        elif importlib.util.find_spec(modules[engine]) is None:
+            reason = f"{engine}: skipped, the {modules[engine]} package is not installed (pip install 'shoal[bench-db]')"
+        else:
+            ready.append(engine)
+            continue
+        print(reason)
+        skipped.append(reason)
+    return ready, skipped
 
 
 def directory_bytes(path: str) -> int:

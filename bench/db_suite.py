@@ -11,7 +11,6 @@ Engines whose package is missing are skipped with a line saying so.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import Dataset, ground_truth
-from .db_engines import CATEGORIES, ENGINES
+from .db_engines import CATEGORIES, ENGINES, split_available
 from .plans import describe
 
 #: Filters of the suite: label, ``g < value`` (g is uniform in 0..99).
@@ -61,16 +60,6 @@ def prepare(data: Dataset, cfg: DbConfig, data_dir: str, seed: int = 0) -> None:
         json.dump({**asdict(cfg), "metric": data.metric, "filters": FILTERS}, f)
 
 
-def skip_reason(engine: str) -> str | None:
-    """Why an engine cannot run here (its package is not installed), else None."""
-    if engine not in ENGINES:
-        return f"{engine}: unknown engine; known: {', '.join(ENGINES)}"
-    module = ENGINES[engine].MODULE
-    if importlib.util.find_spec(module) is None:
-        return f"{engine}: skipped, the {module} package is not installed (pip install 'shoal[bench-db]')"
-    return None
-
-
 def run_engine(engine: str, data_dir: str, cfg: DbConfig) -> dict[str, Any]:
     """One engine's row, measured in a fresh process with the suite's thread limits."""
     out = os.path.join(data_dir, f"{engine}.json")
@@ -89,16 +78,11 @@ def run_engine(engine: str, data_dir: str, cfg: DbConfig) -> dict[str, Any]:
 def run_db_suite(data: Dataset, engines: Sequence[str], cfg: DbConfig,
                  work_dir: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of every available engine, and a line per skipped one."""
+    ready, skipped = split_available(engines, {name: cls.MODULE for name, cls in ENGINES.items()})
     rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="shoal-db-bench-") as data_dir:
         prepare(data, cfg, data_dir)
-        for engine in engines:
-            reason = skip_reason(engine)
-            if reason:
-                print(reason)
-                skipped.append(reason)
-                continue
+        for engine in ready:
             print(f"db suite: {engine} ...", flush=True)
             rows.append(run_engine(engine, data_dir, cfg))
     return rows, skipped

@@ -11,7 +11,6 @@ one client (Shoal's plan for it comes from ``explain`` on the loaded collection)
 """
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import Dataset, ground_truth
-from .db_engines import NAME, ChromaDb, DbEngine, ShoalDb, fill
+from .db_engines import NAME, ChromaDb, DbEngine, ShoalDb, fill, split_available
 from .metrics import latency_percentiles, recall_at_k
 from .plans import describe, merge
 
@@ -212,14 +211,6 @@ def choose_setting(engine: str, target: str, cfg: ServedConfig, settings: Sequen
     return points
 
 
-def skip_reason(engine: str) -> str | None:
-    if engine not in ENGINES:
-        return f"{engine}: unknown served engine; known: {', '.join(ENGINES)}"
-    if importlib.util.find_spec(SERVED[engine]) is None:
-        return f"{engine}: skipped, the {SERVED[engine]} package is not installed (pip install 'shoal[bench-db]')"
-    return None
-
-
 def run_served_suite(data: Dataset, engines: Sequence[str], cfg: ServedConfig,
                      work_dir: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Per engine: the settings pass and one row per concurrency level at the chosen setting."""
@@ -228,14 +219,9 @@ def run_served_suite(data: Dataset, engines: Sequence[str], cfg: ServedConfig,
     truth = ground_truth(data, cfg.k)
     q = np.ascontiguousarray(data.test[: cfg.queries])
     truth = truth[: q.shape[0]]
+    ready, skipped = split_available(engines, SERVED)
     rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    for name in engines:
-        reason = skip_reason(name)
-        if reason:
-            print(reason)
-            skipped.append(reason)
-            continue
+    for name in ready:
         print(f"served suite: {name} ...", flush=True)
         server = ENGINES[name]()
         with tempfile.TemporaryDirectory(dir=work_dir, prefix=f"shoal-served-{name}-") as path:
