@@ -158,10 +158,12 @@ def sweep_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def db_markdown(payload: dict[str, Any]) -> str:
+    from .report import machine_text
+
     m, d = payload["machine"], payload["dataset"]
     parts = [f"**{d['name']}** ({d['n_train']:,} × {d['dim']}, {d['metric']}, k={payload['k']}, "
-             f"{payload['n_single']} queries one per call, {payload['n_filtered']} filtered) on {m['cpu']} "
-             f"({m['cores']} cores, {m['threads']} threads), {m['date'][:10]}. Each engine in its own process, "
+             f"{payload['n_single']} queries one per call, {payload['n_filtered']} filtered) on "
+             f"{machine_text(m)}, {m['date'][:10]}. Each engine in its own process, "
              f"durable, on local disk; setting = fastest reaching recall ≥ {payload['target']}.", "",
              db_table(payload["rows"]), "", ratio_table(payload["rows"]), "", "All settings:", "",
              sweep_table(payload["rows"])]

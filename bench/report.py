@@ -24,9 +24,18 @@ def machine_info(threads: int) -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "python": platform.python_version(),
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # a shared machine's load skews everything
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "load_avg_1m": load,
+            "python": platform.python_version(),
             "platform": platform.platform(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
+
+
+def machine_text(m: dict[str, Any]) -> str:
+    """``AMD EPYC (2 cores, 2 threads, load 26)``: the CPU, and the load average when the run ended."""
+    load = m.get("load_avg_1m")
+    return (f"{m['cpu']} ({m['cores']} cores, {m['threads']} threads"
+            + (f", load average {load:.0f} at the end" if load is not None else "") + ")")
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:
@@ -129,7 +138,7 @@ def report_markdown(payload: dict[str, Any], targets: Sequence[float] | None = N
     """The whole Markdown report: header with machine and data set, one table per recall target."""
     m, d = payload["machine"], payload["dataset"]
     head = (f"**{d['name']}** ({d['n_train']:,} × {d['dim']}, {d['metric']}, {d['n_test']:,} queries, "
-            f"k={payload['k']}) on {m['cpu']} ({m['cores']} cores, {m['threads']} threads), {m['date'][:10]}.")
+            f"k={payload['k']}) on {machine_text(m)}, {m['date'][:10]}.")
     parts = [head, ""]
     for target in targets or payload.get("targets", RECALL_TARGETS):
         parts += [markdown_table(payload["results"], target), ""]
@@ -229,7 +238,7 @@ def readme_section(docs_dir: str = DOCS_DIR) -> str:
         parts += ["#### Databases, embedded and durable", "",
                   f"`shoal bench --suite db {flag}--readme`: {d['name']}, {d['n_train']:,} rows, metadata "
                   f"`{{g, cat, year}}`, k={db['k']}, {db['n_single']} queries one per call ({db['n_filtered']} "
-                  f"filtered), each engine in its own process, on {m['cpu']} ({m['cores']} cores), "
+                  f"filtered), each engine in its own process, on {machine_text(m)}, "
                   f"{m['date'][:10]}. Every setting in [docs/bench/db.md](docs/bench/db.md).", "",
                   "![database suite](docs/bench/db.png)", "", db_table(db["rows"]), "", ratio_table(db["rows"])]
         if db.get("skipped"):

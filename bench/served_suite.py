@@ -266,10 +266,12 @@ def served_ratios(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def served_markdown(payload: dict[str, Any]) -> str:
+    from .report import machine_text
+
     m, d = payload["machine"], payload["dataset"]
     parts = [f"**{d['name']}** ({d['n_train']:,} × {d['dim']}, {d['metric']}, k={payload['k']}, "
-             f"{payload['queries']} queries per level, one per request) on {m['cpu']} ({m['cores']} cores; "
-             f"server and clients share them), {m['date'][:10]}.", "", served_table(payload["rows"])]
+             f"{payload['queries']} queries per level, one per request) on {machine_text(m)}; "
+             f"server and clients share the cores, {m['date'][:10]}.", "", served_table(payload["rows"])]
     ratios = served_ratios(payload["rows"])
     if ratios:
         parts += ["", "Shoal's advantage (× > 1: Shoal better):", "", ratios]
