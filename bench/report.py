@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import platform
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -230,7 +231,7 @@ def readme_section(docs_dir: str = DOCS_DIR) -> str:
         parts += ["#### Indices against index libraries", "",
                   f"`shoal bench {flag}--readme`; every target in [docs/bench/index.md](docs/bench/index.md).", "",
                   f"![recall vs QPS](docs/bench/{index['dataset']['name']}-batch.png)", "",
-                  report_markdown(index, README_TARGETS)]
+                  report_markdown(index, README_TARGETS), ""]
     db = _load_json(os.path.join(docs_dir, "db.json"))
     if db is not None:
         flag = "--quick " if db.get("preset") == "quick" else ""
@@ -243,12 +244,13 @@ def readme_section(docs_dir: str = DOCS_DIR) -> str:
                   "![database suite](docs/bench/db.png)", "", db_table(db["rows"]), "", ratio_table(db["rows"])]
         if db.get("skipped"):
             parts += ["", "Skipped: " + "; ".join(db["skipped"])]
+        parts.append("")
     served = _load_json(os.path.join(docs_dir, "served.json"))
     if served is not None:
         flag = "--quick " if served.get("preset") == "quick" else ""
         parts += ["#### Served", "", f"`shoal bench --suite served {flag}--readme`:", "", served_markdown(served)]
     parts += ["", "Measured on a shared machine: numbers are noisy (see the date and CPU above each table)."]
-    return "\n".join(parts)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts))
 
 
 README_BEGIN = "<!-- bench-results:begin -->"
