@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.errors import ShoalError
+from .plans import index_plan
 
 #: Values swept per search parameter; ``quick`` takes every other value and the last.
 SWEEPS: dict[str, list[Any]] = {
@@ -76,6 +77,8 @@ class Runner(abc.ABC):
     CONFIG = frozenset({"spec", "threads", "train_sample", "seed"})
     #: Whether ``search`` honours ``mask`` natively (else the filtered benchmark skips it).
     SUPPORTS_FILTER = False
+    #: The algorithm returns the true top-k by construction (a scan, an exact tree).
+    EXACT = False
 
     def __init__(self, spec: str, threads: int = 1) -> None:
         self.spec = spec
@@ -104,6 +107,14 @@ class Runner(abc.ABC):
     def nbytes(self) -> int | None:
         return None
 
+    def is_exact(self, params: dict[str, Any]) -> bool:
+        """Whether this setting is an exact algorithm (its rows are not index results)."""
+        return self.EXACT
+
+    def plan(self, params: dict[str, Any], queries: int) -> dict[str, Any]:
+        """The path that served the last ``search`` (see :mod:`shoal.bench.plans`)."""
+        return index_plan(queries, exact=self.is_exact(params))
+
     def release(self) -> None:
         """Drop what ``build`` made, so the next runner's memory is not inflated by this one."""
         for key in [k for k in vars(self) if k not in self.CONFIG]:
@@ -131,6 +142,7 @@ class ShoalRunner(Runner):
         self.train_sample = train_sample
         self.seed = seed
         self.index: Any = None
+        self.fallback_queries = 0
 
     def build(self, train: np.ndarray, metric: str) -> None:
         from ..engine.errors import InvalidSpecError
@@ -162,7 +174,17 @@ class ShoalRunner(Runner):
 
     def search(self, q: np.ndarray, k: int, params: dict[str, Any],
                mask: np.ndarray | None = None) -> np.ndarray:
-        return self.index.search(q, k, params=params, allowed=mask)[1]
+        report: dict[str, Any] = {}
+        ids = self.index.search(q, k, params=params, allowed=mask, report=report)[1]
+        self.fallback_queries = int(report.get("fallback_queries", 0))
+        return ids
+
+    def is_exact(self, params: dict[str, Any]) -> bool:
+        return bool(self.index.EXACT) and "max_leaves" not in params
+
+    def plan(self, params: dict[str, Any], queries: int) -> dict[str, Any]:
+        """An index that answered every query by its exact fallback served an exact scan."""
+        return index_plan(queries, self.fallback_queries, exact=self.is_exact(params))
 
     def nbytes(self) -> int | None:
         return int(self.index.nbytes)
@@ -188,6 +210,9 @@ class FaissRunner(Runner):
             self.index.train(x[np.random.default_rng(0).permutation(x.shape[0])[:100_000]])
         self.index.add(x)
         self.params_space = self.faiss.ParameterSpace()
+
+    def is_exact(self, params: dict[str, Any]) -> bool:
+        return self.spec.upper() in ("FLAT", "IDMAP,FLAT")
 
     def _kind(self) -> str | None:
         spec = self.spec.upper()
@@ -323,6 +348,9 @@ class ScipyKDTreeRunner(Runner):
     library = "scipy"
     DEFAULT_SPEC = "cKDTree"
 
+    def is_exact(self, params: dict[str, Any]) -> bool:
+        return not params.get("eps")
+
     def build(self, train: np.ndarray, metric: str) -> None:
         spatial = _import("scipy.spatial", self.name)
         self._check_metric(metric, ("l2", "cosine"))
@@ -349,6 +377,7 @@ class SklearnRunner(Runner):
 
     library = "sklearn"
     DEFAULT_SPEC = "brute"
+    EXACT = True
 
     def build(self, train: np.ndarray, metric: str) -> None:
         neighbors = _import("sklearn.neighbors", self.name)
@@ -381,6 +410,7 @@ class BruteSubsetRunner(Runner):
     library = "numpy"
     DEFAULT_SPEC = "brute-subset"
     SUPPORTS_FILTER = True
+    EXACT = True
     BLOCK = 64
 
     def build(self, train: np.ndarray, metric: str) -> None:

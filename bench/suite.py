@@ -19,6 +19,7 @@ import numpy as np
 from ..engine.errors import ShoalError
 from .datasets import Dataset, ground_truth
 from .metrics import latency_percentiles, recall_ids, rss_bytes
+from .plans import summarise
 from .runners import Runner, SkipRunner
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,14 @@ def measure(runner: Runner, test: np.ndarray, truth: np.ndarray, params: dict[st
     """Recall, batch QPS and single-query latencies of one parameter setting."""
     runner.search(test[: min(8, test.shape[0])], cfg.k, params)  # warm-up: JIT, caches
     ids, batch_s = best_of(cfg.batch_runs, lambda: runner.search(test, cfg.k, params))
+    plan = runner.plan(params, test.shape[0])
     lat = []
     for i in range(min(cfg.n_single, test.shape[0])):
         t1 = time.perf_counter()
         runner.search(test[i:i + 1], cfg.k, params)
         lat.append(time.perf_counter() - t1)
-    return {"params": params, "recall": recall_ids(ids, truth, cfg.k), "qps_batch": test.shape[0] / batch_s,
+    return {"params": params, "plan": plan, "exact_algorithm": runner.is_exact(params),
+            "recall": recall_ids(ids, truth, cfg.k), "qps_batch": test.shape[0] / batch_s,
             "qps_single": len(lat) / sum(lat) if lat else float("nan"), **latency_percentiles(lat)}
 
 
@@ -134,11 +137,46 @@ def filter_buckets(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed + 1).integers(0, BUCKETS, n)
 
 
-def run_filtered(data: Dataset, shoal_specs: Sequence[str], peers: Sequence[Runner], cfg: BenchConfig,
-                 selectivities: Sequence[float] = SELECTIVITIES) -> tuple[list[dict[str, Any]], list[str]]:
-    """Filtered k-NN at each selectivity: Shoal collections with a metadata filter, peers with a row mask."""
+#: Planner settings that make every segment with an index use it (to measure the filtered graph walk
+#: itself, beside the planner's own choice).
+FORCE_INDEX = {"exact_max_rows": 0, "index_cost_factor": 0.0}
+
+
+@dataclass(frozen=True)
+class FilteredShoal:
+    """A Shoal collection of the filtered benchmark: its label, index spec and planner settings."""
+
+    name: str
+    spec: str
+    planner: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, item: "FilteredShoal | str") -> "FilteredShoal":
+        return item if isinstance(item, FilteredShoal) else cls(f"shoal:{item}", item)
+
+
+def middle_params(spec: str, dim: int) -> dict[str, Any]:
+    """The middle of the sweep of the spec's primary parameter: what the peers' ``default_params`` use."""
+    from ..index import make_index
+    from .runners import PRIMARY_PARAMS, sweep_values
+
+    names = make_index(spec, dim).SEARCH_PARAMS
+    out: dict[str, Any] = {}
+    for name in PRIMARY_PARAMS:
+        values = [v for v in sweep_values(name, False) if v is not None]
+        if name in names:
+            out[name] = values[len(values) // 2]
+    return out
+
+
+def run_filtered(data: Dataset, shoal_specs: Sequence[FilteredShoal | str], peers: Sequence[Runner],
+                 cfg: BenchConfig, selectivities: Sequence[float] = SELECTIVITIES
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Filtered k-NN at each selectivity: Shoal collections (fully indexed by ``optimize``) with a metadata
+    filter, peers with a row mask. Each Shoal row records the plan the planner chose for it."""
     from ..engine.collection import Collection
     from ..engine.errors import InvalidSpecError
+    from ..index import make_index
 
     buckets = filter_buckets(data.train.shape[0])
     masks = {s: buckets < int(round(s * BUCKETS)) for s in selectivities}
@@ -148,24 +186,31 @@ def run_filtered(data: Dataset, shoal_specs: Sequence[str], peers: Sequence[Runn
     meta = [{"bucket": int(b)} for b in buckets.tolist()]
     ids = np.arange(data.train.shape[0])
     with limit_threads(cfg.threads):
-        for spec in shoal_specs:
+        for item in map(FilteredShoal.of, shoal_specs):
             try:
-                col = Collection(f"bench_{len(records)}", data.train.shape[1], data.metric, index=spec)
+                col = Collection(f"bench_{len(records)}", data.train.shape[1], data.metric, index=item.spec,
+                                 planner=item.planner)
+                params = middle_params(col.index_spec, data.train.shape[1])
             except InvalidSpecError:
-                skipped.append(f"shoal:{spec} (filtered): not registered yet")
+                skipped.append(f"{item.name} (filtered): not registered yet")
                 continue
             t0 = time.perf_counter()
             col.upsert(ids, data.train, meta)
+            col.optimize(wait=True)
             build_s = time.perf_counter() - t0
-            for s in _progress(selectivities, f"filtered shoal:{spec}", cfg.progress):
+            exact_algorithm = make_index(col.index_spec, data.train.shape[1], data.metric).EXACT
+            for s in _progress(selectivities, f"filtered {item.name}", cfg.progress):
                 flt = {"bucket": {"$lt": int(round(s * BUCKETS))}}
-                col.search(data.test[:4], cfg.k, filter=flt, include=())  # warm-up
-                res, elapsed = best_of(cfg.batch_runs, lambda: col.search(data.test, cfg.k, filter=flt, include=()))
+                run = lambda: col.search(data.test, cfg.k, filter=flt, params=params, include=())  # noqa: E731
+                run()  # warm-up
+                res, elapsed = best_of(cfg.batch_runs, run)
                 found = np.full((len(res), cfg.k), -1, np.int64)
                 for i, r in enumerate(res):
                     found[i, :len(r.ids)] = r.ids
-                records.append(_filtered_record(f"shoal:{spec}", s, masks[s], found, truths[s], elapsed, build_s,
-                                                {}, cfg))
+                plan = summarise(col.search(data.test, cfg.k, filter=flt, params=params, include=(),
+                                            explain=True)[0].plan, len(res))
+                records.append({**_filtered_record(item.name, s, masks[s], found, truths[s], elapsed, build_s,
+                                                   params, cfg), "plan": plan, "exact_algorithm": exact_algorithm})
         for runner in peers:
             if not runner.SUPPORTS_FILTER:
                 continue
@@ -181,8 +226,9 @@ def run_filtered(data: Dataset, shoal_specs: Sequence[str], peers: Sequence[Runn
             for s in _progress(selectivities, f"filtered {runner.name}", cfg.progress):
                 runner.search(data.test[:4], cfg.k, params, mask=masks[s])
                 found, elapsed = best_of(cfg.batch_runs, lambda: runner.search(data.test, cfg.k, params, mask=masks[s]))
-                records.append(_filtered_record(runner.name, s, masks[s], found, truths[s], elapsed, build_s,
-                                                params, cfg))
+                records.append({**_filtered_record(runner.name, s, masks[s], found, truths[s], elapsed, build_s,
+                                                   params, cfg), "plan": runner.plan(params, found.shape[0]),
+                                "exact_algorithm": runner.is_exact(params)})
             runner.release()
     return records, skipped
 
@@ -193,8 +239,9 @@ def _filtered_record(name: str, s: float, mask: np.ndarray, found: np.ndarray, t
             "recall": recall_ids(found, truth, cfg.k), "qps_batch": found.shape[0] / elapsed, "build_s": build_s}
 
 
-def default_filtered_specs(specs: Sequence[str], dim: int) -> list[str]:
-    """Flat plus the first registered approximate Shoal index of the run (graph first, then IVF)."""
+def default_filtered_specs(specs: Sequence[str], dim: int) -> list[FilteredShoal]:
+    """Flat, the first registered approximate Shoal index of the run (graph first, then IVF) as the
+    planner runs it, and the same index forced onto its filtered path (``FORCE_INDEX``)."""
     from ..index import make_index
 
     ordered = [s for s in specs if s.lower().startswith("hnsw")] + [s for s in specs if s.lower().startswith("ivf")]
@@ -203,5 +250,6 @@ def default_filtered_specs(specs: Sequence[str], dim: int) -> list[str]:
             make_index(spec, dim)
         except ShoalError:
             continue
-        return ["Flat", spec]
-    return ["Flat"]
+        return [FilteredShoal.of("Flat"), FilteredShoal.of(spec),
+                FilteredShoal(f"shoal:{spec} forced-index", spec, FORCE_INDEX)]
+    return [FilteredShoal.of("Flat")]

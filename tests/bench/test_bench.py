@@ -10,6 +10,7 @@ import pytest
 
 from shoal.bench import datasets, report
 from shoal.bench.metrics import recall_at_k, recall_ids
+from shoal.bench.plans import index_plan
 from shoal.bench.runners import (BruteSubsetRunner, Runner, ShoalRunner, SkipRunner, default_pq_m, expand_spec,
                                  make_runner)
 from shoal.bench.suite import BenchConfig, run_benchmark, run_filtered
@@ -158,7 +159,7 @@ def test_peer_runner_names_and_placeholders() -> None:
 
 def test_pareto_and_ratios() -> None:
     recs = [{"algorithm": a, "recall": r, "qps_batch": q, "qps_single": q, "p50_ms": 1.0, "p99_ms": 2.0,
-             "build_s": 0.1, "bytes_per_vector": 4.0, "params": {}}
+             "build_s": 0.1, "bytes_per_vector": 4.0, "params": {}, "plan": index_plan(10)}
             for a, r, q in [("shoal:X", 0.5, 100), ("shoal:X", 0.95, 50), ("shoal:X", 0.9, 10),
                             ("p:Y", 0.96, 25), ("p:Z", 0.8, 1000)]]
     front = report.pareto([r for r in recs if r["algorithm"] == "shoal:X"])
@@ -166,7 +167,7 @@ def test_pareto_and_ratios() -> None:
     best = report.best_at(recs, 0.95)
     assert best["shoal:X"]["qps_batch"] == 50 and best["p:Z"]["below"]
     table = report.markdown_table(recs, 0.95)
-    assert "| shoal:X | – | 0.950 | 50 |" in table and table.rstrip().endswith("| – |")
+    assert "| shoal:X | – | index | 0.950 | 50 |" in table and table.rstrip().endswith("| – |")
     assert "| 2.00 |" in table  # 50 / best peer 25
 
 
