@@ -81,10 +81,11 @@ def _with_nested_rows(node: "Node", field: str, store: MetadataStore, out: np.nd
     if col is None or not col.complex_rows:
         return out
     literal = store.column(field)
+    present = None if literal is None else literal.present
     n = len(store)
-    for row in col.complex_rows:
-        if row < n and (literal is None or not literal.present[row]):
-            out[row] = node.matches(store.rows[row])
+    rows = np.array([r for r in col.complex_rows if r < n and (present is None or not present[r])], np.int64)
+    if rows.size:
+        out[rows] = [node.matches(payload) for payload in store.payloads(rows)]
     return out
 
 

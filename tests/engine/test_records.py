@@ -40,7 +40,7 @@ def test_nested_path_masks_equal_the_reference(rows, flt):
     store = MetadataStore()
     store.append([check_metadata(r) for r in rows])
     node = compile_filter(flt)
-    assert node.mask(store).tolist() == [node.matches(r) for r in store.rows]
+    assert node.mask(store).tolist() == [node.matches(r) for r in store.payloads(np.arange(len(store)))]
 
 
 def test_nested_path_reference_examples():
