@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.collection import Collection, _filter
-from ..engine.errors import InvalidArgumentError, ShardUnavailableError
+from ..engine.errors import InvalidArgumentError, ShardUnavailableError, UnimplementedError
 from ..engine.ids import check_ids
+from ..engine.records import check_include
 from ..engine.results import GetResult, QueryResult
 from . import remote
 from .merge import merge_topk
@@ -168,7 +169,8 @@ class RayCollection:
         return len(ids_list)
 
     def delete(self, ids: Any = None, filter: Any = None) -> int:
-        """Delete by ids (all must exist) and/or by filter; returns how many were deleted."""
+        """Delete by ids and/or by filter; ids that do not exist are ignored (as ``Collection.delete``);
+        returns how many were deleted."""
         if ids is None and filter is None:
             raise InvalidArgumentError("delete needs ids or a filter (use filter={} to delete everything)")
         ids_list = None if ids is None else check_ids(ids)
@@ -176,10 +178,6 @@ class RayCollection:
         if ids_list is None:
             return sum(self._write({s: Delete(None, filter) for s in range(self.shards)}))
         parts = {s: [ids_list[p] for p in pos] for s, pos in enumerate(partition(ids_list, self.shards)) if pos}
-        missing = self._read({s: ("missing", (part,)) for s, part in parts.items()})
-        lost = set(itertools.chain.from_iterable(missing.values()))
-        if lost:
-            id_not_found(self.name, [i for i in ids_list if i in lost])
         return sum(self._write({s: Delete(part, filter) for s, part in parts.items()}))
 
     # ----------------------------------------------------------------- reads
@@ -261,12 +259,23 @@ class RayCollection:
     def __len__(self) -> int:
         return self.count()
 
-    def get(self, ids: Any) -> GetResult:
-        """Vectors and metadata for ids, in the order given; unknown ids raise IdNotFoundError."""
+    def get(self, ids: Any = None, *, filter: Any = None, limit: int | None = None, offset: int = 0,
+            include: Any = ("metadata", "vector"), missing: str = "raise") -> GetResult:
+        """Records by ids, in the order given (``Collection.get``); unknown ids raise IdNotFoundError,
+        or are left out with ``missing="skip"``. Reads without ids (filter, limit, offset) are not
+        distributed yet: UnimplementedError."""
+        if ids is None or filter is not None or limit is not None or offset:
+            raise UnimplementedError("a cluster collection gets records by ids only; reads by filter, "
+                                     "limit or offset are not distributed yet")
+        include = check_include(include)
+        if missing not in ("raise", "skip"):
+            raise InvalidArgumentError(f"missing must be 'raise' or 'skip', got {missing!r}")
         ids_list = check_ids(ids)
         where = partition(ids_list, self.shards)
         got = self._read({s: ("get_present", ([ids_list[p] for p in pos],)) for s, pos in enumerate(where) if pos})
         lost = set(itertools.chain.from_iterable(m for _, m in got.values()))
+        if lost and missing == "skip":  # ask again for the ones that are there (each round has fewer)
+            return self.get([i for i in ids_list if i not in lost], include=include, missing="skip")
         if lost:
             id_not_found(self.name, [i for i in ids_list if i in lost])
         vectors = np.zeros((len(ids_list), self.dim), np.float32)
@@ -276,7 +285,8 @@ class RayCollection:
             vectors[pos] = res.vectors
             for p, m in zip(pos, res.metadata):
                 metadata[p] = m
-        return GetResult(ids_list, vectors, metadata)
+        return GetResult(ids_list, vectors if "vector" in include else None,
+                         metadata if "metadata" in include else None)
 
     # ----------------------------------------------------------- maintenance
     def _on_all_replicas(self, method: str, *args: Any) -> list[Any]:

@@ -32,7 +32,8 @@ SKIP_DIRS = {"tests", ".venv", "build", "docs", ".numba_cache", "mutants", ".mut
 #: so that no other rpc module starts depending on rag unnoticed.
 RPC_RAG_BRIDGE = {"shoal.rpc.query_service", "shoal.rpc.query_client", "shoal.rpc.cli"}
 #: Non-kernel modules a kernel may import: each imports nothing of shoal but another of these (checked).
-LEAF_HELPERS = {"shoal.engine.threads", "shoal.engine.device", "shoal.engine.errors"}
+LEAF_HELPERS = {"shoal.engine.threads", "shoal.engine.device", "shoal.engine.errors",
+                "shoal.rag.models.ops"}  # array math shared by the model code and the attention kernels
 
 
 @dataclass(frozen=True)

@@ -112,10 +112,9 @@ def test_single_query_and_reads_match(exact_pair):
     (lambda c, x: c.search(x[0, :3], k=3), DimensionMismatchError),
     (lambda c, x: c.search(x[0], k=3, include=("nope",)), InvalidArgumentError),
     (lambda c, x: c.get([1, 123456]), IdNotFoundError),
-    (lambda c, x: c.delete([1, 123456]), IdNotFoundError),
     (lambda c, x: c.delete(), InvalidArgumentError),
     (lambda c, x: c.delete(filter={"$bad": 1}), FilterError),
-], ids=["dim", "nan", "dup", "lengths", "filter", "k", "query-dim", "include", "get-missing", "delete-missing",
+], ids=["dim", "nan", "dup", "lengths", "filter", "k", "query-dim", "include", "get-missing",
         "delete-nothing", "delete-filter"])
 def test_errors_are_the_same_and_change_nothing(exact_pair, call, error):
     pair, x = exact_pair

@@ -32,8 +32,10 @@ def test_get_or_create_len_compact_and_collection_snapshot(served, tmp_path: Pat
                                           optimizer={"background": False})  # compact() does the vacuum
     assert (col.dim, col.metric, col.index_spec) == (3, "l2", "Flat") and db.get_collection("goc").metric == "l2"
     col.upsert([1, 2, 3], np.eye(3))
-    again = client.get_or_create_collection("goc", dim=99, metric="ip")  # exists: returned as it is
+    again = client.get_or_create_collection("goc", dim=3)  # exists with that dim: returned as it is
     assert (again.dim, again.metric) == (3, "l2") and len(again) == 3 == len(db.get_collection("goc"))
+    with pytest.raises(errors.CollectionConfigMismatchError, match="dim=3, not 99"):  # issue 19
+        client.get_or_create_collection("goc", dim=99, metric="ip")
     assert client.list_collections() == ["goc"]
     client.create_collection("other", dim=2).upsert(["a"], [[1.0, 0.0]])
     assert client.compact() == {"goc": False, "other": False}  # nothing deleted yet

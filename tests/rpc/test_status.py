@@ -49,6 +49,7 @@ EXPECTED_CODES = {
     "ResourceExhaustedError": "RESOURCE_EXHAUSTED", "DiskFullError": "RESOURCE_EXHAUSTED",
     "AuthenticationError": "UNAUTHENTICATED", "UnavailableError": "UNAVAILABLE", "CancelledError": "CANCELLED",
     "DeadlineExceededError": "DEADLINE_EXCEEDED", "UnimplementedError": "UNIMPLEMENTED",
+    "CollectionConfigMismatchError": "ALREADY_EXISTS", "ShardUnavailableError": "UNAVAILABLE",
 }
 #: The class a client raises for a bare status of each code (no shoal-error trailer).
 GENERAL_CLASS = {"INTERNAL": "ShoalError", "INVALID_ARGUMENT": "InvalidArgumentError", "NOT_FOUND": "NotFoundError",
@@ -146,9 +147,9 @@ def _corrupt_collection(path: Path) -> None:
         col.upsert(list(range(60)), np.random.default_rng(0).standard_normal((60, 4)))
         db.create_collection("good", dim=4).upsert([1], [[1.0, 0.0, 0.0, 0.0]])
     seg = sorted((path / "collections" / "bad").glob("seg-*"))[0]
-    data = bytearray((seg / "rows.json").read_bytes())
+    data = bytearray((seg / "rows.bin").read_bytes())
     data[-3] ^= 0x10
-    (seg / "rows.json").write_bytes(data)
+    (seg / "rows.bin").write_bytes(data)
 
 
 def test_data_loss_and_failed_precondition_reach_the_client(tmp_path: Path) -> None:
@@ -156,7 +157,7 @@ def test_data_loss_and_failed_precondition_reach_the_client(tmp_path: Path) -> N
     server = build_server(shoal.Database(tmp_path / "db"), "127.0.0.1", 0)
     try:
         with shoal.Client(f"127.0.0.1:{server.port}", timeout=10) as c:
-            with pytest.raises(errors.CorruptionError, match="rows.json") as info:
+            with pytest.raises(errors.CorruptionError, match="rows.bin") as info:
                 c.get_collection("bad")
             assert info.value.grpc_code == "DATA_LOSS"
             assert c.get_collection("good").count() == 1  # the others serve normally

@@ -77,15 +77,15 @@ def _data(n: int = 6, dim: int = 4, index: bool = False) -> SegmentData:
     if index:
         idx = FlatIndex(dim)
         idx.add(x, np.arange(n))
-    return SegmentData(x, (x ** 2).sum(1).astype(np.float32), live, [f"id{i}" for i in range(n)],
-                       [{"i": i} for i in range(n)], idx)
+    rows = {"id.value": np.arange(n, dtype=np.int64) * 10, "p.0.kind": np.full(n, 5, np.int8)}
+    return SegmentData(x, (x ** 2).sum(1).astype(np.float32), live, rows, {"ids": {"others": [[1, "s"]]}}, idx)
 
 
 def test_segment_round_trip_with_tombstones_and_index(tmp_path: Path) -> None:
     data = _data(index=True)
     entry = write_segment(tmp_path / "seg-1", data, generation=3)
     assert entry["dir"] == "seg-1" and entry["n"] == 6 and entry["dead"] == 2 and entry["tomb"] == "tomb-00000003.npy"
-    assert set(entry["files"]) == {"vectors.npy", "norms.npy", "rows.json", "index.bin", "tomb-00000003.npy"}
+    assert set(entry["files"]) == {"vectors.npy", "norms.npy", "rows.bin", "index.bin", "tomb-00000003.npy"}
     for name, (size, crc) in entry["files"].items():
         path = tmp_path / "seg-1" / name
         assert path.stat().st_size == size and segment_files.file_crc(path) == crc
@@ -94,11 +94,11 @@ def test_segment_round_trip_with_tombstones_and_index(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got.norms, data.norms)
     assert isinstance(got.vectors, np.memmap)
     assert got.live.tolist() == data.live.tolist()
-    assert got.ids == ["id0", None, "id2", "id3", None, "id5"]
-    assert got.payloads == [{"i": 0}, {}, {"i": 2}, {"i": 3}, {}, {"i": 5}]  # dead rows keep no payload
-    assert got.index is not None and got.index.ntotal == 6
-    rows = json.loads((tmp_path / "seg-1" / "rows.json").read_bytes())
-    assert rows["ids"][1] is None and rows["meta"][4] == {}
+    assert got.row_meta == data.row_meta and set(got.row_arrays) == set(data.row_arrays)
+    for name, arr in data.row_arrays.items():  # the engine's row arrays, memory-mapped back unchanged
+        np.testing.assert_array_equal(got.row_arrays[name], arr)
+        assert isinstance(got.row_arrays[name], np.memmap)
+    assert got.index is not None and got.index.ntotal == 6 and got.legacy_rows is None
 
 
 def test_all_live_segment_has_no_tombstones(tmp_path: Path) -> None:
@@ -107,7 +107,8 @@ def test_all_live_segment_has_no_tombstones(tmp_path: Path) -> None:
     entry = write_segment(tmp_path / "seg-2", data, generation=1)
     assert entry["tomb"] is None and entry["dead"] == 0 and "index.bin" not in entry["files"]
     got = read_segment(tmp_path, entry, 4, None)
-    assert got.live.all() and got.index is None and got.ids == data.ids
+    assert got.live.all() and got.index is None
+    np.testing.assert_array_equal(got.row_arrays["id.value"], data.row_arrays["id.value"])
 
 
 def test_tombstone_generations_replace_each_other(tmp_path: Path) -> None:
@@ -119,12 +120,12 @@ def test_tombstone_generations_replace_each_other(tmp_path: Path) -> None:
     assert entry["tomb"] == "tomb-00000002.npy" and entry["dead"] == 4
     assert "tomb-00000001.npy" not in entry["files"] and "tomb-00000002.npy" in entry["files"]
     got = read_segment(tmp_path, entry, 4, None)
-    assert got.live.tolist() == live.tolist() and got.ids == [None, None, "id2", "id3", None, None]
+    assert got.live.tolist() == live.tolist()
     write_tombstones(tmp_path, entry, live, generation=2)  # the same generation again: kept, not dropped
     assert entry["tomb"] == "tomb-00000002.npy" and "tomb-00000002.npy" in entry["files"]
 
 
-@pytest.mark.parametrize("name", ["vectors.npy", "rows.json", "norms.npy"])
+@pytest.mark.parametrize("name", ["vectors.npy", "rows.bin", "norms.npy"])
 def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
     entry = write_segment(tmp_path / "seg-1", _data(), generation=1)
     path = tmp_path / "seg-1" / name
@@ -133,9 +134,9 @@ def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptionError, match=f"{name}: checksum mismatch"):
         read_segment(tmp_path, entry, 4, None)
-    if name == "rows.json":  # verify=False skips the checksum (the size still matches)
-        with pytest.raises((json.JSONDecodeError, UnicodeDecodeError, CorruptionError, ValueError)):
-            read_segment(tmp_path, entry, 4, None, verify=False)
+    if name == "rows.bin":  # verify=False skips the checksum (the size still matches): damaged data is read
+        got = read_segment(tmp_path, entry, 4, None, verify=False)
+        assert not np.array_equal(got.row_arrays["p.0.kind"], np.full(6, 5, np.int8))
     path.write_bytes(bytes(data[:-5]))
     with pytest.raises(CorruptionError, match=f"size {len(data) - 5} bytes, manifest says {len(data)}"):
         read_segment(tmp_path, entry, 4, None, verify=False)
@@ -164,7 +165,7 @@ def test_missing_file_and_shape_mismatch(tmp_path: Path) -> None:
 
 def test_a_failed_write_leaves_no_directory(tmp_path: Path) -> None:
     data = _data()
-    data.payloads[2] = {"x": object()}  # not JSON: the write fails after the arrays were written
+    data.row_meta["x"] = object()  # not JSON: the write fails after the vectors were written
     with pytest.raises(TypeError):
         write_segment(tmp_path / "seg-9", data, generation=1)
     assert not (tmp_path / "seg-9").exists()
