@@ -20,6 +20,8 @@ from ..index.factory import make_index
 from .backend import Backend, get_backend
 from .errors import InvalidArgumentError
 from .filters import Node, compile_filter
+from .hybrid import hybrid_search
+from .lexical import LexicalConfig
 from .ids import check_ids, check_unique
 from .metadata import check_metadata
 from .metrics import check_metric, prepare, scores_from_distances
@@ -56,12 +58,15 @@ class Collection:
     """A named set of (id, vector, metadata) records of one dimension and metric.
 
     ``optimizer`` and ``planner`` take the settings of ``engine.optimizer.OptimizerConfig``
-    and ``engine.planner.PlannerConfig``; other keyword options go to the index family.
+    and ``engine.planner.PlannerConfig``; ``text_fields``, ``sparse_fields`` and
+    ``text_options`` declare BM25 and sparse-vector fields (``engine.lexical``); other
+    keyword options go to the index family.
     """
 
     def __init__(self, name: str, dim: int, metric: str = "cosine", index: str = "flat", *,
                  backend: str | Backend | None = None, optimizer: Mapping[str, Any] | None = None,
-                 planner: Mapping[str, Any] | None = None, _store: Any = None, _flush_rows: int | None = None,
+                 planner: Mapping[str, Any] | None = None, text_fields: Any = None, sparse_fields: Any = None,
+                 text_options: Mapping[str, Any] | None = None, _store: Any = None, _flush_rows: int | None = None,
                  **index_options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
@@ -76,9 +81,10 @@ class Collection:
         flush_rows = MEMORY_FLUSH_ROWS if _flush_rows is None else _flush_rows
         self.optimizer_config = OptimizerConfig.from_options(optimizer)
         self.planner_config = PlannerConfig.from_options(planner)
+        self.lexical = LexicalConfig.from_options(text_fields, sparse_fields, text_options)
         indexes = not self._template.EXACT or getattr(self._template, "REPLACES_SCAN", False)
         layout = ShardLayout(name, self.dim, self.metric, ExactSearcher(self.metric, self.backend), self._new_index,
-                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))))
+                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))), self.lexical)
         store = MemoryStore(self.config_doc()) if _store is None else (
             _store(self.config_doc()) if callable(_store) else _store)
         self._shard = Shard(layout, store, flush_rows, self.optimizer_config, self.planner_config)
@@ -87,7 +93,8 @@ class Collection:
         """What a manifest persists of the collection's creation options."""
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": self.index_options, "optimizer": self.optimizer_config.to_dict(),
-                "planner": self.planner_config.to_dict()}
+                "planner": self.planner_config.to_dict(),
+                **({"lexical": self.lexical.to_options()} if self.lexical is not None else {})}
 
     def _index_kwargs(self) -> dict[str, Any]:
         return {**self.index_options, "backend": self.backend}
@@ -120,6 +127,8 @@ class Collection:
             if len(metadata) != len(ids_list):
                 raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {len(ids_list)} ids; lengths must match")
             payloads = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+        if self.lexical is not None:
+            self.lexical.check_payloads(payloads)
         return ids_list, prepare(x, self.metric), payloads
 
     def delete(self, ids: Any = None, filter: Any = None) -> int:
@@ -169,22 +178,29 @@ class Collection:
             _, metadata, vectors = shard.records(internal, True, True)
         return GetResult(ids_list, vectors, metadata)
 
-    def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = ("metadata", "distance"), explain: bool = False
+    def search(self, queries: Any = None, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+               include: Iterable[str] = ("metadata", "distance"), explain: bool = False, *, text: Any = None,
+               sparse: Any = None, fusion: str = "rrf", fusion_params: Mapping[str, Any] | None = None
                ) -> QueryResult | list[QueryResult]:
         """k nearest records per query, optionally among those matching ``filter``.
 
         A 1-D query returns one QueryResult; a 2-D batch returns a list. ``explain=True``
-        attaches the plan of every segment to each result (``result.plan``).
+        attaches the plan of every segment to each result (``result.plan``). ``text``
+        (BM25 over the text fields) and ``sparse`` (sparse vectors) search alone or with
+        ``queries``, fused by ``fusion`` ("rrf", "dbsf", "weighted"; ``engine.hybrid``).
         """
+        if text is not None or sparse is not None:
+            if explain:
+                raise InvalidArgumentError("explain covers dense searches only; drop text/sparse to see the plan")
+            return hybrid_search(self, queries, k, filter, params, self._check_include(include), text, sparse,
+                                 fusion, fusion_params)
+        if queries is None:
+            raise InvalidArgumentError("search needs queries (vectors), text or sparse")
         single = np.ndim(queries) == 1
         q = prepare(as_matrix(queries, self.dim, name="queries"), self.metric)
         k = check_k(k)
         node, key = _filter(filter)
-        include = tuple(include)
-        bad = [f for f in include if f not in INCLUDE_FIELDS]
-        if bad:
-            raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
+        include = self._check_include(include)
         params = self._template.check_params(params)
         want_meta, want_vectors = "metadata" in include, "vector" in include
         shard = self._shard
@@ -197,6 +213,14 @@ class Collection:
             for r in rows:
                 r.plan = described
         return rows[0] if single else rows
+
+    @staticmethod
+    def _check_include(include: Iterable[str]) -> tuple[str, ...]:
+        include = tuple(include)
+        bad = [f for f in include if f not in INCLUDE_FIELDS]
+        if bad:
+            raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
+        return include
 
     def explain(self, queries: Any, k: int = 10, filter: Any = None,
                 params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

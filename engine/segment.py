@@ -45,6 +45,8 @@ class Segment:
         #: External id of each row (None once the row is deleted).
         self.ids: list[Any] = []
         self.index: Index | None = None
+        #: Inverted indexes of the collection's text/sparse fields (``engine.lexical.SegmentPostings``).
+        self.postings: Any = None
         self.n = 0
         #: Live rows, kept up to date by append/delete so no search counts them.
         self.live_count = 0
@@ -82,6 +84,8 @@ class Segment:
         self.norms = self.norms[:n] if norms is None else norms
         self.live = self.live[:n].copy()
         self.sealed = True
+        if self.postings is not None:
+            self.postings.freeze()
 
     # ----------------------------------------------------------------- writes
     def append(self, x: np.ndarray, ids: list[Any], payloads: list[dict[str, Any]],
@@ -95,6 +99,8 @@ class Segment:
         self.norms[rows] = sq_norms(x) if norms is None else norms
         self.live[rows] = True
         self.meta.append(payloads)
+        if self.postings is not None:
+            self.postings.append(payloads)
         self.ids.extend(ids)
         self.n += x.shape[0]
         self.live_count += x.shape[0]

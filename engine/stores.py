@@ -66,7 +66,7 @@ def segment_data(seg: Segment) -> SegmentData:
     """A segment's rows as the file layer writes them."""
     n = seg.n
     return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], seg.ids[:n], seg.meta.rows[:n],
-                       seg.index if seg.indexed else None)
+                       seg.index if seg.indexed else None, None if seg.postings is None else seg.postings.frozen())
 
 
 def write_snapshot(dest: Path, doc: dict[str, Any], segments: list[Segment], last_seq: int) -> None:

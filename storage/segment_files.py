@@ -22,6 +22,7 @@ from .io_errors import storage_errors
 from .wal import fsync_dir
 
 VECTORS, NORMS, ROWS, INDEX = "vectors.npy", "norms.npy", "rows.json", "index.bin"
+POSTINGS = "postings.bin"  # inverted indexes of text/sparse fields (index.inverted)
 _CHUNK = 1 << 22
 
 
@@ -35,6 +36,8 @@ class SegmentData:
     ids: list[Any]
     payloads: list[dict[str, Any]]
     index: Any = None
+    #: Field name -> ``index.inverted.InvertedIndex`` (collections with text or sparse fields).
+    postings: dict[str, Any] | None = None
 
 
 def file_crc(path: Path) -> int:
@@ -82,6 +85,11 @@ def _write_segment(directory: Path, data: SegmentData, generation: int) -> dict[
     if data.index is not None:
         data.index.save(directory / INDEX)
         files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
+    if data.postings is not None:
+        from ..index.inverted import save_postings
+
+        save_postings(directory / POSTINGS, data.postings)
+        files[POSTINGS] = [(directory / POSTINGS).stat().st_size, file_crc(directory / POSTINGS)]
     entry = {"dir": directory.name, "n": n, "files": files, "tomb": None, "dead": 0}
     if not live.all():
         write_tombstones(directory.parent, entry, live, generation)
@@ -129,6 +137,7 @@ def open_vectors(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, np
 
 def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any, verify: bool = True) -> SegmentData:
     """Open a sealed segment's files (vectors memory-mapped)."""
+    from ..index.inverted import load_postings
     from ..index.io import load_index
 
     seg_dir = directory / entry["dir"]
@@ -142,5 +151,6 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
     if entry["tomb"] is not None:
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
     index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
+    postings = load_postings(paths[POSTINGS], verify) if POSTINGS in paths else None
     ids = [e if ok else None for e, ok in zip(rows["ids"], live.tolist())]
-    return SegmentData(vectors, norms, live, ids, rows["meta"], index)
+    return SegmentData(vectors, norms, live, ids, rows["meta"], index, postings)
