@@ -28,6 +28,7 @@ from ..engine.results import GetResult, QueryResult
 from ..engine.validation import as_matrix, check_k
 from . import convert
 from .status import error_from_rpc
+from .hybrid import fill_hybrid
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -209,15 +210,25 @@ class RemoteCollection:
         return convert.get_result_from_proto(self._client.call(self._client.points.Get, request, idempotent=True),
                                              self.dim)
 
-    def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
-               include: Iterable[str] = ("metadata", "distance")) -> QueryResult | list[QueryResult]:
-        """k nearest records per query; a 1-D query returns one QueryResult, a 2-D batch a list."""
-        single = np.ndim(queries) == 1
+    def search(self, queries: Any = None, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+               include: Iterable[str] = ("metadata", "distance"), *, text: Any = None, sparse: Any = None,
+               fusion: str = "rrf", fusion_params: Mapping[str, Any] | None = None) -> QueryResult | list[QueryResult]:
+        """k nearest records per query; a 1-D query returns one QueryResult, a 2-D batch a list.
+
+        ``text`` / ``sparse`` / ``fusion`` as in ``Collection.search`` (hybrid retrieval)."""
         include = tuple(include)
         bad = [f for f in include if f not in INCLUDE_FIELDS]
         if bad:
             raise InvalidArgumentError(f"unknown include field(s) {bad}; choose from {INCLUDE_FIELDS}")
-        batch = search_pb2.QueryBatch(vectors=convert.vectors_to_proto(queries), k=check_k(k))
+        if queries is None and text is None and sparse is None:
+            raise InvalidArgumentError("search needs queries (vectors), text or sparse")
+        batch = search_pb2.QueryBatch(k=check_k(k))
+        single = True
+        if queries is not None:
+            batch.vectors.CopyFrom(convert.vectors_to_proto(queries))
+            single = np.ndim(queries) == 1
+        if text is not None or sparse is not None:
+            single = fill_hybrid(batch, text, sparse, fusion, fusion_params)[1] and single
         if filter is not None:
             batch.filter.CopyFrom(convert.filter_to_proto(filter))
         for key, value in (params or {}).items():
@@ -227,6 +238,9 @@ class RemoteCollection:
                                            include_vectors="vector" in include)
         response = self._client.call(self._client.searcher.Search, request, idempotent=True)
         results = [convert.query_result_from_proto(r, "metadata" in include) for r in response.results]
+        if batch.hybrid:  # a hybrid search with no hits still reports (no) retrievers, as embedded
+            for r in results:
+                r.retrievers = r.retrievers or []
         return results[0] if single else results
 
     # --------------------------------------------------------------- admin

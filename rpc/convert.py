@@ -244,13 +244,16 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
             fill_metadata(out.metadata.add(), meta)
     if res.vectors is not None:
         out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), -1), res.vectors.shape[-1]))
+    for found in res.retrievers or ():
+        out.retrievers.add().scores.update(found)
 
 
 def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
     metadata = [metadata_from_proto(m) for m in msg.metadata] if include_metadata else None
     vectors = vectors_from_proto(msg.vectors) if msg.HasField("vectors") else None
     return QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
-                       np.asarray(msg.scores, np.float32), metadata, vectors)
+                       np.asarray(msg.scores, np.float32), metadata, vectors,
+                       retrievers=[dict(r.scores) for r in msg.retrievers] if msg.retrievers else None)
 
 
 def get_result_from_proto(msg: Any, dim: int) -> GetResult:

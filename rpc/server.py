@@ -60,6 +60,7 @@ from ..storage.io_errors import storage_errors
 from . import convert
 from .decode import parse_request
 from .status import abort_with
+from .hybrid import hybrid_from_proto
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
 from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
 
@@ -205,11 +206,13 @@ class SearchServicer(service_pb2_grpc.SearchServicer):
         col = self.db.get_collection(request.collection)
         include = ("distance",) + (("metadata",) if request.include_metadata else ()) \
             + (("vector",) if request.include_vectors else ())
-        batches = [(convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
-                    convert.params_from_proto(b.params)) for i, b in enumerate(request.batches)]
+        batches = [(None if b.hybrid and not b.HasField("vectors") else
+                    convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
+                    convert.params_from_proto(b.params), hybrid_from_proto(b) if b.hybrid else {})
+                   for i, b in enumerate(request.batches)]
         response = search_pb2.SearchResponse()
-        for q, k, flt, params in batches:
-            for res in col.search(q, k, flt, params, include):
+        for q, k, flt, params, hybrid in batches:
+            for res in col.search(q, k, flt, params, include, **hybrid):
                 convert.query_result_to_proto(res, response.results.add())
         return response
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.rpc.v1 import types_pb2 as shoal_dot_rpc_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xdf\x01\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"}\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\"\x98\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\"6\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/search.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xa8\x02\n\nQueryBatch\x12\"\n\x07vectors\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12\t\n\x01k\x18\x02 \x01(\r\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x30\n\x06params\x18\x04 \x03(\x0b\x32 .shoal.v1.QueryBatch.ParamsEntry\x12%\n\x06hybrid\x18\x05 \x03(\x0b\x32\x15.shoal.v1.HybridQuery\x12 \n\x06\x66usion\x18\x06 \x01(\x0b\x32\x10.shoal.v1.Fusion\x1a>\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\x42\t\n\x07_filter\"/\n\x0cSparseVector\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\xe3\x01\n\x0bHybridQuery\x12-\n\x04text\x18\x01 \x03(\x0b\x32\x1f.shoal.v1.HybridQuery.TextEntry\x12\x31\n\x06sparse\x18\x02 \x03(\x0b\x32!.shoal.v1.HybridQuery.SparseEntry\x1a+\n\tTextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x45\n\x0bSparseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.shoal.v1.SparseVector:\x02\x38\x01\"\x95\x01\n\x06\x46usion\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x10\n\x08prefetch\x18\x03 \x01(\r\x12.\n\x07weights\x18\x04 \x03(\x0b\x32\x1d.shoal.v1.Fusion.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"w\n\x0fRetrieverScores\x12\x35\n\x06scores\x18\x01 \x03(\x0b\x32%.shoal.v1.RetrieverScores.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x07\x62\x61tches\x18\x02 \x03(\x0b\x32\x14.shoal.v1.QueryBatch\x12\x18\n\x10include_metadata\x18\x03 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x04 \x01(\x08\"\xc7\x01\n\tQueryHits\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x11\n\tdistances\x18\x02 \x03(\x02\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\"\n\x07vectors\x18\x05 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12-\n\nretrievers\x18\x06 \x03(\x0b\x32\x19.shoal.v1.RetrieverScores\"6\n\x0eSearchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.shoal.v1.QueryHitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QUERYBATCH_PARAMSENTRY']._loaded_options = None
   _globals['_QUERYBATCH_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_HYBRIDQUERY_TEXTENTRY']._loaded_options = None
+  _globals['_HYBRIDQUERY_TEXTENTRY']._serialized_options = b'8\001'
+  _globals['_HYBRIDQUERY_SPARSEENTRY']._loaded_options = None
+  _globals['_HYBRIDQUERY_SPARSEENTRY']._serialized_options = b'8\001'
+  _globals['_FUSION_WEIGHTSENTRY']._loaded_options = None
+  _globals['_FUSION_WEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_RETRIEVERSCORES_SCORESENTRY']._loaded_options = None
+  _globals['_RETRIEVERSCORES_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_QUERYBATCH']._serialized_start=66
-  _globals['_QUERYBATCH']._serialized_end=289
-  _globals['_QUERYBATCH_PARAMSENTRY']._serialized_start=216
-  _globals['_QUERYBATCH_PARAMSENTRY']._serialized_end=278
-  _globals['_SEARCHREQUEST']._serialized_start=291
-  _globals['_SEARCHREQUEST']._serialized_end=416
-  _globals['_QUERYHITS']._serialized_start=419
-  _globals['_QUERYHITS']._serialized_end=571
-  _globals['_SEARCHRESPONSE']._serialized_start=573
-  _globals['_SEARCHRESPONSE']._serialized_end=627
+  _globals['_QUERYBATCH']._serialized_end=362
+  _globals['_QUERYBATCH_PARAMSENTRY']._serialized_start=289
+  _globals['_QUERYBATCH_PARAMSENTRY']._serialized_end=351
+  _globals['_SPARSEVECTOR']._serialized_start=364
+  _globals['_SPARSEVECTOR']._serialized_end=411
+  _globals['_HYBRIDQUERY']._serialized_start=414
+  _globals['_HYBRIDQUERY']._serialized_end=641
+  _globals['_HYBRIDQUERY_TEXTENTRY']._serialized_start=527
+  _globals['_HYBRIDQUERY_TEXTENTRY']._serialized_end=570
+  _globals['_HYBRIDQUERY_SPARSEENTRY']._serialized_start=572
+  _globals['_HYBRIDQUERY_SPARSEENTRY']._serialized_end=641
+  _globals['_FUSION']._serialized_start=644
+  _globals['_FUSION']._serialized_end=793
+  _globals['_FUSION_WEIGHTSENTRY']._serialized_start=747
+  _globals['_FUSION_WEIGHTSENTRY']._serialized_end=793
+  _globals['_RETRIEVERSCORES']._serialized_start=795
+  _globals['_RETRIEVERSCORES']._serialized_end=914
+  _globals['_RETRIEVERSCORES_SCORESENTRY']._serialized_start=869
+  _globals['_RETRIEVERSCORES_SCORESENTRY']._serialized_end=914
+  _globals['_SEARCHREQUEST']._serialized_start=916
+  _globals['_SEARCHREQUEST']._serialized_end=1041
+  _globals['_QUERYHITS']._serialized_start=1044
+  _globals['_QUERYHITS']._serialized_end=1243
+  _globals['_SEARCHRESPONSE']._serialized_start=1245
+  _globals['_SEARCHRESPONSE']._serialized_end=1299
 # @@protoc_insertion_point(module_scope)
