@@ -22,7 +22,7 @@ help:
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev,bench,rag,langchain,llama-index]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,rag,text,langchain,llama-index]'
 	$(PY) -m pip install --quiet --no-deps $(NODEPS_PACKAGES)
 	touch $(STAMP)
 
