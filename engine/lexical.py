@@ -32,6 +32,7 @@ from .backend import Backend, load_kernels
 from .echo import shorten
 from .errors import InvalidArgumentError
 from .filters import Node
+from .threads import threads_for_batch
 
 if TYPE_CHECKING:
     from .segment import Segment
@@ -292,10 +293,11 @@ def search_postings(config: LexicalConfig, segments: list["Segment"], query: Lex
             q_off.append(q_off[-1] + int(hit.sum()))
         if q_off[-1] == 0:
             continue
-        d, rows = kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last,
-                               index.blk_max, index.blk_min, index.blk_mindl, index.doclen,
-                               np.asarray(q_off, np.int64), np.concatenate(q_terms), np.concatenate(q_weights),
-                               allowed, 0 if query.bm25 else 1, k1, b, avgdl, k)
+        with threads_for_batch(nq):  # one query gains nothing from waking the pool (engine.threads)
+            d, rows = kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last,
+                                   index.blk_max, index.blk_min, index.blk_mindl, index.doclen,
+                                   np.asarray(q_off, np.int64), np.concatenate(q_terms), np.concatenate(q_weights),
+                                   allowed, 0 if query.bm25 else 1, k1, b, avgdl, k)
         ids = np.where(rows >= 0, rows + seg.base, -1)
         d, ids = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, ids], axis=1)
         tie = np.where(ids < 0, np.iinfo(np.int64).max, ids)
