@@ -240,3 +240,22 @@ def test_bad_text_or_sparse_payloads_are_rejected_and_change_nothing():
         db.create_collection("d", 2, text_fields="text")
     with pytest.raises(InvalidArgumentError):
         db.create_collection("d", 2, text_fields=["t"], text_options={"k1": -1})
+
+
+def test_snapshot_copies_postings_and_a_segment_without_them_is_rebuilt(tmp_path):
+    from shoal.engine.lexical import attach_postings
+
+    texts = corpus(120)
+    db = shoal.Database(tmp_path / "db", flush_rows=50)
+    col = make(db, texts, chunk=60)
+    want = {q: scores_by_id(col, q) for q in QUERIES}
+    db.snapshot(tmp_path / "snap")
+    with shoal.Database(tmp_path / "snap") as snap:
+        for q in QUERIES:
+            assert scores_by_id(snap.get_collection("docs"), q) == pytest.approx(want[q], rel=1e-6)
+    seg = col._shard.segments[0]
+    loaded = seg.postings.frozen()
+    attach_postings(seg, col.lexical, None)  # what a segment written without postings.bin gets
+    for name, arr in seg.postings.frozen()["text"].to_arrays().items():
+        np.testing.assert_array_equal(arr, loaded["text"].to_arrays()[name], err_msg=name)
+    db.close()
