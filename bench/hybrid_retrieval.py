@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import best_seconds
+
 #: Packages walked (with every importable submodule) besides the standard library's top-level modules.
 PACKAGES = ("numpy", "scipy", "sklearn")
 #: Modules never imported: they open windows, print on import, or are test suites and tooling.
@@ -180,12 +182,9 @@ def quality(pairs: list[tuple[str, str, str]], n_docs: int, n_queries: int, doc_
 
 
 def _best(fn: Any, repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+    """Best seconds of ``repeat`` runs (``bench.metrics.best_seconds``) and the last run's result."""
+    out: list[Any] = []
+    return best_seconds(lambda: out.append(fn()), repeat), out[-1]
 
 
 def paragraphs(docs: dict[str, str]) -> list[str]:

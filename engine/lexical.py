@@ -147,24 +147,21 @@ class SegmentPostings:
         self._stats: dict[str, tuple[tuple[int, int], Any]] = {}
 
     def append(self, payloads: list[dict[str, Any]]) -> None:
-        for name in self.config.text_fields:
-            builder = self.fields[name]
+        """Index the rows' fields (validated at upsert by ``LexicalConfig.check_payloads``)."""
+        for name, builder in self.fields.items():
+            entry = self._text_entry if name in self.config.text_fields else self._sparse_entry
             for payload in payloads:
-                text = payload.get(name)
-                if text is None:
-                    builder.add(None, None)
-                    continue
-                counts = Counter(self._tokenize(text))
-                builder.add(list(counts), list(counts.values()), float(sum(counts.values())))
-        for name in self.config.sparse_fields:
-            builder = self.fields[name]
-            for payload in payloads:
-                vec = payload.get(name)
-                if vec is None:
-                    builder.add(None, None)
-                else:
-                    idx, val = parse_sparse(vec, name)
-                    builder.add(idx.tolist(), val)
+                value = payload.get(name)
+                builder.add(*(entry(value) if value is not None else (None, None, 0.0)))
+
+    def _text_entry(self, text: str) -> tuple[list[str], list[int], float]:
+        counts = Counter(self._tokenize(text))
+        return list(counts), list(counts.values()), float(sum(counts.values()))
+
+    @staticmethod
+    def _sparse_entry(vector: Any) -> tuple[list[int], np.ndarray, float]:
+        idx, val = parse_sparse(vector, "sparse vector")
+        return idx.tolist(), val, 0.0
 
     def index(self, name: str) -> InvertedIndex:
         f = self.fields[name]
