@@ -24,7 +24,7 @@ help:
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev,bench,bench-db,rag,langchain,llama-index,http,cluster]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,bench-db,rag,text,langchain,llama-index,http,cluster]'
 	$(PY) -m pip install --quiet --no-deps $(NODEPS_PACKAGES)
 	-@$(MAKE) --no-print-directory browser
 	touch $(STAMP)

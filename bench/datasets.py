@@ -117,6 +117,65 @@ def minilm_pydoc(n: int | None = 3000, n_test: int = 200, seed: int = 0, batch_s
     return Dataset("minilm-pydoc", train, test, "cosine", meta, None, {"source": "pydoc_data + all-MiniLM-L6-v2"})
 
 
+#: Packages whose docstrings join the standard library's in ``minilm-docstrings`` (all dependencies of Shoal).
+DOCSTRING_PACKAGES = ("numpy", "scipy", "sklearn")
+
+
+def _docstring_paragraphs() -> list[str]:
+    """Docstring paragraphs of the standard library and ``DOCSTRING_PACKAGES``, read with ``ast``."""
+    import ast
+    import importlib.util
+    import sysconfig
+    from pathlib import Path
+
+    roots = [Path(sysconfig.get_paths()["stdlib"])]
+    for name in DOCSTRING_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            roots.append(Path(list(spec.submodule_search_locations)[0]))
+    skip = {"site-packages", "dist-packages", "test", "tests"}
+    found: set[str] = set()
+    files = [p for root in roots for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)]
+    for path in sorted(files):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node) or ""
+                found.update(" ".join(p.split()) for p in doc.split("\n\n") if 40 <= len(p.strip()) <= 600)
+    return sorted(found)
+
+
+def minilm_docstrings(n: int | None = 20_000, n_test: int = 1000, seed: int = 0, batch_size: int = 64,
+                      cache_dir: str | None = None) -> Dataset:
+    """Docstring paragraphs of Python and numpy/scipy/sklearn (tens of thousands of real sentences) embedded with MiniLM
+    (cosine, 384-d, 128 word pieces). Embedding takes minutes on 2 cores, so vectors are cached on disk,
+    keyed by the texts."""
+    try:
+        from ..rag.embedders import load_embedder
+    except ImportError as exc:
+        raise NotFoundError(f"minilm-docstrings needs shoal.rag ({exc})") from None
+    paragraphs = _docstring_paragraphs()
+    if n is not None:
+        paragraphs = [paragraphs[i] for i in np.random.default_rng(seed).permutation(len(paragraphs))[:n + n_test]]
+    key = hashlib.sha1("\0".join(paragraphs).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir or default_cache_dir(), f"minilm-docstrings-{key}.npy")
+    if os.path.exists(path):
+        x = np.load(path)
+    else:
+        x = np.ascontiguousarray(load_embedder("minilm", max_length=128).encode(paragraphs, batch_size=batch_size),
+                                 dtype=np.float32)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path + ".tmp.npy", x)
+        os.replace(path + ".tmp.npy", path)
+    train, test, tr, _ = _split(x, n_test, seed)
+    meta = [{"text": paragraphs[i][:80]} for i in tr.tolist()]
+    return Dataset("minilm-docstrings", train, test, "cosine", meta, None,
+                   {"source": "stdlib/numpy/scipy/sklearn docstrings + all-MiniLM-L6-v2"})
+
+
 # ------------------------------------------------------------------ file formats
 _VECS_DTYPES = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
 
@@ -185,7 +244,8 @@ def hdf5(path: str | os.PathLike) -> Dataset:
     return Dataset(name, train, test, ANN_METRICS[distance], info={"source": str(path)}, neighbors=gt)
 
 
-LOADERS = {"glove-50": glove50, "digits": digits, "clustered": clustered, "minilm-pydoc": minilm_pydoc}
+LOADERS = {"glove-50": glove50, "digits": digits, "clustered": clustered, "minilm-pydoc": minilm_pydoc,
+           "minilm-docstrings": minilm_docstrings}
 
 
 def load(name: str, **kwargs: Any) -> Dataset:

@@ -20,6 +20,8 @@ from ..index.factory import make_index
 from .backend import Backend, get_backend
 from .errors import InvalidArgumentError
 from .filters import keyed_filter
+from .hybrid import hybrid_search
+from .lexical import LexicalConfig
 from .ids import check_ids, check_unique
 from .metadata import check_metadata
 from .metrics import check_metric, prepare, scores_from_distances
@@ -55,7 +57,9 @@ class Collection(RecordAPI, SearchModes):
 
     ``optimizer`` and ``planner`` take the settings of ``engine.optimizer.OptimizerConfig``
     and ``engine.planner.PlannerConfig``; ``metadata`` is a small dict of the user's own about the
-    collection (shown by ``describe()``, persisted); other keyword options go to the index family.
+    collection (shown by ``describe()``, persisted); ``text_fields``, ``sparse_fields`` and
+    ``text_options`` declare BM25 and sparse-vector fields (``engine.lexical``); other keyword
+    options go to the index family.
     Record reads and partial updates live in ``engine.records``, range search, grouping and
     recommendation in ``engine.search_modes``.
 
@@ -72,6 +76,7 @@ class Collection(RecordAPI, SearchModes):
     def __init__(self, name: str, dim: int, metric: str = "cosine", index: str = "flat", *,
                  backend: str | Backend | None = None, optimizer: Mapping[str, Any] | None = None,
                  planner: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
+                 text_fields: Any = None, sparse_fields: Any = None, text_options: Mapping[str, Any] | None = None,
                  _store: Any = None, _flush_rows: int | None = None, **index_options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
@@ -87,9 +92,10 @@ class Collection(RecordAPI, SearchModes):
         flush_rows = MEMORY_FLUSH_ROWS if _flush_rows is None else _flush_rows
         self.optimizer_config = OptimizerConfig.from_options(optimizer)
         self.planner_config = PlannerConfig.from_options(planner)
+        self.lexical = LexicalConfig.from_options(text_fields, sparse_fields, text_options)
         indexes = not self._template.EXACT or getattr(self._template, "REPLACES_SCAN", False)
         layout = ShardLayout(name, self.dim, self.metric, ExactSearcher(self.metric, self.backend), self._new_index,
-                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))))
+                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))), self.lexical)
         store = MemoryStore(self.config_doc()) if _store is None else (
             _store(self.config_doc()) if callable(_store) else _store)
         self._shard = Shard(layout, store, flush_rows, self.optimizer_config, self.planner_config)
@@ -98,7 +104,8 @@ class Collection(RecordAPI, SearchModes):
         """What a manifest persists of the collection's creation options."""
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": self.index_options, "optimizer": self.optimizer_config.to_dict(),
-                "planner": self.planner_config.to_dict(), "metadata": self.metadata}
+                "planner": self.planner_config.to_dict(), "metadata": self.metadata,
+                **({"lexical": self.lexical.to_options()} if self.lexical is not None else {})}
 
     def _index_kwargs(self) -> dict[str, Any]:
         return {**self.index_options, "backend": self.backend}
@@ -141,6 +148,8 @@ class Collection(RecordAPI, SearchModes):
             if len(metadata) != len(ids_list):
                 raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {len(ids_list)} ids; lengths must match")
             payloads = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+        if self.lexical is not None:
+            self.lexical.check_payloads(payloads)
         return ids_list, prepare(x, self.metric), payloads
 
     def delete(self, ids: Any = None, filter: Any = None) -> int:
@@ -184,9 +193,10 @@ class Collection(RecordAPI, SearchModes):
             self._shard.check_open()
             return self._shard.count(node, key)
 
-    def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+    def search(self, queries: Any = None, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
                include: Iterable[str] = DEFAULT_INCLUDE, explain: bool = False, *,
-               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1
+               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1,
+               text: Any = None, sparse: Any = None, fusion: str = "rrf", fusion_params: Mapping[str, Any] | None = None
                ) -> QueryResult | list[QueryResult] | list[Group] | list[list[Group]]:
         """k nearest records per query, optionally among those matching ``filter``.
 
@@ -195,8 +205,19 @@ class Collection(RecordAPI, SearchModes):
         docstring). ``k`` is at most 16384 (``SHOAL_MAX_K``). ``explain=True`` attaches the plan of
         every segment to each result (``result.plan``). ``score_threshold`` keeps hits with
         score >= it. ``group_by=FIELD`` returns, per query, up to ``k`` ``Group``s (a distinct value
-        and its best ``group_size`` hits) instead of hits (``engine.search_modes``).
+        and its best ``group_size`` hits) instead of hits (``engine.search_modes``). ``text`` (BM25 over
+        the text fields) and ``sparse`` (sparse vectors) search alone or with ``queries``, fused by
+        ``fusion`` ("rrf", "dbsf", "weighted"; ``engine.hybrid``); thresholds and grouping are for
+        dense searches.
         """
+        if text is not None or sparse is not None:
+            if explain or group_by is not None or score_threshold is not None:
+                raise InvalidArgumentError("explain, group_by and score_threshold cover dense searches only; "
+                                           "drop text/sparse to use them")
+            return hybrid_search(self, queries, k, filter, params, check_include(include, INCLUDE_FIELDS), text,
+                                 sparse, fusion, fusion_params)
+        if queries is None:
+            raise InvalidArgumentError("search needs queries (vectors), text or sparse")
         if group_by is not None:
             return self._grouped_search(queries, k, filter, params, tuple(include), check_threshold(
                 score_threshold, "score_threshold"), group_by, group_size)

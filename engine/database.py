@@ -122,7 +122,7 @@ class Database:
         col = Collection(doc["name"], doc["dim"], doc["metric"], doc["index"], backend=self.backend,
                          optimizer=doc.get("optimizer"), planner=doc.get("planner"),
                          metadata=doc.get("metadata"), _store=store,
-                         _flush_rows=options.flush_rows, **doc["index_options"])
+                         _flush_rows=options.flush_rows, **doc.get("lexical", {}), **doc["index_options"])
         stored, records, damaged = store.load(col.dim, col.backend)
         shard = col._shard
         last = shard.restore(stored, records, options.repair, directory / WAL)

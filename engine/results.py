@@ -16,6 +16,8 @@ class Hit:
     score: float
     metadata: dict[str, Any] | None = None
     vector: np.ndarray | None = None
+    #: Hybrid searches: the retrievers that found this hit, with their scores (``engine.hybrid``).
+    retrievers: dict[str, float] | None = None
 
 
 @dataclass
@@ -29,6 +31,8 @@ class QueryResult:
     vectors: np.ndarray | None = None
     #: With ``search(..., explain=True)``: how each segment answered (see ``engine.planner``).
     plan: list[dict[str, Any]] | None = None
+    #: Searches with ``text``/``sparse``: per hit, the retrievers that found it and their scores.
+    retrievers: list[dict[str, float]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -37,7 +41,8 @@ class QueryResult:
         for i, ext in enumerate(self.ids):
             yield Hit(ext, float(self.distances[i]), float(self.scores[i]),
                       None if self.metadata is None else self.metadata[i],
-                      None if self.vectors is None else self.vectors[i])
+                      None if self.vectors is None else self.vectors[i],
+                      None if self.retrievers is None else self.retrievers[i])
 
     def __getitem__(self, i: int) -> Hit:
         return list(self)[i]

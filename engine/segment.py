@@ -48,6 +48,8 @@ class Segment:
         #: External id of each row (None once the row is deleted).
         self.ids = SegmentIds()
         self.index: Index | None = None
+        #: Inverted indexes of the collection's text/sparse fields (``engine.lexical.SegmentPostings``).
+        self.postings: Any = None
         self.n = 0
         #: Live rows, kept up to date by append/delete so no search counts them.
         self.live_count = 0
@@ -85,6 +87,8 @@ class Segment:
         self.norms = self.norms[:n] if norms is None else norms
         self.live = self.live[:n].copy()
         self.sealed = True
+        if self.postings is not None:
+            self.postings.freeze()
 
     # ----------------------------------------------------------------- writes
     def append(self, x: np.ndarray, ids: list[Any] | SegmentIds, payloads: list[dict[str, Any]] | MetadataStore,
@@ -102,6 +106,8 @@ class Segment:
             self.meta.extend(payloads)
         else:
             self.meta.append(payloads)
+            if self.postings is not None:
+                self.postings.append(payloads)
         self.ids.extend(ids)
         self.n += x.shape[0]
         self.live_count += x.shape[0]

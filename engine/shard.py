@@ -29,6 +29,7 @@ from ..storage.wal import OP_DELETE, OP_UPSERT, Record
 from .errors import ClosedError, CollectionNotFoundError, CorruptionError, ShoalError, StorageError
 from .filters import Node
 from .id_tracker import ExternalId, IdTracker
+from .lexical import LexicalConfig, attach_postings, merged_postings
 from .locks import RWLock
 from .metadata import MetadataStore
 from .segment_ids import SegmentIds
@@ -50,6 +51,8 @@ class ShardLayout:
     #: The family builds an index (Flat does not), and the fewest live rows it can be built on.
     indexes: bool
     min_index_rows: int
+    #: Text and sparse fields with their inverted indexes per segment (``engine.lexical``), or None.
+    lexical: LexicalConfig | None = None
 
 
 #: Up to this many internal ids are looked up one by one (``external_of``).
@@ -92,6 +95,7 @@ class Shard:
 
     def _new_segment(self) -> Segment:
         seg = Segment(self._next_slot, self.layout.dim, self.layout.exact)
+        attach_postings(seg, self.layout.lexical)
         self._next_slot += 1
         return seg
 
@@ -114,6 +118,7 @@ class Shard:
         for data in stored:
             seg = Segment.restore(self._next_slot, self.layout.dim, self.layout.exact, data.vectors, data.norms,
                                   data.live, *rows_of(data), data.index)
+            attach_postings(seg, self.layout.lexical, data.postings)
             self._next_slot += 1
             rows = seg.live_rows()
             self.tracker.assign_rows(seg.ids, rows, seg.base)
@@ -327,6 +332,8 @@ class Shard:
             seg.live_count -= int(dead.size)
             first_new = seg.n
         seg.append(new, ids, payloads)
+        if self.layout.lexical is not None:  # the sources' postings remapped, not re-tokenised
+            seg.postings = merged_postings(self.layout.lexical, merge.base, merge.sources, taken, seg.n)
         if index is not None:
             rows = np.arange(first_new, seg.n, dtype=np.int64)
             if not index.is_trained and seg.live_count >= self.layout.min_index_rows:

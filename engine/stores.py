@@ -71,7 +71,7 @@ def segment_data(seg: Segment) -> SegmentData:
     payload_arrays, payload_meta = seg.meta.to_arrays()
     arrays = {**{f"id.{k}": v for k, v in id_arrays.items()}, **{f"p.{k}": v for k, v in payload_arrays.items()}}
     return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], arrays, {"ids": id_meta, "payload": payload_meta},
-                       seg.index if seg.indexed else None)
+                       seg.index if seg.indexed else None, postings=None if seg.postings is None else seg.postings.frozen())
 
 
 def rows_of(data: SegmentData) -> tuple[SegmentIds, MetadataStore]:

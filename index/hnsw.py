@@ -1,18 +1,25 @@
 """HNSW (Malkov & Yashunin): a layered proximity graph searched best-first.
 
-* Graph in flat arrays: level-0 adjacency ``(n, 2M)`` int32, upper levels in a
-  pooled ``(slots, M)`` array addressed through ``up_off``.
-* Build in batches: new nodes search the current graph in parallel (Numba
-  ``prange``), then are linked serially with the neighbour-selection
-  heuristic. A batch is at most 1/16 of the graph, so nodes rarely miss a
-  peer from their own batch. Levels come from a generator seeded with
-  ``(seed, rows so far)``: the same adds in the same order give the same graph,
+* Graph in flat arrays: node ``r``'s level-0 block is one row of ``_g0`` (count, 2M int32
+  neighbours, then its SQ8 code when the index walks on codes), so one walk step reads one
+  contiguous block per neighbour; upper levels in a pooled ``(slots, M + 1)`` array addressed
+  through ``up_off``. Full-precision vectors stay in ``_x`` for building and re-ranking.
+* In-graph codes (``codes="sq8"``): the beam search evaluates neighbours on 8-bit codes
+  (per-dimension offset and scale, fitted on the data and widened when later rows fall outside)
+  and re-scores its final beam at full precision, so results carry exact distances. ``"auto"``
+  turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``).
+* Build in batches: new nodes search the current graph in parallel (Numba ``prange``) at full
+  precision, then are linked serially with the neighbour-selection heuristic. A batch is at most
+  1/16 of the graph, so nodes rarely miss a peer from their own batch. Levels come from a generator
+  seeded with ``(seed, rows so far)``: the same adds in the same order give the same graph,
   whatever the thread count.
-* Filters and deletions go into the kernel as an allowed mask: the beam holds
-  only allowed nodes and looks through disallowed ones two hops deep (ACORN
-  spirit). When few rows are allowed, or traversal finds fewer than k, the
-  index answers by exact search over the allowed rows, so k results are
-  returned whenever k rows match.
+* Concurrency: search kernels release the GIL and each call borrows its own visited scratch, so
+  threads searching one index run in parallel. Adds and removals take a readers-writer lock
+  exclusively (per insert batch): a search sees the graph before or after a batch, never during.
+* Filters and deletions go into the kernel as an allowed mask: the beam holds only allowed nodes
+  and looks through disallowed ones two hops deep (ACORN spirit). When few rows are allowed, or
+  traversal finds fewer than k, the index answers by exact search over the allowed rows, so k
+  results are returned whenever k rows match.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from .exact import knn_over
 from .factory import register_spec, spec_option
 from .kernels import hnsw_numba as kernels
 from .kernels.topk import sq_norms
+from .rwlock import ReadWriteLock
 
 #: Nodes inserted one at a time before batching starts.
 SERIAL_PREFIX = 32
@@ -51,20 +59,29 @@ GRAPH_MAX_EF = 2048
 #: GloVe-50, 400k rows, M=16, 2 cores: an unfiltered walk at ef=64 took 118 µs, an exact scan
 #: 4.9 ns per row, so 118 µs / 4.9 ns / (64 · 16) ≈ 24 (random access and heap upkeep per step).
 GRAPH_ROW_COST = 24.0
+#: ``codes="auto"`` walks on SQ8 codes from this dimension up (see bench/hnsw_bench.py).
+AUTO_SQ8_MIN_DIM = 0
+#: Code rows are padded to whole cache lines.
+_LINE = 64
+_NO_F32 = np.zeros(0, np.float32)
 
 
 class HNSWIndex(Index):
     """Approximate k-NN over an HNSW graph; ``params={"ef_search": 64}`` per call."""
 
     KIND = "HNSW"
+    VERSION = 2
     SEARCH_PARAMS = frozenset({"ef_search"})
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
     OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
-               "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED}
+               "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED,
+               # default "none": the SQ8 walk has not yet measured faster at equal recall (issue 21)
+               "codes": Option(str, "none", choices=("auto", "sq8", "none"))}
     M: int
     ef_construction: int
     ef_search: int
     seed: int
+    codes: str
 
     def __init__(self, dim: int, metric: str = "l2", *, backend: str | Backend | None = None, **options: Any) -> None:
         super().__init__(dim, metric, backend=backend, **options)
@@ -73,19 +90,29 @@ class HNSWIndex(Index):
         self._offset = np.float32(1.0 if self.metric == "cosine" else 0.0)
         self._normalize = self.metric == "cosine"
         self._flat = load_kernels("shoal.index.kernels", "flat", self.backend)
+        self._quant = self.codes == "sq8" or (self.codes == "auto" and self.dim >= AUTO_SQ8_MIN_DIM)
+        #: Level-0 block: count + 2M links (int32), then the SQ8 code at byte ``_c0``.
+        self._c0 = 4 * (1 + 2 * self.M)
+        row_bytes = self._c0 + (self.dim if self._quant else 0)
+        self._row_bytes = -(-row_bytes // _LINE) * _LINE if self._quant else row_bytes
         self._table = LabelTable()
         self._x = np.zeros((0, self.dim), np.float32)
-        self._nbr0 = np.zeros((0, 2 * self.M), np.int32)
-        self._cnt0 = np.zeros(0, np.int32)
+        self._set_g0(np.zeros((0, self._row_bytes), np.uint8))
         self._levels = np.zeros(0, np.int32)
         self._up_off = np.zeros(0, np.int64)
-        self._nbr_up = np.zeros((0, self.M), np.int32)
-        self._cnt_up = np.zeros(0, np.int32)
+        self._up = np.zeros((0, self.M + 1), np.int32)
         self._up_used = 0
+        self._sq_lo = _NO_F32
+        self._sq_scale = _NO_F32
         self._entry = -1
         self._max_level = -1
-        self._visited = np.zeros((0, 0), np.int32)
-        self._tags = np.zeros(0, np.int64)
+        self._lock = ReadWriteLock()
+        #: Visited scratch lent to one call at a time: one-row arrays (serial) and pool-wide ones (batch).
+        self._scratch: dict[int, list[np.ndarray]] = {1: [], numba.config.NUMBA_NUM_THREADS: []}
+
+    def _set_g0(self, g0: np.ndarray) -> None:
+        self._g0 = g0
+        self._links = g0.view(np.int32)  # (rows, row_bytes / 4): column 0 count, then the links
 
     # ------------------------------------------------------------------ build
     @property
@@ -101,67 +128,94 @@ class HNSWIndex(Index):
         return np.minimum((-np.log(u) / math.log(self.M)).astype(np.int32), 30)
 
     def _reserve(self, n_rows: int, n_up: int) -> None:
-        def grow(arr: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+        def grow(arr: np.ndarray, n: int) -> np.ndarray:
             if n <= arr.shape[0] and arr.flags.writeable:
                 return arr
-            new = np.full((max(n, 2 * arr.shape[0], 64),) + arr.shape[1:], fill, arr.dtype)
+            new = np.zeros((max(n, 2 * arr.shape[0], 64),) + arr.shape[1:], arr.dtype)
             new[: arr.shape[0]] = arr
             return new
 
         self._x = grow(self._x, n_rows)
-        self._nbr0 = grow(self._nbr0, n_rows)
-        self._cnt0 = grow(self._cnt0, n_rows)
+        self._set_g0(grow(self._g0, n_rows))
         self._levels = grow(self._levels, n_rows)
         self._up_off = grow(self._up_off, n_rows)
-        self._nbr_up = grow(self._nbr_up, n_up)
-        self._cnt_up = grow(self._cnt_up, n_up)
-
-    def _scratch(self, n_rows: int) -> None:
-        """One visited row per pool thread (sized for the whole pool, so a per-call
-        thread limit never reallocates), grown geometrically with the graph."""
-        threads = numba.config.NUMBA_NUM_THREADS
-        if self._visited.shape[0] != threads or self._visited.shape[1] < n_rows:
-            width = max(n_rows, 2 * self._visited.shape[1]) if self._visited.shape[1] < n_rows else self._visited.shape[1]
-            self._visited = np.zeros((threads, width), np.int32)
-            self._tags = np.zeros(threads, np.int64)
+        self._up = grow(self._up, n_up)
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
-        rows, _ = self._table.append(labels)
-        start = int(rows[0])
-        levels = self._draw_levels(start, rows.size)
-        n_up = self._up_used + int(levels.sum())
-        self._reserve(start + rows.size, n_up)
-        self._x[rows] = x
-        self._levels[rows] = levels
-        self._cnt0[rows] = 0
-        offsets = self._up_used + np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
-        self._up_off[rows] = offsets
-        self._cnt_up[self._up_used:n_up] = 0
-        self._up_used = n_up
-        self._scratch(start + rows.size)
+        with self._lock.writing():
+            rows, _ = self._table.append(labels)
+            start = int(rows[0])
+            levels = self._draw_levels(start, rows.size)
+            n_up = self._up_used + int(levels.sum())
+            self._reserve(start + rows.size, n_up)
+            self._x[rows] = x
+            self._levels[rows] = levels
+            self._links[rows, 0] = 0
+            offsets = self._up_used + np.concatenate([[0], np.cumsum(levels)[:-1]]).astype(np.int64)
+            self._up_off[rows] = offsets
+            self._up[self._up_used:n_up, 0] = 0
+            self._up_used = n_up
+            if self._quant:
+                self._encode(start, start + rows.size)
         self._insert(rows)
+
+    def _encode(self, start: int, stop: int) -> None:
+        """SQ8 codes of rows [start, stop); widens the per-dimension range (and re-encodes every
+        row) when the new rows fall outside it. Rows beyond the range would clip: the walk would
+        misjudge them, the exact re-rank would not."""
+        new = self._x[start:stop]
+        lo, hi = new.min(axis=0), new.max(axis=0)
+        if self._sq_lo.size and np.all(lo >= self._sq_lo) and np.all(hi <= self._sq_lo + 255 * self._sq_scale):
+            kernels.encode_sq8(new, self._sq_lo, self._sq_scale, self._g0[start:stop], self._c0)
+            return
+        if self._sq_lo.size:  # widen by a margin, so a slowly drifting stream rarely re-encodes
+            old_hi = self._sq_lo + 255 * self._sq_scale
+            lo, hi = np.minimum(lo, self._sq_lo), np.maximum(hi, old_hi)
+            margin = (hi - lo) / 32
+            lo, hi = lo - margin, hi + margin
+        self._sq_lo = lo.astype(np.float32)
+        self._sq_scale = np.maximum((hi - lo) / 255, np.float32(1e-30)).astype(np.float32)
+        kernels.encode_sq8(self._x[:stop], self._sq_lo, self._sq_scale, self._g0[:stop], self._c0)
+
+    def _visited(self, rows: int) -> np.ndarray:
+        """Scratch for one call: ``rows`` visited rows over every node slot plus the epoch tag."""
+        width = self._x.shape[0] + 1
+        pool = self._scratch.setdefault(rows, [])
+        while pool:
+            try:
+                vis = pool.pop()
+            except IndexError:  # another thread took the last one
+                break
+            if vis.shape[1] >= width:
+                return vis
+        return np.zeros((rows, width), np.int32)
+
+    def _return(self, vis: np.ndarray) -> None:
+        self._scratch[vis.shape[0]].append(vis)
 
     def _insert(self, rows: np.ndarray) -> None:
         from tqdm.auto import tqdm
 
         pos = 0
         bar = tqdm(total=rows.size, desc="HNSW build", unit="vec", disable=rows.size < 50_000, leave=False)
+        vis = self._visited(numba.config.NUMBA_NUM_THREADS)
         while pos < rows.size:
-            if self._entry < 0:
-                self._entry = int(rows[pos])
-                self._max_level = int(self._levels[self._entry])
-                pos += 1
-                bar.update(1)
-                continue
             built = int(rows[pos])
             size = 1 if built < SERIAL_PREFIX else min(MAX_BATCH, max(1, built // BATCH_DIVISOR))
             batch = rows[pos:pos + size]
-            self._insert_batch(batch)
+            with self._lock.writing():
+                if self._entry < 0:
+                    self._entry = int(batch[0])
+                    self._max_level = int(self._levels[self._entry])
+                    batch = batch[:1]
+                else:
+                    self._insert_batch(batch, vis)
             pos += batch.size
             bar.update(batch.size)
+        self._return(vis)
         bar.close()
 
-    def _insert_batch(self, batch: np.ndarray) -> None:
+    def _insert_batch(self, batch: np.ndarray, vis: np.ndarray) -> None:
         levels = self._levels[batch]
         stored = np.minimum(levels, self._max_level) + 1
         cand_off = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
@@ -170,11 +224,10 @@ class HNSWIndex(Index):
         cand_ids = np.zeros((total, ef), np.int64)
         cand_d = np.zeros((total, ef), np.float32)
         cand_cnt = np.zeros(total, np.int64)
-        kernels.insertion_candidates(self._x, batch, levels, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up,
-                                     self._up_off, self._entry, self._max_level, self._code, self._visited,
-                                     self._tags, cand_off, cand_ids, cand_d, cand_cnt)
-        kernels.link_batch(self._x, batch, levels, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up, self._up_off,
-                           self._max_level, self.M, self._code, cand_off, cand_ids, cand_d, cand_cnt)
+        kernels.insertion_candidates(self._x, batch, levels, self._links, self._up, self._up_off, self._entry,
+                                     self._max_level, self._code, vis, cand_off, cand_ids, cand_d, cand_cnt)
+        kernels.link_batch(self._x, batch, levels, self._links, self._up, self._up_off, self._max_level, self.M,
+                           self._code, cand_off, cand_ids, cand_d, cand_cnt)
         top = int(np.argmax(levels))
         if levels[top] > self._max_level:
             self._max_level = int(levels[top])
@@ -197,31 +250,48 @@ class HNSWIndex(Index):
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        n = self._table.size
-        if self._table.live_count == 0:
-            return pad_results(q.shape[0], k)
         ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
-        use_filter = allowed is not None or self._table.live_count < n
-        mask = self._table.row_mask(allowed) if use_filter else _NO_MASK
+        self._lock.acquire_read()
+        try:
+            return self._search_locked(q, k, ef, allowed, report)
+        finally:
+            self._lock.release_read()
+
+    def _search_locked(self, q: np.ndarray, k: int, ef: int, allowed: np.ndarray | None,
+                       report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        table = self._table
+        n, live = table.size, table.live_count
+        if live == 0:
+            return pad_results(q.shape[0], k)
+        use_filter = allowed is not None or live < n
+        mask = table.row_mask(allowed) if use_filter else _NO_MASK
         if ef > GRAPH_MAX_EF:  # a beam that wide costs more than the scan: answer exactly, and say so
             report["fallback_queries"] = report.get("fallback_queries", 0) + q.shape[0]
-            return self._exact(q, k, self._table.row_mask(allowed))
-        self._scratch(n)
+            return self._exact(q, k, table.row_mask(allowed))
+        serial = q.shape[0] < self.POOL_FREE_BELOW
+        vis = self._visited(1 if serial else numba.config.NUMBA_NUM_THREADS)
         out_d = np.empty((q.shape[0], k), np.float32)
         out_ids = np.empty((q.shape[0], k), np.int64)
-        kernel = kernels.search_serial if q.shape[0] < self.POOL_FREE_BELOW else kernels.search_batch
-        kernel(self._x, q, self._nbr0, self._cnt0, self._nbr_up, self._cnt_up, self._up_off,
-               self._entry, self._max_level, ef, k, self._code, self._normalize, self._table.labels, self._offset,
-               self._visited, self._tags, mask, use_filter, out_d, out_ids)
-        short = np.flatnonzero(out_ids[:, k - 1] < 0)
-        if short.size:  # a walk reached fewer than k allowed rows: answer those queries exactly
-            mask = mask if use_filter else self._table.row_mask(None)
-            found = (out_ids[short] >= 0).sum(axis=1)
-            short = short[found < min(k, int(np.count_nonzero(mask)))]
-            if short.size:
-                out_d[short], out_ids[short] = self._exact(q[short], k, mask)
-                report["fallback_queries"] = report.get("fallback_queries", 0) + int(short.size)
+        kernel = kernels.search_serial if serial else kernels.search_batch
+        try:
+            codes = self._g0 if self._quant else self._x  # the kernels walk on codes when given uint8
+            short = kernel(self._x, codes, self._c0 if self._quant else 0, self._sq_lo, self._sq_scale, q, self._links,
+                           self._up, self._up_off, self._entry, self._max_level, ef, k, self._code, self._normalize,
+                           table.labels, self._offset, vis, mask, use_filter, out_d, out_ids)
+        finally:
+            self._return(vis)
+        if short:  # a walk reached fewer than k allowed rows: answer those queries exactly
+            self._fall_back(q, k, mask if use_filter else table.row_mask(None), out_d, out_ids, report)
         return out_d, out_ids
+
+    def _fall_back(self, q: np.ndarray, k: int, mask: np.ndarray, out_d: np.ndarray, out_ids: np.ndarray,
+                   report: dict[str, Any]) -> None:
+        short = np.flatnonzero(out_ids[:, k - 1] < 0)
+        found = (out_ids[short] >= 0).sum(axis=1)
+        short = short[found < min(k, int(np.count_nonzero(mask)))]
+        if short.size:
+            out_d[short], out_ids[short] = self._exact(q[short], k, mask)
+            report["fallback_queries"] = report.get("fallback_queries", 0) + int(short.size)
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(mask)
@@ -233,13 +303,18 @@ class HNSWIndex(Index):
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:
-        n = self._table.size
-        mask = self._table.row_mask(allowed)
-        x = self._x[:n]
-        return self._flat.range_search(q, x, sq_norms(x), self._table.labels[:n], mask, radius, self.metric)
+        self._lock.acquire_read()
+        try:
+            n = self._table.size
+            mask = self._table.row_mask(allowed)
+            x = self._x[:n]
+            return self._flat.range_search(q, x, sq_norms(x), self._table.labels[:n], mask, radius, self.metric)
+        finally:
+            self._lock.release_read()
 
     def _remove(self, labels: np.ndarray) -> int:
-        return int(self._table.remove(labels).size)
+        with self._lock.writing():
+            return int(self._table.remove(labels).size)
 
     @property
     def entry_point(self) -> int:
@@ -248,25 +323,57 @@ class HNSWIndex(Index):
 
     # ------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        n = self._table.size
-        arrays = {"vectors": self._x[:n], "nbr0": self._nbr0[:n], "cnt0": self._cnt0[:n],
-                  "levels": self._levels[:n], "up_off": self._up_off[:n],
-                  "nbr_up": self._nbr_up[: self._up_used], "cnt_up": self._cnt_up[: self._up_used],
-                  **self._table.state()}
-        meta = {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
-                "seed": self.seed, "entry": self._entry, "max_level": self._max_level}
-        return arrays, meta
+        self._lock.acquire_read()
+        try:
+            n = self._table.size
+            arrays = {"vectors": self._x[:n], "graph0": self._g0[:n], "levels": self._levels[:n],
+                      "up_off": self._up_off[:n], "up": self._up[: self._up_used],
+                      "sq_lo": self._sq_lo, "sq_scale": self._sq_scale, **self._table.state()}
+            meta = {"M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search,
+                    "seed": self.seed, "codes": self.codes, "quantized": self._quant,
+                    "entry": self._entry, "max_level": self._max_level}
+            return arrays, meta
+        finally:
+            self._lock.release_read()
+
+    @classmethod
+    def SUPPORTED_VERSIONS(cls) -> tuple[int, ...]:
+        return (1, 2)
 
     @classmethod
     def _from_state(cls, meta, arrays, *, version, backend):
+        # version 1 (no in-graph codes, separate count arrays) loads as a float graph
+        codes = ("sq8" if meta["quantized"] else "none") if version >= 2 else "none"
         index = cls(meta["dim"], meta["metric"], M=meta["M"], ef_construction=meta["ef_construction"],
-                    ef_search=meta["ef_search"], seed=meta["seed"], backend=backend)
+                    ef_search=meta["ef_search"], seed=meta["seed"], codes=codes, backend=backend)
+        if version >= 2:
+            index.codes = meta["codes"]
         index._table = LabelTable(np.array(arrays["labels"]), np.array(arrays["deleted"]))
-        for name in ("x", "nbr0", "cnt0", "levels", "up_off", "nbr_up", "cnt_up"):
-            setattr(index, f"_{name}", arrays["vectors" if name == "x" else name])
-        index._up_used = int(arrays["nbr_up"].shape[0])
+        index._x, index._levels, index._up_off = arrays["vectors"], arrays["levels"], arrays["up_off"]
         index._entry, index._max_level = int(meta["entry"]), int(meta["max_level"])
+        if version >= 2:
+            index._set_g0(arrays["graph0"])
+            index._up = arrays["up"]
+            index._sq_lo, index._sq_scale = np.array(arrays["sq_lo"]), np.array(arrays["sq_scale"])
+        else:
+            index._from_v1(arrays)
+        index._up_used = int(index._up.shape[0])
         return index
+
+    def _from_v1(self, arrays: dict[str, np.ndarray]) -> None:
+        """Lay a version-1 graph (links and counts in separate arrays) out in blocks, with codes if on."""
+        n = arrays["vectors"].shape[0]
+        g0 = np.zeros((n, self._row_bytes), np.uint8)
+        links = g0.view(np.int32)
+        links[:, 0] = arrays["cnt0"]
+        links[:, 1:1 + 2 * self.M] = arrays["nbr0"]
+        self._set_g0(g0)
+        up = np.zeros((arrays["nbr_up"].shape[0], self.M + 1), np.int32)
+        up[:, 0] = arrays["cnt_up"]
+        up[:, 1:] = arrays["nbr_up"]
+        self._up = up
+        if self._quant and n:
+            self._encode(0, n)
 
 
 @register_spec(r"hnsw(?P<M>\d+)?", "HNSW32")

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("-k", type=int, default=4, help="sources given to the model (default 4)")
     a.add_argument("--min-score", type=float, default=0.2, help="cosine similarity threshold (default 0.2)")
     a.add_argument("--mmr", action="store_true", help="re-rank for diversity (maximal marginal relevance)")
+    a.add_argument("--retrieval", choices=("auto", "dense", "hybrid"), default="auto",
+                   help="dense, hybrid (BM25 on the chunk text fused with dense), or auto (default: hybrid when "
+                        "the collection indexes its text, as `shoal ingest` creates it)")
     a.add_argument("--max-new-tokens", type=int, default=128, help="generation budget (default 128)")
     a.add_argument("--model", default=None, help="GGUF model path (default SmolLM2-135M-Instruct)")
     a.add_argument("--numerics", choices=NUMERICS, default="float32",
@@ -102,7 +105,8 @@ def _open(args: argparse.Namespace, create: bool):
     else:
         db = shoal.Database(args.data, read_only=not create)
     if create:
-        col = db.get_or_create_collection(args.collection, dim=embedder.dim, metric="cosine", index="flat")
+        col = db.get_or_create_collection(args.collection, dim=embedder.dim, metric="cosine", index="flat",
+                                          text_fields=["text"])
     else:
         col = db.get_collection(args.collection)
     return db, col, embedder
@@ -140,7 +144,8 @@ def run_ask(args: argparse.Namespace) -> int:
     with db:
         generator = _LazyGenerator(lambda: load_generator(args.model, numerics=args.numerics))
         try:
-            rag = RagPipeline(col, embedder, generator, sampling=SamplingParams(max_new_tokens=args.max_new_tokens))
+            rag = RagPipeline(col, embedder, generator, sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+                              retrieval=args.retrieval)
             return print_stream(rag.ask_stream(args.question, args.k, filter=args.filter,
                                                min_score=args.min_score, use_mmr=args.mmr), args.stream)
         finally:

@@ -155,7 +155,8 @@ class RagPipeline:
 
     def __init__(self, collection: _Collection, embedder: Embedder, generator: Any = None, *,
                  chunk_words: int = 100, overlap_words: int = 20, scrub: bool = False,
-                 cache: SemanticCache["Answer"] | None = None, sampling: Any = None) -> None:
+                 cache: SemanticCache["Answer"] | None = None, sampling: Any = None,
+                 retrieval: str = "auto") -> None:
         dim = getattr(collection, "dim", embedder.dim)
         if dim != embedder.dim:
             raise DimensionMismatchError(f"collection has dim {dim} but embedder {embedder.name!r} gives {embedder.dim}; "
@@ -164,6 +165,7 @@ class RagPipeline:
         self.collection, self.embedder, self.generator = collection, embedder, generator
         self.chunk_words, self.overlap_words, self.scrub = chunk_words, overlap_words, scrub
         self.cache, self.sampling = cache, sampling
+        self.hybrid = hybrid_retrieval(collection, retrieval)
 
     # ---------------------------------------------------------------- ingest
     def ingest(self, documents: Iterable[Document | str], metadata: Mapping[str, Any] | None = None) -> IngestReport:
@@ -216,10 +218,14 @@ class RagPipeline:
         timings["embed_ms"] = timings.get("embed_ms", 0.0) + 1e3 * (time.perf_counter() - t)
         t = time.perf_counter()
         n = max(fetch_k or 4 * k, k) if use_mmr else k
-        res = self.collection.search(q, k=n, filter=filter,
-                                     include=("metadata", "distance", "vector") if use_mmr else ("metadata", "distance"))
+        include = ("metadata", "distance", "vector") if use_mmr else ("metadata", "distance")
+        if self.hybrid:
+            res = self.collection.search(q, k=n, filter=filter, include=include, text=question)
+            keep = hybrid_keep(res, min_score)
+        else:
+            res = self.collection.search(q, k=n, filter=filter, include=include)
+            keep = [i for i in range(len(res)) if res.scores[i] >= min_score]
         timings["search_ms"] = 1e3 * (time.perf_counter() - t)
-        keep = [i for i in range(len(res)) if res.scores[i] >= min_score]
         if use_mmr and keep:
             t = time.perf_counter()
             order = mmr(np.asarray(q, np.float32), np.asarray(res.vectors)[keep], k, mmr_lambda)
@@ -290,6 +296,30 @@ class RagPipeline:
         if self.cache is not None and use_cache:
             self.cache.put(q, answer, {c.source for c in citations}, scope)
         yield answer
+
+
+RETRIEVAL = ("auto", "dense", "hybrid")
+
+
+def hybrid_retrieval(collection: Any, retrieval: str) -> bool:
+    """Whether to fuse BM25 on the chunks' ``text`` with the dense search: ``hybrid`` (the collection
+    must have ``text`` as a text field), ``dense``, or ``auto`` (hybrid when it has)."""
+    if retrieval not in RETRIEVAL:
+        raise InvalidArgumentError(f"retrieval must be one of {RETRIEVAL}, got {retrieval!r}")
+    lexical = getattr(collection, "lexical", "unknown")  # a remote collection: the server checks
+    has_text = lexical not in (None, "unknown") and "text" in lexical.text_fields
+    if retrieval == "hybrid" and not has_text and lexical != "unknown":
+        raise InvalidArgumentError("hybrid retrieval needs a collection created with text_fields=['text']")
+    return retrieval == "hybrid" or (retrieval == "auto" and has_text)
+
+
+def hybrid_keep(res: Any, min_score: float) -> list[int]:
+    """Fused hits to cite: those whose cosine passes ``min_score``, and those only BM25 found (they share the
+    question's words), unless no hit passes the cosine threshold (then nothing: the answer is unknown)."""
+    dense = [r.get("dense") for r in res.retrievers]
+    if not any(d is not None and d >= min_score for d in dense):
+        return []
+    return [i for i, d in enumerate(dense) if d is None or d >= min_score]
 
 
 def _text_source(text: Any) -> str:

@@ -36,7 +36,9 @@ from ..engine.results import GetResult, Group, QueryResult, Record, ScrollPage
 from ..engine.search_modes import check_group, check_threshold
 from ..engine.validation import as_matrix, check_k
 from . import convert
+from .hybrid import fill_hybrid
 from .status import error_from_rpc
+from .hybrid import fill_hybrid
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -436,15 +438,24 @@ class RemoteCollectionBase(_Driven):
         return list(response.exists)
 
     @remote
-    def search(self, queries: Any, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
+    def search(self, queries: Any = None, k: int = 10, filter: Any = None, params: Mapping[str, Any] | None = None,
                include: Iterable[str] = ("metadata", "distance"), explain: bool = False, *,
-               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1) -> Steps:
+               score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1,
+               text: Any = None, sparse: Any = None, fusion: str = "rrf",
+               fusion_params: Mapping[str, Any] | None = None) -> Steps:
         """k nearest records per query (see ``Collection.search``); a 1-D query returns one result, a 2-D
         batch a list; with ``group_by``, Groups instead of hits. ``explain=True`` fills ``result.plan``
-        as embedded."""
-        single = np.ndim(queries) == 1
+        as embedded. ``text`` / ``sparse`` / ``fusion`` as in ``Collection.search`` (hybrid retrieval)."""
         include = _search_include(include)
-        batch = search_pb2.QueryBatch(vectors=convert.vectors_to_proto(queries), k=check_k(k))
+        if queries is None and text is None and sparse is None:
+            raise InvalidArgumentError("search needs queries (vectors), text or sparse")
+        batch = search_pb2.QueryBatch(k=check_k(k))
+        single = True
+        if queries is not None:
+            batch.vectors.CopyFrom(convert.vectors_to_proto(queries))
+            single = np.ndim(queries) == 1
+        if text is not None or sparse is not None:
+            single = fill_hybrid(batch, text, sparse, fusion, fusion_params)[1] and single
         _set_filter(batch, filter)
         for key, value in (params or {}).items():
             batch.params[key].CopyFrom(convert.value_to_proto(value))
@@ -464,6 +475,9 @@ class RemoteCollectionBase(_Driven):
             results = [convert.groups_from_proto(g, keep_meta) for g in response.grouped]
         else:
             results = [convert.query_result_from_proto(r, keep_meta) for r in response.results]
+            if batch.hybrid:  # a hybrid search with no hits still reports (no) retrievers, as embedded
+                for r in results:
+                    r.retrievers = r.retrievers or []
         return results[0] if single else results
 
     @remote

@@ -250,13 +250,16 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
         out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
     for step in res.plan or ():
         fill_metadata(out.plan.add(), step)
+    for found in res.retrievers or ():
+        out.retrievers.add().scores.update(found)
 
 
 def query_result_from_proto(msg: Any, include_metadata: bool) -> QueryResult:
     metadata = [metadata_from_proto(m) for m in msg.metadata] if include_metadata else None
     vectors = vectors_from_proto(msg.vectors) if msg.HasField("vectors") else None
     result = QueryResult(ids_from_proto(msg.ids), np.asarray(msg.distances, np.float32),
-                         np.asarray(msg.scores, np.float32), metadata, vectors)
+                         np.asarray(msg.scores, np.float32), metadata, vectors,
+                         retrievers=[dict(r.scores) for r in msg.retrievers] if msg.retrievers else None)
     if len(msg.plan):
         result.plan = [metadata_from_proto(step) for step in msg.plan]
     return result

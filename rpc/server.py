@@ -61,6 +61,7 @@ from . import convert
 from .decode import parse_request
 from .service_extras import CollectionsExtras, PointsExtras, SearchExtras
 from .status import abort_with, handle_errors
+from .hybrid import hybrid_from_proto
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
 from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
 
@@ -196,8 +197,10 @@ class SearchServicer(SearchExtras, service_pb2_grpc.SearchServicer):
         col = self.db.get_collection(request.collection)
         include = ("distance",) + (("metadata",) if request.include_metadata else ()) \
             + (("vector",) if request.include_vectors else ())
-        batches = [(convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
-                    convert.params_from_proto(b.params), self.search_options(b)) for i, b in enumerate(request.batches)]
+        batches = [(None if b.hybrid and not b.HasField("vectors") else
+                    convert.vectors_from_proto(b.vectors, f"batches[{i}].vectors"), b.k, _optional_filter(b),
+                    convert.params_from_proto(b.params), {**self.search_options(b), **(hybrid_from_proto(b) if b.hybrid else {})})
+                   for i, b in enumerate(request.batches)]
         response = search_pb2.SearchResponse()
         for q, k, flt, params, options in batches:
             for res in col.search(q, k, flt, params, include, explain=request.explain, **options):

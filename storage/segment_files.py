@@ -27,6 +27,7 @@ from .wal import fsync_dir
 
 VECTORS, NORMS, ROWS, LEGACY_ROWS, INDEX = "vectors.npy", "norms.npy", "rows.bin", "rows.json", "index.bin"
 ROWS_KIND, ROWS_VERSION = "ROWS", 1
+POSTINGS = "postings.bin"  # inverted indexes of text/sparse fields (index.inverted)
 _CHUNK = 1 << 22
 
 
@@ -46,6 +47,8 @@ class SegmentData:
     row_meta: dict[str, Any]
     index: Any = None
     legacy_rows: dict[str, list[Any]] | None = None
+    #: Field name -> ``index.inverted.InvertedIndex`` (collections with text or sparse fields).
+    postings: dict[str, Any] | None = None
 
 
 def file_crc(path: Path) -> int:
@@ -91,6 +94,11 @@ def _write_segment(directory: Path, data: SegmentData, generation: int) -> dict[
     if data.index is not None:
         data.index.save(directory / INDEX)
         files[INDEX] = [(directory / INDEX).stat().st_size, file_crc(directory / INDEX)]
+    if data.postings is not None:
+        from ..index.inverted import save_postings
+
+        save_postings(directory / POSTINGS, data.postings)
+        files[POSTINGS] = [(directory / POSTINGS).stat().st_size, file_crc(directory / POSTINGS)]
     entry = {"dir": directory.name, "n": n, "files": files, "tomb": None, "dead": 0}
     if not live.all():
         write_tombstones(directory.parent, entry, live, generation)
@@ -138,6 +146,7 @@ def open_vectors(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, np
 
 def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any, verify: bool = True) -> SegmentData:
     """Open a sealed segment's files (vectors memory-mapped)."""
+    from ..index.inverted import load_postings
     from ..index.io import load_index
 
     seg_dir = directory / entry["dir"]
@@ -150,8 +159,9 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
     if entry["tomb"] is not None:
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
     index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
+    postings = load_postings(paths[POSTINGS], verify) if POSTINGS in paths else None
     if ROWS not in paths:  # written before the rows file
-        return SegmentData(vectors, norms, live, {}, {}, index, json.loads(paths[LEGACY_ROWS].read_bytes()))
+        return SegmentData(vectors, norms, live, {}, {}, index, json.loads(paths[LEGACY_ROWS].read_bytes()), postings)
     # The whole file's CRC was checked above (when verifying): no second pass over the arrays.
     _, meta, arrays = read_arrays(paths[ROWS], ROWS_KIND, ROWS_VERSION, mmap=True, verify=False)
-    return SegmentData(vectors, norms, live, arrays, meta, index)
+    return SegmentData(vectors, norms, live, arrays, meta, index, postings=postings)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class QueryBatch(_message.Message):
-    __slots__ = ("vectors", "k", "filter", "params", "score_threshold", "group_by", "group_size")
+    __slots__ = ("vectors", "k", "filter", "params", "score_threshold", "group_by", "group_size", "hybrid", "fusion")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class QueryBatch(_message.Message):
     SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HYBRID_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
     vectors: _types_pb2.Vectors
     k: int
     filter: _types_pb2.Filter
@@ -30,7 +32,71 @@ class QueryBatch(_message.Message):
     score_threshold: float
     group_by: str
     group_size: int
-    def __init__(self, vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ...) -> None: ...
+    hybrid: _containers.RepeatedCompositeFieldContainer[HybridQuery]
+    fusion: Fusion
+    def __init__(self, vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_types_pb2.Filter, _Mapping]] = ..., params: _Optional[_Mapping[str, _types_pb2.Value]] = ..., score_threshold: _Optional[float] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ..., hybrid: _Optional[_Iterable[_Union[HybridQuery, _Mapping]]] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ...) -> None: ...
+
+class SparseVector(_message.Message):
+    __slots__ = ("indices", "values")
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class HybridQuery(_message.Message):
+    __slots__ = ("text", "sparse")
+    class TextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SparseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SparseVector
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SparseVector, _Mapping]] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_FIELD_NUMBER: _ClassVar[int]
+    text: _containers.ScalarMap[str, str]
+    sparse: _containers.MessageMap[str, SparseVector]
+    def __init__(self, text: _Optional[_Mapping[str, str]] = ..., sparse: _Optional[_Mapping[str, SparseVector]] = ...) -> None: ...
+
+class Fusion(_message.Message):
+    __slots__ = ("method", "k", "prefetch", "weights")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    k: int
+    prefetch: int
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, method: _Optional[str] = ..., k: _Optional[int] = ..., prefetch: _Optional[int] = ..., weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class RetrieverScores(_message.Message):
+    __slots__ = ("scores",)
+    class ScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.ScalarMap[str, float]
+    def __init__(self, scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "batches", "include_metadata", "include_vectors", "explain")
@@ -47,20 +113,22 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[QueryBatch, _Mapping]]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class QueryHits(_message.Message):
-    __slots__ = ("ids", "distances", "scores", "metadata", "vectors", "plan")
+    __slots__ = ("ids", "distances", "scores", "metadata", "vectors", "plan", "retrievers")
     IDS_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVERS_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
     distances: _containers.RepeatedScalarFieldContainer[float]
     scores: _containers.RepeatedScalarFieldContainer[float]
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
     vectors: _types_pb2.Vectors
     plan: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
-    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., plan: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
+    retrievers: _containers.RepeatedCompositeFieldContainer[RetrieverScores]
+    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., plan: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverScores, _Mapping]]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "grouped")

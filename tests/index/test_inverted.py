@@ -1,0 +1,123 @@
+"""Inverted index, tokenizer and the pruned top-k kernel (against the exhaustive reference)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shoal.engine.errors import InvalidArgumentError
+from shoal.index.inverted import InvertedIndex, PostingsBuilder, load_postings, merge_indexes, save_postings
+from shoal.index.kernels import bm25_numba, bm25_numpy
+from shoal.index.tokenizer import Tokenizer, TokenizerConfig
+
+from tests.conftest import assert_knn_equal
+
+
+def test_tokenizer_lowercases_and_splits_unicode_words():
+    tok = Tokenizer()
+    assert tok("Größe, CAFÉ-au-lait: 東京 x_1 2024!") == ["grösse", "café", "au", "lait", "東京", "x_1", "2024"]
+
+
+def test_tokenizer_stems_and_drops_stop_words():
+    tok = Tokenizer(TokenizerConfig.from_options({"stemmer": "english", "stopwords": "english"}))
+    assert tok("The runners were running to the stations") == ["runner", "run", "station"]
+
+
+@pytest.mark.parametrize("bad", [{"stemmer": "klingon"}, {"stopwords": "nope"}, {"min_length": 0}])
+def test_tokenizer_rejects_unknown_options(bad):
+    with pytest.raises(InvalidArgumentError):
+        TokenizerConfig.from_options(bad)
+
+
+def random_postings(rng, n_docs, vocab, sparse=False):
+    """A builder filled with Zipf-distributed documents (a few very common terms, a long tail)."""
+    builder = PostingsBuilder(np.int64 if sparse else "U")
+    docs = []
+    for _ in range(n_docs):
+        length = int(rng.integers(0, 40))
+        words = np.minimum(rng.zipf(1.3, length), vocab) - 1
+        keys, counts = np.unique(words, return_counts=True)
+        values = rng.normal(size=keys.size).astype(np.float32) if sparse else counts.astype(np.float32)
+        keys = keys.tolist() if sparse else [f"w{k}" for k in keys.tolist()]
+        builder.add(keys, values, float(counts.sum()))
+        docs.append(dict(zip(keys, values.tolist())))
+    return builder, docs
+
+
+def run_topk(kernels, index, queries, allowed, mode, k):
+    q_terms, q_weights, q_off = [], [], [0]
+    for keys, weights in queries:
+        local = index.lookup(np.asarray(keys))
+        q_terms.append(local[local >= 0])
+        q_weights.append(np.asarray(weights, np.float64)[local >= 0])
+        q_off.append(q_off[-1] + int((local >= 0).sum()))
+    return kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last, index.blk_max,
+                        index.blk_min, index.blk_mindl, index.doclen, np.asarray(q_off, np.int64),
+                        np.concatenate(q_terms).astype(np.int64), np.concatenate(q_weights), allowed, mode,
+                        1.2, 0.75, float(max(index.doclen.mean(), 1e-9)), k)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_pruned_topk_equals_exhaustive(rng, sparse, k):
+    builder, _ = random_postings(rng, 3000, 400, sparse)
+    index = builder.freeze()
+    queries = []
+    for _ in range(40):
+        m = int(rng.integers(1, 7))
+        terms = rng.choice(60, m, replace=False)  # common and rare terms alike
+        keys = terms.tolist() if sparse else [f"w{t}" for t in terms.tolist()]
+        weights = rng.normal(size=m) if sparse else rng.uniform(0.1, 5.0, m)
+        queries.append((keys, weights))
+    allowed = rng.random(3000) < 0.7
+    mode = 1 if sparse else 0
+    d, i = run_topk(bm25_numba, index, queries, allowed, mode, k)
+    ref_d, ref_i = run_topk(bm25_numpy, index, queries, allowed, mode, k)
+    finite = np.isfinite(ref_d)
+    assert (np.isfinite(d) == finite).all()
+    assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
+    assert allowed[i[i >= 0]].all()
+
+
+def test_bm25_contributions_match_the_formula(rng):
+    builder, docs = random_postings(rng, 300, 50)
+    index = builder.freeze()
+    avgdl = float(index.doclen.mean())
+    d, i = run_topk(bm25_numba, index, [(["w0", "w3"], [1.5, 0.5])], np.ones(300, bool), 0, 300)
+    for score, row in zip(-d[0], i[0]):
+        if row < 0:
+            continue
+        dl = index.doclen[row]
+        expect = sum(w * docs[row][t] / (docs[row][t] + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
+                     for t, w in (("w0", 1.5), ("w3", 0.5)) if t in docs[row])
+        assert score == pytest.approx(expect, rel=1e-6)
+
+
+def test_merge_equals_building_from_the_kept_rows(rng, tmp_path):
+    a, docs_a = random_postings(rng, 500, 100)
+    b, docs_b = random_postings(rng, 300, 100)
+    keep_b = np.sort(rng.choice(300, 120, replace=False))
+    row_map_b = np.full(300, -1, np.int64)
+    row_map_b[keep_b] = np.arange(500, 620)
+    merged = merge_indexes([(a.freeze(), np.arange(500)), (b.freeze(), row_map_b)], 620, "U")
+    fresh = PostingsBuilder("U")
+    for doc in docs_a + [docs_b[r] for r in keep_b.tolist()]:
+        fresh.add(list(doc), list(doc.values()), float(sum(doc.values())))
+    expect = fresh.freeze()
+    for name, arr in expect.to_arrays().items():
+        np.testing.assert_array_equal(getattr(merged, name), arr, err_msg=name)
+    save_postings(tmp_path / "p.bin", {"text": merged, "other": expect})
+    loaded = load_postings(tmp_path / "p.bin")
+    assert list(loaded) == ["text", "other"]
+    for name, arr in merged.to_arrays().items():
+        np.testing.assert_array_equal(loaded["text"].__dict__[name], arr)
+
+
+def test_lookup_and_empty_index():
+    empty = InvertedIndex.empty("U", 3)
+    assert empty.lookup(np.array(["a"])).tolist() == [-1]
+    b = PostingsBuilder("U")
+    b.add(["b", "a"], [1, 2], 3.0)
+    b.add(None, None)
+    idx = b.freeze()
+    assert idx.keys.tolist() == ["a", "b"] and idx.present.tolist() == [True, False]
+    assert idx.lookup(np.array(["b", "c", "a"])).tolist() == [1, -1, 0]
