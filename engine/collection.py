@@ -261,6 +261,7 @@ class Collection(RecordAPI, SearchModes):
             shard = self._shard.describe()
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": dict(self.index_options), "metadata": dict(self.metadata), "count": len(self),
+                "lexical": None if self.lexical is None else self.lexical.to_options(),
                 "segments": len(shard["segments"]), "backend": self.backend.name, **{
                     k: v for k, v in shard.items() if k != "segments"}, "segment_list": shard["segments"]}
 
@@ -298,7 +299,17 @@ def config_difference(existing: Mapping[str, Any], dim: int, metric: str | None 
     if index is not None:
         wanted["index"] = resolve_index_spec(index, int(dim), wanted.get("metric", existing["metric"]))
     diffs = [f"{key}={existing[key]!r}, not {value!r}" for key, value in wanted.items() if existing[key] != value]
-    stored = existing.get("index_options") or {}
+    stored = {**(existing.get("index_options") or {}), **(existing.get("lexical") or {})}
     diffs += [f"index option {key}={stored.get(key)!r}, not {value!r}"
-              for key, value in (index_options or {}).items() if stored.get(key) != value]
+              for key, value in (index_options or {}).items() if not _same_option(key, stored.get(key), value)]
     return "; ".join(diffs) or None
+
+
+def _same_option(key: str, stored: Any, given: Any) -> bool:
+    """A given option matches the stored one; for text/sparse fields, no fields equals an empty
+    list, and ``text_options`` match when every key given has the stored value."""
+    if key in ("text_fields", "sparse_fields"):
+        return list(stored or []) == list(given or [])
+    if key == "text_options":
+        return all((stored or {}).get(k) == v for k, v in (given or {}).items())
+    return stored == given
