@@ -39,7 +39,7 @@ from .exact import knn_over
 from .factory import register_spec, spec_option
 from .kernels import hnsw_numba as kernels
 from .kernels.topk import sq_norms
-from .rwlock import ReadWriteLock
+from ..engine.locks import RWLock
 
 #: Nodes inserted one at a time before batching starts.
 SERIAL_PREFIX = 32
@@ -106,7 +106,7 @@ class HNSWIndex(Index):
         self._sq_scale = _NO_F32
         self._entry = -1
         self._max_level = -1
-        self._lock = ReadWriteLock()
+        self._lock = RWLock()  # searches share it, adds and removals hold it alone
         #: Visited scratch lent to one call at a time: one-row arrays (serial) and pool-wide ones (batch).
         self._scratch: dict[int, list[np.ndarray]] = {1: [], numba.config.NUMBA_NUM_THREADS: []}
 
@@ -142,7 +142,7 @@ class HNSWIndex(Index):
         self._up = grow(self._up, n_up)
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
-        with self._lock.writing():
+        with self._lock.write():
             rows, _ = self._table.append(labels)
             start = int(rows[0])
             levels = self._draw_levels(start, rows.size)
@@ -203,7 +203,7 @@ class HNSWIndex(Index):
             built = int(rows[pos])
             size = 1 if built < SERIAL_PREFIX else min(MAX_BATCH, max(1, built // BATCH_DIVISOR))
             batch = rows[pos:pos + size]
-            with self._lock.writing():
+            with self._lock.write():
                 if self._entry < 0:
                     self._entry = int(batch[0])
                     self._max_level = int(self._levels[self._entry])
@@ -251,11 +251,8 @@ class HNSWIndex(Index):
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
-        self._lock.acquire_read()
-        try:
+        with self._lock.read():
             return self._search_locked(q, k, ef, allowed, report)
-        finally:
-            self._lock.release_read()
 
     def _search_locked(self, q: np.ndarray, k: int, ef: int, allowed: np.ndarray | None,
                        report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -303,17 +300,14 @@ class HNSWIndex(Index):
 
     def _range_search(self, q: np.ndarray, radius: float, params: dict[str, Any],
                       allowed: np.ndarray | None) -> RangeResult:
-        self._lock.acquire_read()
-        try:
+        with self._lock.read():
             n = self._table.size
             mask = self._table.row_mask(allowed)
             x = self._x[:n]
             return self._flat.range_search(q, x, sq_norms(x), self._table.labels[:n], mask, radius, self.metric)
-        finally:
-            self._lock.release_read()
 
     def _remove(self, labels: np.ndarray) -> int:
-        with self._lock.writing():
+        with self._lock.write():
             return int(self._table.remove(labels).size)
 
     @property
@@ -323,8 +317,7 @@ class HNSWIndex(Index):
 
     # ------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        self._lock.acquire_read()
-        try:
+        with self._lock.read():
             n = self._table.size
             arrays = {"vectors": self._x[:n], "graph0": self._g0[:n], "levels": self._levels[:n],
                       "up_off": self._up_off[:n], "up": self._up[: self._up_used],
@@ -333,8 +326,6 @@ class HNSWIndex(Index):
                     "seed": self.seed, "codes": self.codes, "quantized": self._quant,
                     "entry": self._entry, "max_level": self._max_level}
             return arrays, meta
-        finally:
-            self._lock.release_read()
 
     @classmethod
     def SUPPORTED_VERSIONS(cls) -> tuple[int, ...]:
