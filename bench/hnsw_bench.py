@@ -24,22 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from .hnsw_vs_hnswlib import qps_at
+
 Search = Callable[[np.ndarray, int], np.ndarray]
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     return float(np.mean([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(found, truth)]))
-
-
-def qps_at(curve: list[tuple[float, float]], target: float) -> float | None:
-    """QPS at a recall target, interpolated on the (recall, QPS) curve; None if never reached."""
-    pts = sorted(curve)
-    for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
-        if r0 <= target <= r1:
-            w = 0.0 if r1 == r0 else (target - r0) / (r1 - r0)
-            return q0 + w * (q1 - q0)
-    return pts[0][1] if pts and pts[0][0] >= target else None
 
 
 class Peer:

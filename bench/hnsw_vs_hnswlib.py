@@ -16,7 +16,7 @@ def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(found, truth)]))
 
 
-def _interp_qps(curve: list[tuple[float, float]], target: float) -> float | None:
+def qps_at(curve: list[tuple[float, float]], target: float) -> float | None:
     """QPS at a recall target, interpolated on the (recall, QPS) curve; None if never reached."""
     pts = sorted(curve)
     for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{ef:>5} | {s_rec:>10.4f} {s_batch:>10,.0f} {s_single:>9,.0f} | {p_rec:>12.4f} {p_batch:>10,.0f} {p_single:>9,.0f}")
     for target in (0.90, 0.95):
         for mode in ("batch", "single"):
-            s = _interp_qps(curves["shoal"][mode], target)
-            p = _interp_qps(curves["hnswlib"][mode], target)
+            s = qps_at(curves["shoal"][mode], target)
+            p = qps_at(curves["hnswlib"][mode], target)
             ratio = f"{s / p:.2f}x" if s and p else "n/a"
             print(f"QPS ratio shoal/hnswlib at recall {target:.2f} ({mode}): {ratio}")
     print(f"build: shoal {shoal_build:.1f}s, hnswlib {peer_build:.1f}s, ratio {shoal_build / peer_build:.2f}")

@@ -70,16 +70,3 @@ def client(server: ServerProcess):
 
     with shoal.Client(server.target, timeout=20) as c:
         yield c
-
-
-def self_signed_cert(tmp: Path) -> tuple[Path, Path]:
-    """A one-day self-signed certificate for 127.0.0.1/localhost and its key (skips without openssl)."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not found to make a self-signed certificate")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
