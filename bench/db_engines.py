@@ -170,6 +170,10 @@ class ChromaDb(DbEngine):
         ef = setting.get("ef_search")
         if ef is not None and ef != self._ef:  # Chroma's ef is a collection setting, not a query argument
             self.col.modify(configuration={"hnsw": {"ef_search": int(ef)}})
+            # Chroma 1.5 reads ef_search when it loads the HNSW segment (chroma-core/chroma#4097), and
+            # keeps a loaded segment cached: without a reload the new value never reaches the graph.
+            self.close()
+            self.open()
             self._ef = ef
 
     def _query(self, q: np.ndarray, k: int, g_below: int | None, setting: dict[str, Any]) -> list[list[int]]:
