@@ -7,7 +7,8 @@ candidates. A merge keeps the largest indexed candidate that still has room in
 place (its rows, ids and graph are reused; the others' live rows are added to a
 copy of its index) and takes the smaller ones, smallest first, while the result
 stays within ``max_segment_rows``; with no such base, the small ones are merged
-into a fresh segment. Each row therefore enters an index about once, so indexing
+into a fresh segment; an unindexed or dead-heavy segment that no merge has room for
+is rebuilt on its own. Each row therefore enters an index about once, so indexing
 a collection costs about one build, and the segment count grows with
 size / max_segment_rows, not with the number of flushes. A segment past the
 vacuum threshold is rebuilt from its live rows.
@@ -128,7 +129,8 @@ def choose_merge(segments: list[Segment], config: OptimizerConfig, indexes: bool
         merge = fill(base)
         if worthwhile(merge):
             return merge
-    return None
+    stranded = unindexed + dead_heavy  # every merge with room for them was filled by smaller segments
+    return Merge(None, [stranded[0]]) if stranded else None
 
 
 class Optimizer:

@@ -14,6 +14,9 @@ Per segment, from the filter's cardinality (cached per filter, see
 * ``index``           the segment's index, unfiltered (it knows its own deletions);
 * ``filtered-index``  the index with the filter's mask pushed into it.
 
+``run_plans`` executes them: for a small batch (whose kernels run on one thread) the
+segments that walk an index or scan many rows run side by side on the segment pool.
+
 Indices do what they are asked. A fallback an index still takes for correctness
 (a walk that met fewer than k allowed rows) is reported as ``fallback_queries``.
 Thresholds live in the collection's config (``planner={...}`` at create time).
@@ -21,6 +24,7 @@ Thresholds live in the collection's config (``planner={...}`` at create time).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +33,7 @@ import numpy as np
 from .errors import InvalidArgumentError
 from .filters import Node
 from .segment import Segment
+from .threads import SERIAL_BATCH, concurrent_kernels_safe, segment_pool
 
 
 @dataclass(frozen=True)
@@ -121,3 +126,27 @@ def run_plan(seg: Segment, q: np.ndarray, k: int, p: SegmentPlan) -> tuple[np.nd
     out = seg.search_index(q, k, p.mask, p.params, report)
     p.fallback_queries = int(report.get("fallback_queries", 0))
     return out
+
+
+#: An exact plan over at least this many rows is worth a thread of its own (~0.1 ms of scan).
+PARALLEL_EXACT_ROWS = 20_000
+
+
+def run_plans(segments: Mapping[int, Segment], q: np.ndarray, k: int,
+              plans: list[SegmentPlan]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Execute every non-skipped plan; the heavy ones of a small batch concurrently.
+
+    Larger batches parallelise inside their kernels (over queries), so they run here in turn.
+    """
+    work = [p for p in plans if p.path != "skip"]
+    pool = segment_pool()
+    heavy = [p for p in work if p.path != "exact" or p.matched >= PARALLEL_EXACT_ROWS]
+    if pool is None or len(heavy) < 2 or q.shape[0] >= SERIAL_BATCH or not concurrent_kernels_safe():
+        return [run_plan(segments[p.segment], q, k, p) for p in work]
+    futures = [pool.submit(run_plan, segments[p.segment], q, k, p) for p in heavy[1:]]
+    light = [p for p in work if all(p is not h for h in heavy)]
+    try:
+        out = [run_plan(segments[p.segment], q, k, p) for p in [heavy[0], *light]]
+    finally:  # the caller's read lock covers the segments only until it returns
+        wait(futures)
+    return out + [f.result() for f in futures]

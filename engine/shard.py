@@ -34,7 +34,7 @@ from .locks import RWLock
 from .metadata import MetadataStore
 from .segment_ids import SegmentIds
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
-from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plan
+from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plans
 from .segment import ROW_MASK, SLOT_BITS, Segment
 from .stores import rows_of
 
@@ -449,7 +449,7 @@ class Shard:
                params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[SegmentPlan]]:
         """Top-k ``(distances, internal ids)`` over all segments, merged once by (distance, id)."""
         plans = [plan_segment(seg, k, node, filter_key, params, self.planner) for seg in self.segments if seg.n]
-        parts = [run_plan(self._by_slot[p.segment], q, k, p) for p in plans if p.path != "skip"]
+        parts = run_plans(self._by_slot, q, k, plans)
         if not parts:
             return np.full((q.shape[0], k), np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64), plans
         if len(parts) == 1:

@@ -163,3 +163,42 @@ def test_planner_options_round_trip() -> None:
     assert cfg.to_dict() == {"exact_max_rows": 0, "exact_max_fraction": 1.0, "index_cost_factor": 0.0}
     assert PlannerConfig.from_options(None) == PlannerConfig()
     assert PlannerConfig.from_options({"exact_max_rows": np.int64(7)}).exact_max_rows == 7
+
+
+def test_segments_of_one_query_are_searched_side_by_side(rng: np.random.Generator, monkeypatch) -> None:
+    """A one-query search over several indexed segments runs them on the segment pool and returns
+    what the serial path returns; an error in a pooled segment reaches the caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoal.engine import planner, threads
+
+    x = rng.standard_normal((1200, DIM)).astype(np.float32)
+    col = shoal.Database().create_collection("p", DIM, "l2", "KDTree", planner=THROUGH_INDEX,
+                                             optimizer={"background": False, "max_segment_rows": 400})
+    for s in range(0, 1200, 400):
+        col.upsert(list(range(s, s + 400)), x[s:s + 400])
+        col.flush()
+    col.optimize()
+    q = rng.standard_normal((64, DIM)).astype(np.float32)
+    batch = col.search(q, k=10)  # a batch: the kernels' own threads (and Numba's layer starts)
+    if not threads.concurrent_kernels_safe():
+        pytest.skip("Numba runs its workqueue threading layer here, which forbids concurrent kernels")
+    pool = ThreadPoolExecutor(max_workers=2)
+    submitted = []
+    monkeypatch.setattr(planner, "segment_pool", lambda: pool)
+    monkeypatch.setattr(pool, "submit", lambda *a: submitted.append(a) or ThreadPoolExecutor.submit(pool, *a))
+    plans = col.explain(q[0], k=10)
+    assert [p["path"] for p in plans] == ["index"] * 3, plans
+    submitted.clear()
+    one = [col.search(v, k=10) for v in q]
+    assert len(submitted) == 2 * len(q)  # two of the three segments per query went to the pool
+    ref_d, ref_i = brute_force(q, x, 10, "l2")
+    assert_knn_equal(np.array([r.distances for r in one]), np.array([r.ids for r in one]), ref_d, ref_i, atol=1e-3)
+    assert [r.ids for r in one] == [r.ids for r in batch]
+
+    def broken(seg, q, k, p):
+        raise shoal.ShoalError("segment failed")
+    monkeypatch.setattr(planner, "run_plan", broken)
+    with pytest.raises(shoal.ShoalError, match="segment failed"):
+        col.search(q[0], k=10)
+    pool.shutdown()

@@ -38,6 +38,10 @@ def test_policy_merges_small_segments_into_the_largest_indexed_one() -> None:
     assert both is not None and both.base is big and both.rows == 900  # they fit: one segment
     rest = choose_merge([_sealed(12, 900, indexed=True), _sealed(13, 200)], cfg, True, 1)
     assert rest is not None and rest.base is None and rest.rows == 200  # no room: indexed on its own
+    # a smaller indexed segment takes the fresh merge's room: the unindexed one still gets its index
+    crowded = [_sealed(20, 700, indexed=True), _sealed(21, 500, indexed=True), _sealed(22, 700)]
+    alone = choose_merge(crowded, cfg, True, 1)
+    assert alone is not None and alone.base is None and alone.sources == [crowded[2]], alone
     capped = choose_merge([_sealed(i, 300) for i in range(5)], cfg, True, 1)
     assert capped is not None and capped.base is None and capped.rows <= 1000  # the cap holds
     assert choose_merge([_sealed(0, 50)], cfg, True, min_index_rows=100) is None  # too few rows to train
