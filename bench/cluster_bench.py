@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ingest_cols[f"2 shards x {replicas} replica{'s' if replicas > 1 else ''}"] = cluster.create_collection(
                 f"i{replicas}", x.shape[1], data.metric, "flat", shards=2, replicas=replicas)
         rows = x[:args.ingest]
+        for col in ingest_cols.values():  # warm: a replica's first write loads its kernels (~1.5 s per process)
+            measure_ingest(col, rows[:args.ingest_batch], args.ingest_batch, args.rounds * len(rows))
         # Ray's workers run with OMP_NUM_THREADS=1: the same BLAS threads here, set once every library is
         # loaded (measured: two spinning OpenBLAS threads made the in-process batch search 3x slower here)
         blas = threadpool_limits(1, user_api="blas")

@@ -77,9 +77,10 @@ class RayCollection(SearchModes):
         self._leader = [0] * self.shards
         self._turn = itertools.count()
         self._retired: str | None = None
-        #: Actor handles by (shard, replica): a name lookup is a round trip to Ray's control store, so
-        #: it is done once; a handle that fails is forgotten and looked up again (Ray keeps a restarted
-        #: actor's handle valid, a recreated one, after ``repair``, has a new handle).
+        #: Actor handles by (shard, replica): a name lookup is a round trip to Ray's control store
+        #: (measured ~0.1-0.2 ms per shard per call here, p50 1.2-1.3 vs 1.3-1.4 ms at 1 shard, 3.7-4.4
+        #: vs 4.4-5.0 ms at 4), so it is done once; a handle that fails is forgotten and looked up
+        #: again (a restarted actor keeps its handle, one recreated by ``repair`` has a new one).
         self._handles: dict[tuple[int, int], Any] = {}
 
     # ------------------------------------------------------------- plumbing

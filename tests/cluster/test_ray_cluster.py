@@ -458,6 +458,8 @@ def test_served_over_grpc(replicated):
         remote_col = client.get_collection(col.name)
         x = np.random.default_rng(5).normal(size=(3, DIM)).astype(np.float32)
         assert [r.ids for r in remote_col.search(x, k=5)] == [r.ids for r in col.search(x, k=5)]
+        page = remote_col.scroll(limit=7, include=())  # the record API over the wire, merged across shards
+        assert page.records.ids == col.scroll(limit=7, include=()).records.ids and page.next_cursor is not None
         created = client.create_collection("served", dim=4, metric="l2", index="flat", shards=1, replicas=1)
         created.upsert([1, 2, 3], np.eye(3, 4, dtype=np.float32))
         assert db.get_collection("served").count() == 3
