@@ -3,9 +3,12 @@
 One named actor (``shoal/catalog``) owns the file, so every router (scripts, ``shoal serve
 --ray``) sees one list and creates/drops are serialised. The file is replaced atomically;
 after a whole-cluster restart the catalog reopens it and the replicas reopen their own data.
+A collection's replica actors and directories are named by its ``key`` (its first name), so a
+rename is one catalog write and moves no data.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -41,11 +44,30 @@ class Catalog:
     def list(self) -> dict[str, dict[str, Any]]:
         return dict(self.collections)
 
-    def add(self, spec: dict[str, Any]) -> None:
-        if spec["name"] in self.collections:
-            raise CollectionExistsError(f"collection {spec['name']!r} already exists")
-        self.collections[spec["name"]] = spec
+    def add(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Record a new collection; returns its spec with the ``key`` its replicas and directories are
+        named by: the name, or ``name.N`` when a renamed collection still uses the name as its key (a key
+        is a valid collection name: each replica's own database holds a collection of that name)."""
+        name = spec["name"]
+        if name in self.collections:
+            raise CollectionExistsError(f"collection {name!r} already exists")
+        taken = {s.get("key", s["name"]) for s in self.collections.values()}
+        key = next(k for k in itertools.chain([name], (f"{name[:56]}.{n}" for n in itertools.count(1))) if k not in taken)
+        spec = {**spec, "key": key}
+        self.collections[name] = spec
         self._save()
+        return spec
+
+    def rename(self, name: str, new_name: str) -> dict[str, Any]:
+        """Rename in the catalog only (one atomic file replace): the replicas keep their key."""
+        if name not in self.collections:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+        if new_name in self.collections:
+            raise CollectionExistsError(f"collection {new_name!r} already exists")
+        spec = self.collections.pop(name)
+        spec = self.collections[new_name] = {**spec, "name": new_name, "key": spec.get("key", name)}
+        self._save()
+        return spec
 
     def remove(self, name: str) -> None:
         if name not in self.collections:

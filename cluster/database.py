@@ -14,11 +14,11 @@ import os
 import time
 from typing import Any
 
-from ..engine.collection import Collection
+from ..engine.collection import Collection, config_difference
 from ..engine.database import check_collection_name
 from ..engine.echo import shorten
-from ..engine.errors import (ClosedError, CollectionNotFoundError, InvalidArgumentError, ShardUnavailableError,
-                             UnimplementedError)
+from ..engine.errors import (ClosedError, CollectionConfigMismatchError, CollectionNotFoundError,
+                             InvalidArgumentError, ShardUnavailableError, UnimplementedError)
 from . import remote
 from .catalog import CATALOG_NAME, Catalog
 from .collection import RayCollection
@@ -42,14 +42,17 @@ class RayDatabase:
     ``sync`` and other storage options apply to every replica's own database.
     ``unavailable_after``: seconds a call waits for a recovering shard before UNAVAILABLE;
     ``call_timeout``: seconds one replica call may take. Local instances take ``num_cpus``
-    and ``object_store_memory`` (bytes).
+    and ``object_store_memory`` (bytes). ``shards`` / ``replicas``: the layout of collections
+    created without one (``shoal serve --ray`` clients, code written for ``shoal.Database``).
     """
 
     def __init__(self, root: str | os.PathLike, address: str | None = None, *, num_cpus: int | None = None,
                  object_store_memory: int | None = None, sync: str = "always", unavailable_after: float = 10.0,
                  call_timeout: float = 60.0, tail_bytes: int = 64 << 20, bootstrap_wait: float = 5.0,
-                 **storage: Any) -> None:
+                 shards: int = 1, replicas: int = 1, **storage: Any) -> None:
         ray = _ray()
+        self.layout = {"shards": _check_layout("shards", shards, MAX_SHARDS),
+                       "replicas": _check_layout("replicas", replicas, MAX_REPLICAS)}
         self.path = os.fspath(root)
         self.storage = {"sync": sync, **storage}
         self.unavailable_after = float(unavailable_after)
@@ -75,7 +78,7 @@ class RayDatabase:
 
     # -------------------------------------------------------------- replicas
     def _replica_spec(self, spec: dict[str, Any], shard: int, replica: int) -> ReplicaSpec:
-        return ReplicaSpec(spec["name"], shard, replica, spec["replicas"], self.path, spec["create"],
+        return ReplicaSpec(spec.get("key", spec["name"]), shard, replica, spec["replicas"], self.path, spec["create"],
                            dict(spec["storage"]), **self._replica_options)
 
     def _ensure_replicas(self, spec: dict[str, Any]) -> None:
@@ -83,7 +86,7 @@ class RayDatabase:
         cls = actor_class()
         for shard in range(spec["shards"]):
             for replica in range(spec["replicas"]):
-                name = remote.replica_name(spec["name"], shard, replica)
+                name = remote.replica_name(spec.get("key", spec["name"]), shard, replica)
                 cls.options(name=name, namespace=remote.NAMESPACE, lifetime="detached",
                             get_if_exists=True).remote(self._replica_spec(spec, shard, replica))
 
@@ -122,19 +125,18 @@ class RayDatabase:
             raise ClosedError(f"RayDatabase {self.path!r} is closed")
 
     def create_collection(self, name: str, dim: int, metric: str = "cosine", index: str = "flat", *,
-                          shards: int = 1, replicas: int = 1, **options: Any) -> RayCollection:
-        """Create a collection of ``shards`` shards with ``replicas`` copies each; other arguments as
-        ``shoal.Database.create_collection``. Returns once every replica serves."""
+                          shards: int | None = None, replicas: int | None = None, **options: Any) -> RayCollection:
+        """Create a collection of ``shards`` shards with ``replicas`` copies each (None: this database's
+        default); other arguments as ``shoal.Database.create_collection``. Returns once every replica serves."""
         self._check_open()
         check_collection_name(name)
-        for what, value, most in (("shards", shards, MAX_SHARDS), ("replicas", replicas, MAX_REPLICAS)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-                raise InvalidArgumentError(f"{what} must be an integer in 1..{most}, got {shorten(value)}")
+        shards = self.layout["shards"] if shards is None else _check_layout("shards", shards, MAX_SHARDS)
+        replicas = self.layout["replicas"] if replicas is None else _check_layout("replicas", replicas, MAX_REPLICAS)
         options.pop("backend", None)  # each replica picks its own (its node may have a GPU)
         Collection(name, dim, metric, index, **options)  # every argument checked before anything is created
         spec = {"name": name, "shards": shards, "replicas": replicas, "storage": self.storage,
                 "create": {"dim": int(dim), "metric": metric, "index": index, "options": options}}
-        remote.get(self._catalog.add.remote(spec), self.call_timeout)
+        spec = remote.get(self._catalog.add.remote(spec), self.call_timeout)
         self._collections[name] = self._start(spec)
         self.wait_ready(name, self.call_timeout)
         return self._collections[name]
@@ -149,11 +151,34 @@ class RayDatabase:
             self._collections[name] = self._start(spec)
         return self._collections[name]
 
-    def get_or_create_collection(self, name: str, dim: int, **kwargs: Any) -> RayCollection:
+    def get_or_create_collection(self, name: str, dim: int, metric: str | None = None, index: str | None = None,
+                                 **options: Any) -> RayCollection:
+        """The collection of that name, created with these arguments if it does not exist; an existing
+        one whose configuration differs from what is given raises CollectionConfigMismatchError
+        (``shoal.Database.get_or_create_collection``)."""
         try:
-            return self.get_collection(name)
+            existing = self.get_collection(name)
         except CollectionNotFoundError:
-            return self.create_collection(name, dim, **kwargs)
+            return self.create_collection(name, dim, metric or "cosine", index or "flat", **options)
+        index_options = {k: v for k, v in options.items()
+                         if k not in ("backend", "optimizer", "planner", "metadata", "shards", "replicas")}
+        diff = config_difference(existing._local.describe(), dim, metric, index, index_options)
+        if diff is not None:
+            raise CollectionConfigMismatchError(f"collection {name!r} exists with {diff}; "
+                                                "use another name or get_collection()")
+        return existing
+
+    def rename_collection(self, name: str, new_name: str) -> RayCollection:
+        """Rename a collection (one catalog write; the replicas and their data stay where they are)
+        and return its handle under the new name; this router's old handle raises CollectionNotFoundError."""
+        self._check_open()
+        check_collection_name(new_name)
+        old = self.get_collection(name)
+        spec = remote.get(self._catalog.rename.remote(name, new_name), self.call_timeout)
+        old._retire(f"renamed to {new_name!r}")
+        self._collections.pop(name, None)
+        col = self._collections[new_name] = RayCollection(self, spec)
+        return col
 
     def list_collections(self) -> list[str]:
         self._check_open()
@@ -169,11 +194,12 @@ class RayDatabase:
         col = self.get_collection(name)
         remote.get(self._catalog.remove.remote(name), self.call_timeout)
         self._collections.pop(name, None)
+        col._retire("dropped")
         ray = _ray()
         for shard in range(col.shards):
             for replica in range(col.replicas):
                 try:
-                    handle = col._handle(shard, replica)
+                    handle = remote.actor(remote.replica_name(col.key, shard, replica))
                 except remote.Unreachable:
                     continue  # gone already; its directory stays on its node
                 try:
@@ -202,3 +228,9 @@ class RayDatabase:
 
     def __repr__(self) -> str:
         return f"RayDatabase(path={self.path!r}, collections={sorted(self._collections)})"
+
+
+def _check_layout(what: str, value: Any, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise InvalidArgumentError(f"{what} must be an integer in 1..{most}, got {shorten(value)}")
+    return value

@@ -2,7 +2,9 @@
 
 A write travels as an ``Entry``: the shard's sequence number, the leader epoch that
 numbered it, the router's operation id (so a retried call is applied once) and the
-operation itself, already validated by the router (``Upsert`` / ``Delete``). Entries are
+operation itself, already validated by the router (``Upsert`` / ``Delete``, and the partial
+updates ``Update`` / ``SetMetadata`` / ``DeleteKeys``, which every replica applies as the same
+read-modify-write of its own records, so replicas holding the same records end the same). Entries are
 applied in sequence order and are idempotent when replayed in order, which is what makes
 the position file's one-write lag harmless (``storage.replica_position``).
 
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.collection import Collection, _filter
+from ..engine.records import drop_keys, merge_values, replace_fields
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,42 @@ class Delete:
         return 64 * (len(self.ids) if self.ids else 1)
 
 
-Operation = Upsert | Delete
+@dataclass(frozen=True)
+class Update:
+    """``update``: every id exists (checked by the router on all shards, and again by the leader)."""
+
+    ids: list[Any]
+    vectors: np.ndarray | None  # prepared like Upsert.vectors
+    metadata: list[dict[str, Any]] | None
+
+    @property
+    def nbytes(self) -> int:
+        return (0 if self.vectors is None else int(self.vectors.nbytes)) + 64 * len(self.ids)
+
+
+@dataclass(frozen=True)
+class SetMetadata:
+    ids: list[Any] | None
+    filter: Any
+    values: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        return 64 * (len(self.ids) if self.ids else 1) + 64 * len(self.values)
+
+
+@dataclass(frozen=True)
+class DeleteKeys:
+    ids: list[Any] | None
+    filter: Any
+    keys: list[str]
+
+    @property
+    def nbytes(self) -> int:
+        return 64 * (len(self.ids) if self.ids else 1) + 64 * len(self.keys)
+
+
+Operation = Upsert | Delete | Update | SetMetadata | DeleteKeys
 
 
 @dataclass(frozen=True)
@@ -54,14 +92,21 @@ class Entry:
 def apply(col: Collection, op: Operation) -> int:
     """Apply a validated write to a replica's collection (logged by its WAL before it returns).
 
-    A delete by ids removes those present: the router checked that every id exists before it
-    sent the delete, and a replayed delete finds its ids gone already.
+    Deletes and the filter/ids partial updates skip ids that are not there (a replayed delete
+    finds its ids gone already); ``Update`` raises IdNotFoundError and changes nothing when one is
+    missing, on the leader before the entry is numbered, so followers never see it.
     """
     shard = col._shard
     if isinstance(op, Upsert):
         shard.upsert(op.ids, op.vectors, op.metadata)
         return len(op.ids)
+    if isinstance(op, Update):
+        return shard.rewrite(op.ids, None, None, replace_fields(op.vectors, op.metadata), strict=True)
     node, key = _filter(op.filter)
+    if isinstance(op, SetMetadata):
+        return shard.rewrite(op.ids, node, key, merge_values(op.values), strict=False)
+    if isinstance(op, DeleteKeys):
+        return shard.rewrite(op.ids, node, key, drop_keys(op.keys), strict=False)
     ids = None if op.ids is None else shard.tracker.present(op.ids)
     if ids is not None and not ids:
         return 0

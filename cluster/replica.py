@@ -50,6 +50,8 @@ log = logging.getLogger("shoal.cluster")
 RECOVERING, SERVING = "recovering", "serving"
 #: Operation ids remembered for retried calls (a router retries one call, not thousands).
 REMEMBERED_OPS = 4096
+#: The collection reads a router may ask a replica for (``ShardReplica.read``).
+READS = ("search", "search_range", "count", "get", "scroll", "exists")
 
 
 @dataclass(frozen=True)
@@ -480,24 +482,22 @@ class ShardReplica:
             return self.index
 
     # ----------------------------------------------------------------- reads
-    def search(self, queries: Any, k: int, filter: Any, params: Any, include: Any, explain: bool) -> Any:
+    def read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A read of this replica's own collection (one of ``READS``), once it serves."""
+        if method not in READS:
+            raise AttributeError(method)
         self._check_serving()
-        return self.col.search(queries, k, filter, params, include, explain)
+        return getattr(self.col, method)(*args, **kwargs)
 
-    def count(self, filter: Any = None) -> int:
-        self._check_serving()
-        return self.col.count(filter)
-
-    def missing(self, ids: list[Any]) -> list[Any]:
-        self._check_serving()
-        tracker = self.col._shard.tracker
-        return [i for i in ids if i not in tracker]
-
-    def get_present(self, ids: list[Any]) -> tuple[GetResult | None, list[Any]]:
-        """The records of ``ids`` when all are here, else ``(None, missing ids)``."""
-        self._check_serving()
-        lost = self.missing(ids)
-        return (None, lost) if lost else (self.col.get(ids), [])
+    def get_by_ids(self, ids: list[Any], filter: Any, include: tuple[str, ...]) -> tuple[GetResult, list[Any]]:
+        """The records of ``ids`` that are here and match ``filter`` (in the order given), and the ids
+        that are not here (the router raises IdNotFoundError for them across all shards). Under the
+        write-ordering lock, so both answers describe the same moment."""
+        with self.lock:
+            self._check_serving()
+            tracker = self.col._shard.tracker
+            return (self.col.get(ids, filter=filter, include=include, missing="skip"),
+                    [i for i in ids if i not in tracker])
 
     def describe(self) -> dict[str, Any]:
         return {**self.info(), "collection": self.col.describe()}

@@ -17,7 +17,7 @@ are durable, replay after a crash, and never touch segment internals.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,6 +172,58 @@ def check_selection(ids: Any, filter: Any, what: str) -> list[ExternalId] | None
     return None if ids is None else check_ids(ids)
 
 
+def check_update(ids: Any, vectors: Any, metadata: Any, dim: int, metric: str
+                 ) -> tuple[list[ExternalId], np.ndarray | None, list[dict[str, Any]] | None]:
+    """``update``'s arguments validated: ``(ids, prepared vectors or None, payloads or None)``."""
+    ids_list = check_ids(ids)
+    check_unique(ids_list)
+    if vectors is None and metadata is None:
+        raise InvalidArgumentError("update needs vectors and/or metadata")
+    x = None
+    if vectors is not None:
+        x = prepare(as_matrix(vectors, dim), metric)
+        if x.shape[0] != len(ids_list):
+            raise InvalidArgumentError(f"got {len(ids_list)} ids for {x.shape[0]} vectors; lengths must match")
+    payloads = None
+    if metadata is not None:
+        if isinstance(metadata, Mapping):
+            payloads = [check_metadata(metadata)] * len(ids_list)
+        else:
+            payloads = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+            if len(payloads) != len(ids_list):
+                raise InvalidArgumentError(f"got {len(payloads)} metadata entries for {len(ids_list)} ids; "
+                                           "lengths must match")
+    return ids_list, x, payloads
+
+
+#: How a partial update changes the selected records: ``(vectors, payloads) -> (vectors, payloads)``
+#: (``Shard.rewrite``). Built from plain data, so a cluster replica rebuilds the same one from a log entry.
+Change = Callable[[np.ndarray, list[dict[str, Any]]], tuple[np.ndarray, list[dict[str, Any]]]]
+
+
+def replace_fields(x: np.ndarray | None, payloads: list[dict[str, Any]] | None) -> Change:
+    """``update``: the given vectors and/or payloads replace the stored ones (in the order of the ids)."""
+    def change(old_x: np.ndarray, old_payloads: list[dict[str, Any]]):
+        return (old_x if x is None else x), (old_payloads if payloads is None else [dict(p) for p in payloads])
+    return change
+
+
+def merge_values(values: Mapping[str, Any]) -> Change:
+    """``set_metadata``: ``values`` merged into every payload."""
+    def change(x: np.ndarray, payloads: list[dict[str, Any]]):
+        return x, [check_metadata({**p, **values}) for p in payloads]
+    return change
+
+
+def drop_keys(keys: Iterable[str]) -> Change:
+    """``delete_metadata_keys``: the top-level ``keys`` removed from every payload."""
+    drop = set(keys)
+
+    def change(x: np.ndarray, payloads: list[dict[str, Any]]):
+        return x, [{k: v for k, v in p.items() if k not in drop} for p in payloads]
+    return change
+
+
 def iter_records(scroll: Any, batch_size: int, filter: Any, include: Iterable[str]) -> Iterator[Record]:
     """Every record of a ``scroll`` method, page after page (``Collection.iter`` and ``RemoteCollection.iter``)."""
     cursor = None
@@ -274,31 +326,10 @@ class RecordAPI:
         ``set_metadata`` to merge keys). Every id must exist: otherwise IdNotFoundError naming up
         to 10 and nothing changes. Returns how many records were updated.
         """
-        ids_list = check_ids(ids)
-        check_unique(ids_list)
-        if vectors is None and metadata is None:
-            raise InvalidArgumentError("update needs vectors and/or metadata")
-        x = None
-        if vectors is not None:
-            x = prepare(as_matrix(vectors, self.dim), self.metric)
-            if x.shape[0] != len(ids_list):
-                raise InvalidArgumentError(f"got {len(ids_list)} ids for {x.shape[0]} vectors; lengths must match")
-        payloads = None
-        if metadata is not None:
-            if isinstance(metadata, Mapping):
-                payloads = [check_metadata(metadata)] * len(ids_list)
-            else:
-                payloads = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
-                if len(payloads) != len(ids_list):
-                    raise InvalidArgumentError(f"got {len(payloads)} metadata entries for {len(ids_list)} ids; "
-                                               "lengths must match")
+        ids_list, x, payloads = check_update(ids, vectors, metadata, self.dim, self.metric)
         if not ids_list:
             return 0
-
-        def change(old_x: np.ndarray, old_payloads: list[dict[str, Any]]):
-            return (old_x if x is None else x), (old_payloads if payloads is None else [dict(p) for p in payloads])
-
-        return self._shard.rewrite(ids_list, None, None, change, strict=True)
+        return self._shard.rewrite(ids_list, None, None, replace_fields(x, payloads), strict=True)
 
     def set_metadata(self, ids: Any = None, filter: Any = None, *, values: Mapping[str, Any]) -> int:
         """Merge ``values`` into the payload of the records given by ``ids`` and/or ``filter``
@@ -306,20 +337,12 @@ class RecordAPI:
         ids_list = check_selection(ids, filter, "set_metadata")
         values = check_metadata(values, "values")
         node, key = keyed_filter(filter)
-
-        def change(x: np.ndarray, payloads: list[dict[str, Any]]):
-            return x, [check_metadata({**p, **values}) for p in payloads]
-
-        return self._shard.rewrite(ids_list, node, key, change, strict=False)
+        return self._shard.rewrite(ids_list, node, key, merge_values(values), strict=False)
 
     def delete_metadata_keys(self, ids: Any = None, filter: Any = None, *, keys: Iterable[str]) -> int:
         """Remove top-level ``keys`` from the payload of the records given by ``ids`` and/or ``filter``
         (absent keys are ignored). Missing ids are skipped; returns how many records were rewritten."""
         ids_list = check_selection(ids, filter, "delete_metadata_keys")
-        drop = set(check_keys(keys))
+        drop = check_keys(keys)
         node, key = keyed_filter(filter)
-
-        def change(x: np.ndarray, payloads: list[dict[str, Any]]):
-            return x, [{k: v for k, v in p.items() if k not in drop} for p in payloads]
-
-        return self._shard.rewrite(ids_list, node, key, change, strict=False)
+        return self._shard.rewrite(ids_list, node, key, drop_keys(drop), strict=False)

@@ -1,9 +1,9 @@
 """One local Ray instance per test module, small object store; a RayDatabase on it.
 
 ``collection_factory`` makes a collection of either implementation ("embedded": a single-node
-``shoal.Database`` collection, "ray": a sharded RayCollection) with the same arguments, so
-contract tests (ours, and the record API's suite of issue 19) can run against both by
-parametrising over ``IMPLEMENTATIONS``.
+``shoal.Database`` collection, "ray": a sharded RayCollection) with the same arguments, so the
+tests here compare the two on the same data. (The behavioural contract suite, tests/contract,
+runs against a RayDatabase of its own: its ``implementations.ray_cluster``.)
 """
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ import pytest
 
 import shoal
 from shoal.engine.errors import (DimensionMismatchError, DuplicateIdError, FilterError, IdNotFoundError,
-                                 InvalidArgumentError, InvalidVectorError, ShardUnavailableError, UnavailableError)
+                                 InvalidArgumentError, InvalidVectorError, ShardUnavailableError, UnavailableError,
+                                 UnimplementedError)
 from tests.cluster.conftest import IMPLEMENTATIONS
 from tests.conftest import assert_knn_equal, brute_force
 
@@ -174,6 +175,156 @@ def test_approximate_recall_floor(collection_factory):
     assert recalls["ray"] >= recalls["embedded"] - 0.03, recalls  # each shard searches a smaller graph
 
 
+# ---------------------------------------------------------------------- record API
+def _mixed_records(n_int: int = 200, n_str: int = 60, seed: int = 21):
+    """Int and string ids in a shuffled order, so every shard holds both kinds."""
+    rng = np.random.default_rng(seed)
+    ids = [*range(0, 2 * n_int, 2), *(f"k{i:03d}" for i in range(n_str))]
+    ids = [ids[i] for i in rng.permutation(len(ids))]
+    x = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+    meta = [{"grp": i % 4, "n": {"x": i % 3}, "keep": i} for i in range(len(ids))]
+    return ids, x, meta
+
+
+def _same_records(a, b):
+    assert b.ids == a.ids and b.metadata == a.metadata
+    if a.vectors is None:
+        assert b.vectors is None
+    else:
+        np.testing.assert_array_equal(b.vectors, a.vectors)
+
+
+@pytest.fixture(scope="module")
+def records_pair(collection_factory):
+    ids, x, meta = _mixed_records()
+    pair = {impl: collection_factory(impl, DIM, "l2", "flat", shards=3) for impl in IMPLEMENTATIONS}
+    for col in pair.values():
+        col.upsert(ids[:150], x[:150], meta[:150])
+        col.upsert(ids[150:], x[150:], meta[150:])
+    return pair, ids
+
+
+@pytest.mark.parametrize("flt", [None, {"grp": 1}, {"n.x": {"$in": [0, 2]}}, {"grp": 9}],
+                         ids=["all", "eq", "nested-in", "none-match"])
+def test_get_and_scroll_without_ids_match_single_node(records_pair, flt):
+    """Id order across 3 shards: get with limit/offset, scroll page by page and iter equal the single collection's."""
+    pair, _ = records_pair
+    a, b = pair["embedded"], pair["ray"]
+    for limit, offset in ((None, 0), (7, 0), (25, 40), (0, 3), (1000, 5), (None, 250)):
+        for include in (("metadata", "vector"), ()):
+            _same_records(a.get(filter=flt, limit=limit, offset=offset, include=include),
+                          b.get(filter=flt, limit=limit, offset=offset, include=include))
+    for limit in (1, 37, 400):
+        cursors = {}
+        for impl, col in pair.items():
+            cursor, pages = None, []
+            while True:
+                page = col.scroll(filter=flt, limit=limit, cursor=cursor, include=("metadata", "vector"))
+                pages.append(page)
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            cursors[impl] = pages
+        assert [p.next_cursor for p in cursors["ray"]] == [p.next_cursor for p in cursors["embedded"]]
+        for pa, pb in zip(cursors["embedded"], cursors["ray"]):
+            _same_records(pa.records, pb.records)
+    assert [r.id for r in b.iter(batch_size=16, filter=flt)] == [r.id for r in a.iter(batch_size=16, filter=flt)]
+
+
+def test_get_by_ids_exists_and_their_errors_match_single_node(records_pair):
+    pair, ids = records_pair
+    a, b = pair["embedded"], pair["ray"]
+    sel = [ids[5], "nope", ids[1], ids[5], ids[200], 10**6, ids[3]]
+    for kwargs in ({"missing": "skip"}, {"missing": "skip", "filter": {"grp": {"$ne": 2}}},
+                   {"missing": "skip", "offset": 1, "limit": 2}, {"missing": "skip", "include": ("vector",)}):
+        _same_records(a.get(sel, **kwargs), b.get(sel, **kwargs))
+    present = [i for i in sel if i not in ("nope", 10**6)]
+    _same_records(a.get(present, filter={"grp": 1}), b.get(present, filter={"grp": 1}))
+    assert b.exists(sel) == a.exists(sel) and b.exists([]) == []
+    for call in (lambda c: c.get(sel), lambda c: c.update(sel[:2], metadata={"x": 1}),
+                 lambda c: c.get(limit=-1), lambda c: c.scroll(cursor=2.5), lambda c: c.get(missing="maybe"),
+                 lambda c: c.set_metadata(ids=[1], values={"$x": 1}), lambda c: c.search_range(np.zeros(DIM), -1.0, limit=0)):
+        messages = []
+        for impl, col in pair.items():
+            with pytest.raises(shoal.ShoalError) as info:
+                call(col)
+            messages.append((type(info.value), str(info.value).replace(repr(col.name), "'NAME'")))
+        assert messages[0] == messages[1]
+
+
+def test_search_range_group_by_and_recommend_match_single_node(records_pair):
+    pair, ids = records_pair
+    a, b = pair["embedded"], pair["ray"]
+    q = np.random.default_rng(4).normal(size=(3, DIM)).astype(np.float32)
+    radius = float(np.quantile(a.search(q[0], k=len(ids), include=("distance",)).distances, 0.2))
+    for flt, limit in ((None, None), ({"grp": 2}, None), (None, 5)):
+        for ra, rb in zip(a.search_range(q, radius, filter=flt, limit=limit), b.search_range(q, radius, filter=flt,
+                                                                                          limit=limit)):
+            assert rb.ids == ra.ids and rb.metadata == ra.metadata  # no ties in random data
+            np.testing.assert_array_equal(rb.distances, ra.distances)
+    groups_a = a.search(q, k=3, group_by="n.x", group_size=4)
+    groups_b = b.search(q, k=3, group_by="n.x", group_size=4)
+    assert [[(g.value, g.hits.ids) for g in row] for row in groups_b] == \
+        [[(g.value, g.hits.ids) for g in row] for row in groups_a]
+    cut = float(a.search(q[1], k=10).scores[6])
+    assert b.search(q[1], k=10, score_threshold=cut).ids == a.search(q[1], k=10, score_threshold=cut).ids
+    rec = dict(positive=[ids[0], ids[7], q[2]], negative=[ids[9]], k=6, filter={"grp": {"$ne": 3}})
+    assert b.recommend(**rec).ids == a.recommend(**rec).ids
+    with pytest.raises(UnimplementedError, match="hybrid"):
+        b.search(text="anything")
+
+
+def test_partial_updates_match_single_node(collection_factory):
+    """update / set_metadata / delete_metadata_keys across 3 shards give the single collection's counts
+    and records; an update naming a missing id on any shard changes nothing anywhere."""
+    ids, x, meta = _mixed_records(seed=5)
+    pair = {impl: collection_factory(impl, DIM, "cosine", "flat", shards=3) for impl in IMPLEMENTATIONS}
+    new = np.random.default_rng(6).normal(size=(40, DIM)).astype(np.float32)
+    steps = [
+        lambda c: c.upsert(ids, x, meta),
+        lambda c: c.update(ids[:40], vectors=new),
+        lambda c: c.update(ids[40:60], metadata={"only": 1}),
+        lambda c: c.update(ids[60:63], vectors=new[:3], metadata=[{"v": 1}, {"v": 2}, {"v": 3}]),
+        lambda c: c.set_metadata(filter={"grp": 2}, values={"flag": True, "keep": -1}),
+        lambda c: c.set_metadata(ids=ids[::9] + ["ghost"], filter={"n.x": 1}, values={"nine": 9}),
+        lambda c: c.delete_metadata_keys(ids=ids[::7] + ["ghost"], keys=["keep", "absent"]),
+        lambda c: c.delete_metadata_keys(filter={"flag": True}, keys=["n"]),
+        lambda c: c.update([], metadata={"x": 1}),
+    ]
+    for step, change in enumerate(steps):
+        assert change(pair["ray"]) == change(pair["embedded"]), step
+    before = pair["ray"].get(include=("metadata", "vector"))
+    _same_records(pair["embedded"].get(include=("metadata", "vector")), before)
+    everywhere = [i for i in ids if isinstance(i, int)][:30] + ["ghost"]  # ids on every shard, one missing
+    with pytest.raises(IdNotFoundError, match="ghost"):
+        pair["ray"].update(everywhere, metadata={"lost": True})
+    _same_records(before, pair["ray"].get(include=("metadata", "vector")))
+    q = np.random.default_rng(8).normal(size=(4, DIM)).astype(np.float32)
+    for ra, rb in zip(pair["embedded"].search(q, k=12), pair["ray"].search(q, k=12)):
+        assert rb.ids == ra.ids and rb.metadata == ra.metadata
+
+
+def test_rename_keeps_data_and_replicas(cluster_db):
+    from shoal.engine.errors import CollectionNotFoundError
+
+    col = cluster_db.create_collection("ren-a", 4, "l2", "flat", shards=2)
+    col.upsert([1, 2, "x"], np.eye(3, 4, dtype=np.float32), [{"v": 1}, {"v": 2}, {"v": 3}])
+    renamed = cluster_db.rename_collection("ren-a", "ren-b")
+    assert renamed.name == "ren-b" and renamed.get([1, 2, "x"]).metadata == [{"v": 1}, {"v": 2}, {"v": 3}]
+    with pytest.raises(CollectionNotFoundError, match="renamed to 'ren-b'"):
+        col.count()
+    names = {r["name"] for s in renamed.describe()["shard_map"] for r in s["replicas"]}
+    assert names == {"shoal/ren-a/0/0", "shoal/ren-a/1/0"}  # the actors and their data did not move
+    assert "ren-a" not in cluster_db.list_collections() and "ren-b" in cluster_db.list_collections()
+    again = cluster_db.create_collection("ren-a", 4, "l2", "flat", shards=1)  # the name is free again
+    assert again.key == "ren-a.1" and again.count() == 0 and renamed.count() == 3
+    renamed.upsert([7], np.ones((1, 4), np.float32))
+    assert again.count() == 0 and renamed.count() == 4
+    for name in ("ren-a", "ren-b"):
+        cluster_db.drop_collection(name)
+    with pytest.raises(CollectionNotFoundError, match="dropped"):
+        renamed.search(np.ones(4), k=1)
+
 # ---------------------------------------------------------------------- failover
 def _replica(name: str, shard: int, replica: int):
     return ray.get_actor(f"shoal/{name}/{shard}/{replica}", namespace="shoal")
@@ -198,7 +349,7 @@ def replicated(cluster_db):
 
 def _same_on_every_replica(col, q, k=10):
     for shard in range(col.shards):
-        answers = [ray.get(_replica(col.name, shard, r).search.remote(q, k, None, None, ("metadata", "distance"), False))
+        answers = [ray.get(_replica(col.name, shard, r).read.remote("search", q, k, None, None, ("metadata", "distance")))
                    for r in range(col.replicas)]
         infos = [ray.get(_replica(col.name, shard, r).info.remote()) for r in range(col.replicas)]
         assert len({(i["epoch"], i["seq"], i["count"]) for i in infos}) == 1, infos
@@ -307,6 +458,8 @@ def test_served_over_grpc(replicated):
         remote_col = client.get_collection(col.name)
         x = np.random.default_rng(5).normal(size=(3, DIM)).astype(np.float32)
         assert [r.ids for r in remote_col.search(x, k=5)] == [r.ids for r in col.search(x, k=5)]
+        page = remote_col.scroll(limit=7, include=())  # the record API over the wire, merged across shards
+        assert page.records.ids == col.scroll(limit=7, include=()).records.ids and page.next_cursor is not None
         created = client.create_collection("served", dim=4, metric="l2", index="flat", shards=1, replicas=1)
         created.upsert([1, 2, 3], np.eye(3, 4, dtype=np.float32))
         assert db.get_collection("served").count() == 3

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ContextManager
+
+import pytest
 
 import shoal
 
@@ -105,8 +109,43 @@ async def _connect(target: str) -> Any:
     return shoal.AsyncClient(target, timeout=60)
 
 
+_CLUSTER: dict[str, Any] = {}
+
+
+def _shared_cluster() -> Any:
+    """One local Ray instance (2 CPUs, small object store) and one RayDatabase whose collections have
+    2 shards, for the whole contract module (``close_shared_cluster`` stops it)."""
+    if "db" not in _CLUSTER:
+        pytest.importorskip("ray", reason="the ray implementation needs the 'cluster' extra")
+        from shoal.cluster import RayDatabase
+
+        _CLUSTER["root"] = tempfile.mkdtemp(prefix="shoal-contract-ray-")
+        _CLUSTER["db"] = RayDatabase(_CLUSTER["root"], num_cpus=2, object_store_memory=128 << 20, shards=2,
+                                     unavailable_after=5.0, call_timeout=60.0)
+    return _CLUSTER["db"]
+
+
+@contextlib.contextmanager
+def ray_cluster(tmp_path: Path) -> Iterator[Any]:
+    db = _shared_cluster()
+    try:
+        yield db
+    finally:
+        for name in db.list_collections():
+            db.drop_collection(name)
+
+
+def close_shared_cluster() -> None:
+    """Shut the contract module's Ray instance down (other test modules start their own)."""
+    db = _CLUSTER.pop("db", None)
+    if db is not None:
+        db.close()
+        shutil.rmtree(_CLUSTER.pop("root"), ignore_errors=True)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], ContextManager[Any]]] = {
     "embedded": embedded,
     "served": served,
     "served-async": served_async,
+    "ray": ray_cluster,
 }
