@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -249,8 +250,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"p99={row['p99_ms']:.3f} ms server CPU/request={row['server_cpu_us']:6.0f} µs "
                       f"(embedded {emb:.0f} µs)", flush=True)
             if args.batch:
+                on_thread: list[float] = []  # the server runs calls on pool threads; Numba's OpenMP pool
+                worker = threading.Thread(  # behaves differently there than on a main thread
+                    target=lambda: on_thread.append(batch_qps(embedded, q, args.k, params, args.batch)))
+                worker.start()
+                worker.join()
                 result["batch"] = {"size": args.batch, "served_qps": batch_qps(remote, q, args.k, params, args.batch),
-                                   "embedded_qps": batch_qps(embedded, q, args.k, params, args.batch)}
+                                   "embedded_qps": batch_qps(embedded, q, args.k, params, args.batch),
+                                   "embedded_thread_qps": on_thread[0]}
                 print(f"batch of {args.batch}: served {result['batch']['served_qps']:,.0f} QPS, embedded "
                       f"{result['batch']['embedded_qps']:,.0f} QPS", flush=True)
             if args.upsert_rows:
@@ -277,8 +284,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("")
     if "batch" in result:
         b = result["batch"]
-        lines.append(f"batch of {b['size']}: served {b['served_qps']:,.0f} QPS, embedded {b['embedded_qps']:,.0f} "
-                     f"QPS ({b['served_qps'] / b['embedded_qps']:.2f}×)")
+        lines.append(f"batch of {b['size']}: served {b['served_qps']:,.0f} QPS, embedded {b['embedded_qps']:,.0f} QPS "
+                     f"on the main thread, {b['embedded_thread_qps']:,.0f} on another thread (served ÷ best embedded "
+                     f"{b['served_qps'] / max(b['embedded_qps'], b['embedded_thread_qps']):.2f}×)")
     if "upsert" in result:
         u = result["upsert"]
         lines.append(f"upsert with payloads ({u['rows']:,} rows, {u['chunk']:,} per call): embedded "
