@@ -176,7 +176,7 @@ def upserts(client: Any, local_path: str, q: np.ndarray, args: argparse.Namespac
     chunk = args.upsert_chunk or args.upsert_rows
     out: dict[str, Any] = {"rows": args.upsert_rows, "chunk": chunk, "embedded": [], "served": []}
     with shoal.Database(local_path) as local:
-        for i in range(2):
+        for i in range(args.upsert_rounds):
             out["embedded"].append(upsert_rows_per_s(local, f"up{i}", x, "cosine", chunk))
             out["served"].append(upsert_rows_per_s(client, f"up{i}", x, "cosine", chunk))
     print(f"upsert rows/s with payloads: embedded {out['embedded']}, served {out['served']}", flush=True)
@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ef", type=int, default=64, help="ef_search")
     p.add_argument("--batch", type=int, default=100, help="queries per batch request (0: skip)")
     p.add_argument("--upsert-rows", type=int, default=20_000, help="rows of the upsert comparison (0: skip)")
+    p.add_argument("--upsert-rounds", type=int, default=3, help="embedded / served pairs of the upsert comparison")
     p.add_argument("--upsert-chunk", type=int, default=0, help="rows per upsert call (0: all in one call; "
                    "the client streams a large one in chunks)")
     p.add_argument("--server-args", default="", help="extra shoal serve arguments, e.g. '--workers 2'")
