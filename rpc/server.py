@@ -314,7 +314,8 @@ def register_service(spec: ServiceSpec) -> None:
 
 # ------------------------------------------------------------------- guard
 
-def _is_open(method: str) -> bool:
+def is_open_method(method: str) -> bool:
+    """Health and reflection: served without the key and during shutdown (probes and tools keep working)."""
     return any(method.startswith(f"/{name}/") for name in OPEN_SERVICES)
 
 
@@ -333,9 +334,9 @@ class GuardInterceptor:
         """Why a call to ``details.method`` with ``details.invocation_metadata`` is refused (None: it is not)."""
         if self.api_key is None and not self.state.draining.is_set():
             return None  # the common case, decided without looking at the method
-        if self.state.draining.is_set() and not _is_open(details.method):
+        if self.state.draining.is_set() and not is_open_method(details.method):
             return UnavailableError("server is shutting down; retry against another instance or after restart")
-        if self.api_key is None or _is_open(details.method):
+        if self.api_key is None or is_open_method(details.method):
             return None
         given = api_key_of(details.invocation_metadata)
         if given is None:

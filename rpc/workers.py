@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool
 
+from .server import is_open_method
 from .status import ERROR_TRAILER
 
 log = logging.getLogger("shoal.rpc")
@@ -112,15 +113,9 @@ class Forwarder:
 
     def replace(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
         """``Registrar``'s ``forward`` hook: a forwarding handler for a registered method that is not LOCAL."""
-        if method in LOCAL or _open(method):
+        if method in LOCAL or is_open_method(method):
             return None
         return self.handler(method, handler.request_streaming, handler.response_streaming)
-
-
-def _open(method: str) -> bool:
-    from .server import _is_open
-
-    return _is_open(method)
 
 
 class ForwardUnknown(grpc.GenericRpcHandler):
