@@ -125,6 +125,11 @@ class Shard:
             sealed.append(seg)
         growing = self._new_segment()
         self._install(sealed + [growing])
+        return self.replay(records, repair, wal_path)
+
+    def replay(self, records: list[Record], repair: bool, wal_path: Path) -> int:
+        """Apply logged writes in order (open, and a read-only follower catching up: ``engine.follower``);
+        returns the last sequence applied (0: none)."""
         last = 0
         for rec in records:
             try:

@@ -195,7 +195,7 @@ class DiskStore:
                 raise FileNotFoundError(f"{self.dir / WAL} is newer than the manifest")
             raise CorruptionError(f"{self.dir / WAL}: log starts at sequence {base} but the manifest checkpoint is "
                                   f"{checkpoint}; writes {checkpoint + 1}..{base - 1} are missing")
-        self._log_end = end
+        self.log_end = end  # where the valid records end (a follower reads on from here: engine.follower)
         return segments, [r for r in records if r.seq > checkpoint], bool(damaged)
 
     def attach(self, segments: list[Segment], last_seq: int, damaged: bool) -> None:
@@ -204,7 +204,7 @@ class DiskStore:
             seg.disk = entry
         if self.read_only:
             return
-        self._open_wal(self._log_end, last_seq + 1)
+        self._open_wal(self.log_end, last_seq + 1)
         if damaged:
             shutil.copyfile(self.dir / WAL, self.dir / f"{WAL}.damaged-{int(time.time())}")
         self._remove_orphans()

@@ -300,7 +300,7 @@ class RemoteCollectionBase(_Driven):
         step = max(1, min(self._client.batch_size, self._client.stream_message_bytes // (4 * self.dim)))
         n_rows = np.shape(vectors)[0] if np.ndim(vectors) == 2 else 1
         if len(ids_list) <= step or n_rows != len(ids_list):
-            request = self._upsert_request(ids_list, vectors, metadata)
+            request = self._upsert_request(ids_list, vectors, self._check_payloads(metadata, len(ids_list)))
             response = yield Rpc("points", "Upsert", request, True)
             return response.upserted
         x = as_matrix(vectors, self.dim)
@@ -327,12 +327,14 @@ class RemoteCollectionBase(_Driven):
             raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {n} ids; lengths must match")
         return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
 
-    def _upsert_request(self, ids: list[Any], vectors: Any, metadata: Any) -> points_pb2.UpsertRequest:
-        if isinstance(metadata, Mapping):
-            metadata = [metadata]
-        return points_pb2.UpsertRequest(
-            collection=self.name, ids=convert.ids_to_proto(ids), vectors=convert.vectors_to_proto(vectors),
-            metadata=[] if metadata is None else [convert.metadata_to_proto(m) for m in metadata])
+    def _upsert_request(self, ids: list[Any], vectors: Any, payloads: list[dict[str, Any]] | None
+                        ) -> points_pb2.UpsertRequest:
+        """Checked payloads as one JSON array and int ids packed: no message per row (issue 27)."""
+        request = points_pb2.UpsertRequest(collection=self.name, vectors=convert.vectors_to_proto(vectors))
+        convert.fill_upsert_ids(request, ids)
+        if payloads is not None:
+            request.metadata_json = convert.payloads_to_json(payloads)
+        return request
 
     @remote
     def delete(self, ids: Any = None, filter: Any = None) -> Steps:

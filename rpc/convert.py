@@ -7,6 +7,7 @@ embedded filter language (``shoal.engine.filters``) and are validated there.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,47 @@ def fill_ids(out: Any, ids: Sequence[Any], new: Any = None) -> None:
             add(num=value)
         else:
             raise InvalidArgumentError(f"ids must be ints or strings, got {shorten(value)}")
+
+
+def fill_upsert_ids(out: Any, ids: Sequence[Any]) -> None:
+    """An upsert's ids: packed ``int_ids`` when all are ints (no message per id), else ``ids``."""
+    if all(type(i) is int for i in ids):  # bools and numpy ints take the general path (it converts or refuses)
+        out.int_ids.extend(ids)
+    else:
+        fill_ids(out.ids, ids)
+
+
+def upsert_ids_from_proto(msg: Any) -> list[Any]:
+    """The ids of an upsert in either form (``ids`` or packed ``int_ids``)."""
+    if len(msg.int_ids):
+        if len(msg.ids):
+            raise InvalidArgumentError("set either ids or int_ids, not both")
+        return list(msg.int_ids)
+    return ids_from_proto(msg.ids)
+
+
+def payloads_to_json(payloads: Sequence[Mapping[str, Any]]) -> bytes:
+    """Validated payloads (``engine.metadata.check_metadata``: JSON types only) as one JSON array."""
+    try:
+        return json.dumps(payloads, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"metadata cannot be sent as JSON: {exc}") from None
+
+
+def upsert_payloads_from_proto(msg: Any) -> list[dict[str, Any]] | None:
+    """The payloads of an upsert: ``metadata_json`` (one JSON array) or ``metadata`` (a message per row);
+    None when neither is set. The engine validates what comes out, as it does embedded."""
+    if msg.metadata_json:
+        if len(msg.metadata):
+            raise InvalidArgumentError("set either metadata or metadata_json, not both")
+        try:
+            rows = json.loads(msg.metadata_json)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InvalidArgumentError(f"metadata_json is not valid UTF-8 JSON: {shorten(str(exc))}") from None
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise InvalidArgumentError("metadata_json must be a JSON array of objects, one per id")
+        return rows
+    return [metadata_from_proto(m) for m in msg.metadata] if len(msg.metadata) else None
 
 
 def ids_from_proto(ids: Sequence[pb.PointId]) -> list[Any]:

@@ -12,15 +12,18 @@ Layout (how to add a service)
   reflection, auth, logging and error mapping then apply to it automatically.
 * Servicer methods are wrapped by ``handle_errors``: a ShoalError becomes its
   ``grpc_code`` status (``rpc/status.py``), anything else INTERNAL.
-* Requests reach the servicers already parsed, but by our code (``DecodeInterceptor``,
+* Requests reach the servicers already parsed, but by our code (``rpc/pipeline.py``,
   ``rpc/decode.py``), not grpcio's: bytes that do not decode are INVALID_ARGUMENT
   saying why, where grpcio would answer INTERNAL.
 
+Request path (``rpc/pipeline.py``): every method handler is wrapped once at registration
+(no grpc interceptors); per call it checks shutdown and the API key in constant time
+(health and reflection stay open so probes and tools work), parses the request, echoes
+``x-request-id`` and, when ``shoal.rpc.access`` logs INFO, writes one access-log line.
+
 Concurrency: the thread pool runs calls in parallel; a Collection's RW lock lets
-searches share it and serializes writes. Interceptors add a request id (``x-request-id``
-metadata, echoed back) and an access log line with the latency, check the API key in
-constant time (health and reflection stay open so probes and tools work), and answer
-UNAVAILABLE once shutdown has begun.
+searches share it and serializes writes. ``shoal serve --workers N`` runs N processes
+on one port (``rpc/workers.py``).
 
 Snapshots (``Admin.Snapshot``) are written only inside the server's snapshot directory
 and the request names one (``SNAPSHOT_NAME``), never a path: a path let any client write
@@ -38,9 +41,7 @@ import logging
 import os
 import re
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +59,15 @@ from ..engine.errors import (AlreadyExistsError, AuthenticationError, FailedPrec
 from ..index.options import check_option_names
 from ..storage.io_errors import storage_errors
 from . import convert
-from .decode import parse_request
 from .service_extras import CollectionsExtras, PointsExtras, SearchExtras
-from .status import abort_with, handle_errors
+from .call_pool import CallPool
+from .pipeline import Forward, Registrar
+from .status import handle_errors
 from .hybrid import hybrid_from_proto
 from .v1 import admin_pb2, collections_pb2, points_pb2, search_pb2, service_pb2_grpc, types_pb2
 from .v1 import service_pb2  # noqa: F401  (registers the service descriptors that reflection serves)
 
 log = logging.getLogger("shoal.rpc")
-access_log = logging.getLogger("shoal.rpc.access")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -144,10 +145,9 @@ class PointsServicer(PointsExtras, service_pb2_grpc.PointsServicer):
 
     def _upsert(self, request: points_pb2.UpsertRequest) -> int:
         col = self.db.get_collection(request.collection)
-        ids = convert.ids_from_proto(request.ids)
+        ids = convert.upsert_ids_from_proto(request)
         vectors = convert.vectors_from_proto(request.vectors)
-        metadata = [convert.metadata_from_proto(m) for m in request.metadata] if len(request.metadata) else None
-        return col.upsert(ids, vectors, metadata)
+        return col.upsert(ids, vectors, convert.upsert_payloads_from_proto(request))
 
     @handle_errors
     def Upsert(self, request, context):
@@ -312,47 +312,31 @@ def register_service(spec: ServiceSpec) -> None:
         SERVICES.append(spec)
 
 
-# ------------------------------------------------------------- interceptors
+# ------------------------------------------------------------------- guard
 
-_KEEP = object()
-
-
-def _wrap_handler(handler: grpc.RpcMethodHandler | None, wrap: Callable[[Callable], Callable],
-                  request_deserializer: Any = _KEEP) -> grpc.RpcMethodHandler | None:
-    """The same handler with its behaviour wrapped (whatever its streaming kind), and optionally
-    another request deserializer (None: the behaviour gets the raw bytes)."""
-    if handler is None:
-        return None
-    if request_deserializer is _KEEP:
-        request_deserializer = handler.request_deserializer
-    for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
-                          ("unary_stream", grpc.unary_stream_rpc_method_handler),
-                          ("stream_unary", grpc.stream_unary_rpc_method_handler),
-                          ("stream_stream", grpc.stream_stream_rpc_method_handler)):
-        behaviour = getattr(handler, kind)
-        if behaviour is not None:
-            return factory(wrap(behaviour), request_deserializer=request_deserializer,
-                           response_serializer=handler.response_serializer)
-    return handler
-
-
-def _is_open(method: str) -> bool:
+def is_open_method(method: str) -> bool:
+    """Health and reflection: served without the key and during shutdown (probes and tools keep working)."""
     return any(method.startswith(f"/{name}/") for name in OPEN_SERVICES)
 
 
-class GuardInterceptor(grpc.ServerInterceptor):
-    """Refuses calls during shutdown (UNAVAILABLE) and without the API key (UNAUTHENTICATED)."""
+class GuardInterceptor:
+    """Refuses calls during shutdown (UNAVAILABLE) and without the API key (UNAUTHENTICATED).
+
+    The request pipeline (``rpc/pipeline.py``) asks it once per gRPC call, the HTTP gateway
+    (``rpc/http``) once per HTTP request; no longer a grpc interceptor (issue 27), the name stays.
+    """
 
     def __init__(self, state: ServerState, api_key: str | None) -> None:
         self.state = state
         self.api_key = api_key.encode() if api_key else None
 
-    def refusal(self, details: grpc.HandlerCallDetails) -> ShoalError | None:
-        """Why a call to ``details.method`` with ``details.invocation_metadata`` is refused (None: it is not).
-        The HTTP gateway (``rpc/http``) asks the same question for its requests."""
-        if self.state.draining.is_set() and not _is_open(details.method):
+    def refusal(self, details: Any) -> ShoalError | None:
+        """Why a call to ``details.method`` with ``details.invocation_metadata`` is refused (None: it is not)."""
+        if self.api_key is None and not self.state.draining.is_set():
+            return None  # the common case, decided without looking at the method
+        if self.state.draining.is_set() and not is_open_method(details.method):
             return UnavailableError("server is shutting down; retry against another instance or after restart")
-        if self.api_key is None or _is_open(details.method):
+        if self.api_key is None or is_open_method(details.method):
             return None
         given = api_key_of(details.invocation_metadata)
         if given is None:
@@ -360,19 +344,6 @@ class GuardInterceptor(grpc.ServerInterceptor):
         if not hmac.compare_digest(given.encode(), self.api_key):
             return AuthenticationError("wrong API key")
         return None
-
-    def intercept_service(self, continuation, handler_call_details):
-        refusal = self.refusal(handler_call_details)
-        handler = continuation(handler_call_details)
-        if refusal is None:
-            return handler
-
-        def refuse(behaviour):
-            def run(request, context):
-                abort_with(context, refusal)
-            return run
-
-        return _wrap_handler(handler, refuse)
 
 
 @functools.lru_cache(maxsize=None)
@@ -383,71 +354,6 @@ def request_class(method: str) -> Any:
     except KeyError:
         return None
     return message_factory.GetMessageClass(found.input_type)
-
-
-class DecodeInterceptor(grpc.ServerInterceptor):
-    """Parses requests with :func:`rpc.decode.parse_request` instead of grpcio's deserializer.
-
-    A request that does not decode is INVALID_ARGUMENT naming the problem. Streamed requests
-    are parsed one by one as the servicer reads them; an error met then ends the call the same way.
-    """
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        cls = request_class(handler_call_details.method)
-        if handler is None or cls is None:
-            return handler
-
-        def parse_each(requests: Iterator[bytes]) -> Iterator[Any]:
-            return (parse_request(cls, data) for data in requests)
-
-        parse = parse_each if handler.request_streaming else functools.partial(parse_request, cls)
-
-        def decoding(behaviour):
-            def run(request, context):
-                try:
-                    result = behaviour(parse(request), context)
-                except ShoalError as exc:  # handlers map their own errors: this one is the request's
-                    abort_with(context, exc)
-                return _aborting_on_error(result, context) if handler.response_streaming else result
-            return run
-
-        return _wrap_handler(handler, decoding, request_deserializer=None)
-
-
-def _aborting_on_error(responses: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-    """A streamed response that ends the call with the status of a ShoalError raised while streaming."""
-    try:
-        yield from responses
-    except ShoalError as exc:
-        abort_with(context, exc)
-
-
-class AccessLogInterceptor(grpc.ServerInterceptor):
-    """One structured log line per call: request id, method, status code, latency."""
-
-    def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        meta = dict(handler_call_details.invocation_metadata or ())
-        request_id = meta.get("x-request-id") or uuid.uuid4().hex[:16]
-
-        def timed(behaviour):
-            def run(request, context):
-                start = time.perf_counter()
-                context.set_trailing_metadata((("x-request-id", request_id),))
-                code = "OK"
-                try:
-                    return behaviour(request, context)
-                except Exception:
-                    code = getattr(context.code(), "name", None) or "UNKNOWN"
-                    raise
-                finally:
-                    ms = (time.perf_counter() - start) * 1e3
-                    access_log.info("rpc request_id=%s method=%s code=%s latency_ms=%.2f peer=%s",
-                                    request_id, method, code, ms, context.peer())
-            return run
-
-        return _wrap_handler(continuation(handler_call_details), timed)
 
 
 # ------------------------------------------------------------------- server
@@ -476,6 +382,8 @@ class ShoalServer:
         self.state.draining.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
         if close_db:
             self.state.db.close()
 
@@ -483,7 +391,7 @@ class ShoalServer:
         return self.server.wait_for_termination(timeout)
 
 
-def _enable_reflection(service_names: list[str], server: grpc.Server) -> None:
+def _enable_reflection(service_names: list[str], server: Registrar) -> None:
     """Serve reflection as v1alpha and v1 from one servicer (same messages on the wire)."""
     servicer = reflection.ReflectionServicer([*service_names, reflection.SERVICE_NAME, REFLECTION_V1])
     method = grpc.stream_stream_rpc_method_handler(
@@ -500,8 +408,14 @@ def default_workers() -> int:
 def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, api_key: str | None = None,
                  tls_cert: bytes | None = None, tls_key: bytes | None = None, workers: int | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, snapshot_dir: str | os.PathLike | None = None,
-                 services: Iterable[ServiceSpec] | None = None) -> ShoalServer:
+                 services: Iterable[ServiceSpec] | None = None, forward: Forward | None = None,
+                 reuse_port: bool = False, also_listen: str | None = None,
+                 extra_handlers: Sequence[grpc.GenericRpcHandler] = ()) -> ShoalServer:
     """Build, bind and start a server for ``db`` (``port=0`` picks a free port).
+
+    The last four are for the processes of ``shoal serve --workers`` (``rpc/workers.py``): methods
+    served by another process, a port several processes bind (SO_REUSEPORT), a second (plaintext,
+    Unix socket) address, and generic handlers asked after the services'.
 
     Snapshots go under ``snapshot_dir``, by default ``<data>/snapshots`` for a durable ``db``;
     an in-memory ``db`` without one refuses them.
@@ -513,29 +427,30 @@ def build_server(db: Database, host: str = "127.0.0.1", port: int = 50051, *, ap
     state = ServerState(db, None if snapshot_dir is None else Path(snapshot_dir).resolve())
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
-               ("grpc.so_reuseport", 0)]
+               ("grpc.so_reuseport", int(reuse_port))]
     guard = GuardInterceptor(state, api_key)
-    executor = futures.ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="shoal-rpc")
-    server = grpc.server(executor,
-                         interceptors=[AccessLogInterceptor(), guard, DecodeInterceptor()],
-                         options=options)
+    executor = CallPool(workers or default_workers())
+    server = grpc.server(executor, options=options)
+    registrar = Registrar(server, guard.refusal, request_class, forward)  # handlers wrapped once, here
     specs = list(SERVICES if services is None else services)
     servicers = {spec.name: spec.factory(state) for spec in specs}
     for spec in specs:
-        spec.add_to_server(servicers[spec.name], server)
+        spec.add_to_server(servicers[spec.name], registrar)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     for spec in specs:
         health_servicer.set(spec.name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    _enable_reflection([*(s.name for s in specs), health.SERVICE_NAME], server)
+    _enable_reflection([*(s.name for s in specs), health.SERVICE_NAME], registrar)
+    if extra_handlers:
+        registrar.add_generic_rpc_handlers(extra_handlers)
     address = f"{host}:{port}"
     if tls_cert is not None:
         bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)]))
     else:
         bound = server.add_insecure_port(address)
-    if not bound:
-        raise UnavailableError(f"cannot bind {address}")
+    if not bound or (also_listen is not None and not server.add_insecure_port(also_listen)):
+        raise UnavailableError(f"cannot bind {address if not bound else also_listen}")
     server.start()
     log.info("shoal.v1 serving on %s:%d (%s, auth %s, services: %s)", host, bound,
              "TLS" if tls_cert else "plaintext", "on" if api_key else "off", ", ".join(s.name for s in specs))

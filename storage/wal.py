@@ -139,6 +139,11 @@ def read_log(path: Path, repair: bool = False) -> tuple[int, list[Record], int, 
     cut there). Without ``repair``, damage before the tail raises CorruptionError.
     """
     data = path.read_bytes()
+    return (log_base(data, path), *parse_records(data, _HEADER.size, path, repair))
+
+
+def log_base(data: bytes, path: Path) -> int:
+    """The ``base_seq`` of a log's bytes, after checking its header."""
     if len(data) < _HEADER.size:
         raise CorruptionError(f"{path}: log header truncated at offset 0 ({len(data)} bytes)")
     magic, version, base_seq = _HEADER.unpack_from(data)
@@ -146,9 +151,16 @@ def read_log(path: Path, repair: bool = False) -> tuple[int, list[Record], int, 
         raise CorruptionError(f"{path}: bad magic at offset 0; not a Shoal write-ahead log")
     if version != VERSION:
         raise FormatVersionError(f"{path}: log format version {version} is not supported (supported: [{VERSION}])")
+    return base_seq
+
+
+def parse_records(data: bytes, start: int, path: Path, repair: bool = False) -> tuple[list[Record], int, list[int]]:
+    """The records of ``data`` from offset ``start`` (a record boundary: the header's end or an
+    earlier ``valid_end``): ``(records, valid_end, damaged_offsets)``. A reader following a live
+    log (``engine.follower``) parses only what was appended since it last looked."""
     records: list[Record] = []
     damaged: list[int] = []
-    pos = _HEADER.size
+    pos = start
     while pos < len(data):
         state, end = _record_at(data, pos)
         if state == "ok":
@@ -166,7 +178,7 @@ def read_log(path: Path, repair: bool = False) -> tuple[int, list[Record], int, 
                                   "open with repair=True to keep every valid record)")
         damaged.append(pos)
         pos = _resync(data, pos + 1)
-    return base_seq, records, pos if pos <= len(data) else len(data), damaged
+    return records, pos if pos <= len(data) else len(data), damaged
 
 
 def _resync(data: bytes, pos: int) -> int:

@@ -77,7 +77,7 @@ async def _no_route(request: Request, exc: HTTPException) -> Response:
 class HttpApp:
     """The Starlette application over a :class:`Gateway` (``max_body_bytes``: the request size limit).
 
-    Calls run on ``executor`` (the gRPC server's worker pool, so one ``--workers`` bound covers
+    Calls run on ``executor`` (the gRPC server's worker pool, so one ``--threads`` bound covers
     both protocols), else on Starlette's thread pool.
     """
 

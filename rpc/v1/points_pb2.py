@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.rpc.v1 import types_pb2 as shoal_dot_rpc_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/points.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\x8d\x01\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\"\n\x07vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x04\"\xb2\x02\n\x10GetPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06select\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x05 \x01(\x04H\x01\x88\x01\x01\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x1d\n\x10include_metadata\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x1c\n\x0finclude_vectors\x18\x08 \x01(\x08H\x03\x88\x01\x01\x12\x14\n\x0cskip_missing\x18\t \x01(\x08\x42\t\n\x07_filterB\x08\n\x06_limitB\x13\n\x11_include_metadataB\x12\n\x10_include_vectors\"\x98\x01\n\x11GetPointsResponse\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\"\n\x07vectors\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12$\n\x08metadata\x18\x03 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\x19\n\x11metadata_included\x18\x04 \x01(\x08\"\xca\x01\n\rScrollRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x03 \x01(\r\x12&\n\x06\x63ursor\x18\x04 \x01(\x0b\x32\x11.shoal.v1.PointIdH\x01\x88\x01\x01\x12\x18\n\x10include_metadata\x18\x05 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x06 \x01(\x08\x42\t\n\x07_filterB\t\n\x07_cursor\"{\n\x0eScrollResponse\x12,\n\x07records\x18\x01 \x01(\x0b\x32\x1b.shoal.v1.GetPointsResponse\x12+\n\x0bnext_cursor\x18\x02 \x01(\x0b\x32\x11.shoal.v1.PointIdH\x00\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"C\n\rExistsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x03(\x08\"\xb4\x01\n\rUpdateRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\'\n\x07vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.VectorsH\x00\x88\x01\x01\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\x14\n\x0chas_metadata\x18\x05 \x01(\x08\x42\n\n\x08_vectors\"!\n\x0eUpdateResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"\xae\x01\n\x12SetMetadataRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\"\n\x06values\x18\x05 \x01(\x0b\x32\x12.shoal.v1.MetadataB\t\n\x07_filter\"\x9f\x01\n\x19\x44\x65leteMetadataKeysRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x0c\n\x04keys\x18\x05 \x03(\tB\t\n\x07_filter\"\x8b\x01\n\x13\x44\x65letePointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x42\t\n\x07_filter\"\'\n\x14\x44\x65letePointsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"T\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x42\t\n\x07_filter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shoal/rpc/v1/points.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xb5\x01\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\"\n\x07vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\x0f\n\x07int_ids\x18\x05 \x03(\x03\x12\x15\n\rmetadata_json\x18\x06 \x01(\x0c\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x04\"\xb2\x02\n\x10GetPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06select\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x05 \x01(\x04H\x01\x88\x01\x01\x12\x0e\n\x06offset\x18\x06 \x01(\x04\x12\x1d\n\x10include_metadata\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x1c\n\x0finclude_vectors\x18\x08 \x01(\x08H\x03\x88\x01\x01\x12\x14\n\x0cskip_missing\x18\t \x01(\x08\x42\t\n\x07_filterB\x08\n\x06_limitB\x13\n\x11_include_metadataB\x12\n\x10_include_vectors\"\x98\x01\n\x11GetPointsResponse\x12\x1e\n\x03ids\x18\x01 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\"\n\x07vectors\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Vectors\x12$\n\x08metadata\x18\x03 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\x19\n\x11metadata_included\x18\x04 \x01(\x08\"\xca\x01\n\rScrollRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x03 \x01(\r\x12&\n\x06\x63ursor\x18\x04 \x01(\x0b\x32\x11.shoal.v1.PointIdH\x01\x88\x01\x01\x12\x18\n\x10include_metadata\x18\x05 \x01(\x08\x12\x17\n\x0finclude_vectors\x18\x06 \x01(\x08\x42\t\n\x07_filterB\t\n\x07_cursor\"{\n\x0eScrollResponse\x12,\n\x07records\x18\x01 \x01(\x0b\x32\x1b.shoal.v1.GetPointsResponse\x12+\n\x0bnext_cursor\x18\x02 \x01(\x0b\x32\x11.shoal.v1.PointIdH\x00\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"C\n\rExistsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\" \n\x0e\x45xistsResponse\x12\x0e\n\x06\x65xists\x18\x01 \x03(\x08\"\xb4\x01\n\rUpdateRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\'\n\x07vectors\x18\x03 \x01(\x0b\x32\x11.shoal.v1.VectorsH\x00\x88\x01\x01\x12$\n\x08metadata\x18\x04 \x03(\x0b\x32\x12.shoal.v1.Metadata\x12\x14\n\x0chas_metadata\x18\x05 \x01(\x08\x42\n\n\x08_vectors\"!\n\x0eUpdateResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\"\xae\x01\n\x12SetMetadataRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\"\n\x06values\x18\x05 \x01(\x0b\x32\x12.shoal.v1.MetadataB\t\n\x07_filter\"\x9f\x01\n\x19\x44\x65leteMetadataKeysRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x12\x0c\n\x04keys\x18\x05 \x03(\tB\t\n\x07_filter\"\x8b\x01\n\x13\x44\x65letePointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x1e\n\x03ids\x18\x02 \x03(\x0b\x32\x11.shoal.v1.PointId\x12\x0e\n\x06\x62y_ids\x18\x03 \x01(\x08\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x42\t\n\x07_filter\"\'\n\x14\x44\x65letePointsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x04\"T\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x88\x01\x01\x42\t\n\x07_filter\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,35 +33,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.rpc.v1.points_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_UPSERTREQUEST']._serialized_start=66
-  _globals['_UPSERTREQUEST']._serialized_end=207
-  _globals['_UPSERTRESPONSE']._serialized_start=209
-  _globals['_UPSERTRESPONSE']._serialized_end=243
-  _globals['_GETPOINTSREQUEST']._serialized_start=246
-  _globals['_GETPOINTSREQUEST']._serialized_end=552
-  _globals['_GETPOINTSRESPONSE']._serialized_start=555
-  _globals['_GETPOINTSRESPONSE']._serialized_end=707
-  _globals['_SCROLLREQUEST']._serialized_start=710
-  _globals['_SCROLLREQUEST']._serialized_end=912
-  _globals['_SCROLLRESPONSE']._serialized_start=914
-  _globals['_SCROLLRESPONSE']._serialized_end=1037
-  _globals['_EXISTSREQUEST']._serialized_start=1039
-  _globals['_EXISTSREQUEST']._serialized_end=1106
-  _globals['_EXISTSRESPONSE']._serialized_start=1108
-  _globals['_EXISTSRESPONSE']._serialized_end=1140
-  _globals['_UPDATEREQUEST']._serialized_start=1143
-  _globals['_UPDATEREQUEST']._serialized_end=1323
-  _globals['_UPDATERESPONSE']._serialized_start=1325
-  _globals['_UPDATERESPONSE']._serialized_end=1358
-  _globals['_SETMETADATAREQUEST']._serialized_start=1361
-  _globals['_SETMETADATAREQUEST']._serialized_end=1535
-  _globals['_DELETEMETADATAKEYSREQUEST']._serialized_start=1538
-  _globals['_DELETEMETADATAKEYSREQUEST']._serialized_end=1697
-  _globals['_DELETEPOINTSREQUEST']._serialized_start=1700
-  _globals['_DELETEPOINTSREQUEST']._serialized_end=1839
-  _globals['_DELETEPOINTSRESPONSE']._serialized_start=1841
-  _globals['_DELETEPOINTSRESPONSE']._serialized_end=1880
-  _globals['_COUNTREQUEST']._serialized_start=1882
-  _globals['_COUNTREQUEST']._serialized_end=1966
-  _globals['_COUNTRESPONSE']._serialized_start=1968
-  _globals['_COUNTRESPONSE']._serialized_end=1998
+  _globals['_UPSERTREQUEST']._serialized_end=247
+  _globals['_UPSERTRESPONSE']._serialized_start=249
+  _globals['_UPSERTRESPONSE']._serialized_end=283
+  _globals['_GETPOINTSREQUEST']._serialized_start=286
+  _globals['_GETPOINTSREQUEST']._serialized_end=592
+  _globals['_GETPOINTSRESPONSE']._serialized_start=595
+  _globals['_GETPOINTSRESPONSE']._serialized_end=747
+  _globals['_SCROLLREQUEST']._serialized_start=750
+  _globals['_SCROLLREQUEST']._serialized_end=952
+  _globals['_SCROLLRESPONSE']._serialized_start=954
+  _globals['_SCROLLRESPONSE']._serialized_end=1077
+  _globals['_EXISTSREQUEST']._serialized_start=1079
+  _globals['_EXISTSREQUEST']._serialized_end=1146
+  _globals['_EXISTSRESPONSE']._serialized_start=1148
+  _globals['_EXISTSRESPONSE']._serialized_end=1180
+  _globals['_UPDATEREQUEST']._serialized_start=1183
+  _globals['_UPDATEREQUEST']._serialized_end=1363
+  _globals['_UPDATERESPONSE']._serialized_start=1365
+  _globals['_UPDATERESPONSE']._serialized_end=1398
+  _globals['_SETMETADATAREQUEST']._serialized_start=1401
+  _globals['_SETMETADATAREQUEST']._serialized_end=1575
+  _globals['_DELETEMETADATAKEYSREQUEST']._serialized_start=1578
+  _globals['_DELETEMETADATAKEYSREQUEST']._serialized_end=1737
+  _globals['_DELETEPOINTSREQUEST']._serialized_start=1740
+  _globals['_DELETEPOINTSREQUEST']._serialized_end=1879
+  _globals['_DELETEPOINTSRESPONSE']._serialized_start=1881
+  _globals['_DELETEPOINTSRESPONSE']._serialized_end=1920
+  _globals['_COUNTREQUEST']._serialized_start=1922
+  _globals['_COUNTREQUEST']._serialized_end=2006
+  _globals['_COUNTRESPONSE']._serialized_start=2008
+  _globals['_COUNTRESPONSE']._serialized_end=2038
 # @@protoc_insertion_point(module_scope)

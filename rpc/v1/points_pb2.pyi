@@ -8,16 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "metadata")
+    __slots__ = ("collection", "ids", "vectors", "metadata", "int_ids", "metadata_json")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    INT_IDS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
     vectors: _types_pb2.Vectors
     metadata: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ...) -> None: ...
+    int_ids: _containers.RepeatedScalarFieldContainer[int]
+    metadata_json: bytes
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., int_ids: _Optional[_Iterable[int]] = ..., metadata_json: _Optional[bytes] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted",)

@@ -58,7 +58,8 @@ def test_streamed_upsert_is_retried_from_its_first_chunk(monkeypatch: pytest.Mon
 
     def flaky(self, request_iterator, context):  # noqa: ANN001, ANN202
         if not seen:
-            seen.append(len(next(request_iterator).ids))  # read one chunk, then drop the call
+            chunk = next(request_iterator)  # read one chunk, then drop the call
+            seen.append(len(chunk.ids) + len(chunk.int_ids))  # int ids travel packed (issue 27)
             context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         seen.append(-1)
         return real(self, request_iterator, context)

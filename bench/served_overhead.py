@@ -1,0 +1,327 @@
+"""What a served request costs around the search (issue 27): the server against embedded, same data, same run.
+
+A durable database (``--data``: copied first, the original is never opened for writing; without it, GloVe-50
+rows loaded into a new HNSW collection here) is served by ``shoal serve`` (extra arguments: ``--server-args``,
+e.g. ``"--workers 2"``) and opened read-only in this process for the embedded side. Measured:
+
+* **one query per request** at each ``--clients`` level (client processes, each its own ``shoal.Client``,
+  k ids and distances per request): aggregate QPS, p50 / p99 latency, and the server's CPU per
+  request (utime + stime of the server and its reader processes over the level, from ``/proc``), next to
+  the embedded CPU per call of the same search in this process. The served answers are checked
+  against the embedded ones first;
+* **batch QPS**: ``--batch`` queries per request, served and embedded;
+* **upsert rows/s with payloads**: the same rows (3 payload fields each) into a new collection of the
+  same kind, embedded (durable, in a temporary directory next to the copy) and over the wire
+  (``Client.upsert``, streamed), alternating.
+
+``--server-python`` runs the server with another interpreter (another checkout's virtual environment)
+for an A/B comparison in one run. Server and clients share the machine's cores: say how loaded it was.
+Run: ``python -m shoal.bench.served_overhead --data DB --collection g --clients 1,2,4,8,16``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import latency_percentiles
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from ``/proc/<pid>/task/*/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of ``pids`` (processes that exited meanwhile count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """CPU of a server and its reader processes between ``start`` and ``stop``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def start(self) -> None:
+        self.pids = process_tree(self.pid)
+        self.before = cpu_seconds(self.pids)
+
+    def stop(self) -> float:
+        return cpu_seconds(self.pids) - self.before
+
+
+# ------------------------------------------------------------------------------------------ clients
+def _client_worker(target: str, name: str, k: int, params: dict[str, Any], q: np.ndarray, ready: Any, go: Any,
+                   out: Any) -> None:
+    import shoal
+
+    col = shoal.Client(target).get_collection(name)
+    for v in q[:20]:
+        col.search(v, k, params=params, include=("distance",))
+    ready.release()
+    go.wait()
+    lat = []
+    for v in q:
+        t0 = time.perf_counter()
+        col.search(v, k, params=params, include=("distance",))
+        lat.append(time.perf_counter() - t0)
+    out.put((lat, time.monotonic()))
+
+
+def one_per_request(target: str, name: str, k: int, params: dict[str, Any], q: np.ndarray, n_clients: int,
+                    cpu: ServerCpu) -> dict[str, Any]:
+    """``n_clients`` processes, ``q`` split among them, one query per request."""
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
+    parts = np.array_split(q, n_clients)
+    procs = [ctx.Process(target=_client_worker, args=(target, name, k, params, part, ready, go, out))
+             for part in parts]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            if not ready.acquire(timeout=300):
+                raise RuntimeError("clients did not connect")
+        cpu.start()
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=3600) for _ in procs]
+        used = cpu.stop()
+    finally:
+        for p in procs:
+            p.join(60)
+    lat = [x for r in results for x in r[0]]
+    wall = max(r[1] for r in results) - t0
+    return {"clients": n_clients, "qps": len(q) / wall, "server_cpu_us": used / len(q) * 1e6,
+            **latency_percentiles(lat)}
+
+
+# ------------------------------------------------------------------------------------------ pieces
+def embedded_cpu_us(col: Any, q: np.ndarray, k: int, params: dict[str, Any]) -> float:
+    """CPU per one-query call of the embedded collection (this process, one thread)."""
+    for v in q[:50]:
+        col.search(v, k, params=params, include=("distance",))
+    t0 = time.process_time()
+    for v in q:
+        col.search(v, k, params=params, include=("distance",))
+    return (time.process_time() - t0) / len(q) * 1e6
+
+
+def batch_qps(col: Any, q: np.ndarray, k: int, params: dict[str, Any], batch: int, rounds: int = 3) -> float:
+    col.search(q[:batch], k, params=params, include=("distance",))
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for lo in range(0, len(q), batch):
+            col.search(q[lo:lo + batch], k, params=params, include=("distance",))
+        best = min(best, time.perf_counter() - t0)
+    return len(q) / best
+
+
+def payloads(n: int) -> list[dict[str, Any]]:
+    cats = ("news", "blog", "paper", "forum")
+    return [{"g": i % 100, "cat": cats[i % 4], "year": 2000 + i % 25} for i in range(n)]
+
+
+def upsert_rows_per_s(db: Any, name: str, x: np.ndarray, metric: str, chunk: int) -> float:
+    """Rows/s of upserting ``x`` with payloads into a new flat collection ``name`` of ``db`` (then dropped)."""
+    col = db.create_collection(name, dim=x.shape[1], metric=metric, index="flat")
+    meta = payloads(x.shape[0])
+    ids = np.arange(x.shape[0])
+    t0 = time.perf_counter()
+    for lo in range(0, x.shape[0], chunk):
+        col.upsert(ids[lo:lo + chunk], x[lo:lo + chunk], meta[lo:lo + chunk])
+    seconds = time.perf_counter() - t0
+    db.drop_collection(name)
+    return x.shape[0] / seconds
+
+
+def upserts(client: Any, local_path: str, q: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Rows/s with payloads, embedded (durable, ``local_path``) and over the wire, alternating so both see
+    the same load."""
+    import shoal
+
+    x = np.ascontiguousarray(np.resize(q, (args.upsert_rows, q.shape[1])))
+    chunk = args.upsert_chunk or args.upsert_rows
+    out: dict[str, Any] = {"rows": args.upsert_rows, "chunk": chunk, "embedded": [], "served": []}
+    with shoal.Database(local_path) as local:
+        for i in range(args.upsert_rounds):
+            out["embedded"].append(upsert_rows_per_s(local, f"up{i}", x, "cosine", chunk))
+            out["served"].append(upsert_rows_per_s(client, f"up{i}", x, "cosine", chunk))
+    print(f"upsert rows/s with payloads: embedded {out['embedded']}, served {out['served']}", flush=True)
+    return out
+
+
+def start_server(python: str, data: str, extra: Sequence[str], log_path: str) -> tuple[subprocess.Popen, str]:
+    """``shoal serve`` under ``python``; its output goes to a file (an unread pipe would block it)."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen([python, "-m", "shoal", "serve", "--data", data, "--port", "0", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in Path(log_path).read_text().splitlines():
+            if line.startswith("listening on "):
+                return proc, "127.0.0.1:" + line.rsplit(":", 1)[1]
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"shoal serve did not start; see {log_path}")
+
+
+def _build(path: str, n: int, queries: int) -> tuple[str, np.ndarray]:
+    """GloVe-50 rows loaded into a durable HNSW collection at ``path`` (no --data)."""
+    import shoal
+    from .datasets import glove50
+
+    data = glove50(n=n, n_test=queries)
+    with shoal.Database(path) as db:
+        col = db.create_collection("g", dim=50, metric="cosine", index="hnsw")
+        for lo in range(0, data.train.shape[0], 5000):
+            col.upsert(np.arange(lo, min(lo + 5000, data.train.shape[0])), data.train[lo:lo + 5000])
+        col.optimize(wait=True)
+    return "g", data.test
+
+
+# ------------------------------------------------------------------------------------------ run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import shoal
+
+    work = tempfile.mkdtemp(prefix="shoal-overhead-", dir=args.work_dir)
+    try:
+        data = os.path.join(work, "db")
+        if args.data:
+            shutil.copytree(args.data, data)
+            name = args.collection
+            from .datasets import glove50
+
+            q = glove50(n=args.n, n_test=args.queries).test
+        else:
+            name, q = _build(data, args.n, args.queries)
+        q = np.ascontiguousarray(q[: args.queries], dtype=np.float32)
+        params = {"ef_search": args.ef}
+        proc, target = start_server(args.server_python or sys.executable, data, args.server_args.split(),
+                                    os.path.join(work, "server.log"))
+        result: dict[str, Any] = {"server_args": args.server_args, "server_python": args.server_python or sys.executable,
+                                  "queries": len(q), "k": args.k, "params": params, "levels": []}
+        try:
+            cpu = ServerCpu(proc.pid)
+            embedded = shoal.Database(data, read_only=True).get_collection(name)
+            client = shoal.Client(target)
+            remote = client.get_collection(name)
+            mine = [embedded.search(v, args.k, params=params, include=("distance",)).ids for v in q[:50]]
+            theirs = [remote.search(v, args.k, params=params, include=("distance",)).ids for v in q[:50]]
+            result["served_equals_embedded"] = mine == theirs
+            for n_clients in args.clients:
+                emb = embedded_cpu_us(embedded, q, args.k, params)  # beside each level: the load changes
+                row = one_per_request(target, name, args.k, params, q, n_clients, cpu)
+                row["embedded_cpu_us"] = emb
+                result["levels"].append(row)
+                print(f"clients={n_clients:3d} QPS={row['qps']:7.0f} p50={row['p50_ms']:.3f} ms "
+                      f"p99={row['p99_ms']:.3f} ms server CPU/request={row['server_cpu_us']:6.0f} µs "
+                      f"(embedded {emb:.0f} µs)", flush=True)
+            if args.batch:
+                on_thread: list[float] = []  # the server runs calls on pool threads; Numba's OpenMP pool
+                worker = threading.Thread(  # behaves differently there than on a main thread
+                    target=lambda: on_thread.append(batch_qps(embedded, q, args.k, params, args.batch)))
+                worker.start()
+                worker.join()
+                result["batch"] = {"size": args.batch, "served_qps": batch_qps(remote, q, args.k, params, args.batch),
+                                   "embedded_qps": batch_qps(embedded, q, args.k, params, args.batch),
+                                   "embedded_thread_qps": on_thread[0]}
+                print(f"batch of {args.batch}: served {result['batch']['served_qps']:,.0f} QPS, embedded "
+                      f"{result['batch']['embedded_qps']:,.0f} QPS", flush=True)
+            if args.upsert_rows:
+                result["upsert"] = upserts(client, os.path.join(work, "embedded-upserts"), q, args)
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["load_average"] = os.getloadavg()
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"server `{result['server_args'] or '(defaults)'}`, k={result['k']}, {result['params']}, "
+             f"{result['queries']} queries per level, served == embedded: {result['served_equals_embedded']}", "",
+             "| clients | QPS | p50 ms | p99 ms | server CPU µs/request | embedded CPU µs/call | overhead µs |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["levels"]:
+        lines.append(f"| {r['clients']} | {r['qps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{r['server_cpu_us']:.0f} | {r['embedded_cpu_us']:.0f} | "
+                     f"{r['server_cpu_us'] - r['embedded_cpu_us']:.0f} |")
+    lines.append("")
+    if "batch" in result:
+        b = result["batch"]
+        lines.append(f"batch of {b['size']}: served {b['served_qps']:,.0f} QPS, embedded {b['embedded_qps']:,.0f} QPS "
+                     f"on the main thread, {b['embedded_thread_qps']:,.0f} on another thread (served ÷ best embedded "
+                     f"{b['served_qps'] / max(b['embedded_qps'], b['embedded_thread_qps']):.2f}×)")
+    if "upsert" in result:
+        u = result["upsert"]
+        lines.append(f"upsert with payloads ({u['rows']:,} rows, {u['chunk']:,} per call): embedded "
+                     + ", ".join(f"{v:,.0f}" for v in u["embedded"]) + " rows/s; served "
+                     + ", ".join(f"{v:,.0f}" for v in u["served"]) + " rows/s (served ÷ embedded, pairwise: "
+                     + ", ".join(f"{s / e:.2f}×" for s, e in zip(u["served"], u["embedded"])) + ")")
+    lines.append(f"load average {result['load_average'][0]:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", help="durable database to copy (default: build one from GloVe-50)")
+    p.add_argument("--collection", default="g")
+    p.add_argument("--n", type=int, default=100_000, help="GloVe rows (the queries are held-out words)")
+    p.add_argument("--queries", type=int, default=2000, help="queries per concurrency level")
+    p.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 2, 4, 8, 16])
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--ef", type=int, default=64, help="ef_search")
+    p.add_argument("--batch", type=int, default=100, help="queries per batch request (0: skip)")
+    p.add_argument("--upsert-rows", type=int, default=20_000, help="rows of the upsert comparison (0: skip)")
+    p.add_argument("--upsert-rounds", type=int, default=3, help="embedded / served pairs of the upsert comparison")
+    p.add_argument("--upsert-chunk", type=int, default=0, help="rows per upsert call (0: all in one call; "
+                   "the client streams a large one in chunks)")
+    p.add_argument("--server-args", default="", help="extra shoal serve arguments, e.g. '--workers 2'")
+    p.add_argument("--server-python", help="interpreter for the server (A/B against another checkout)")
+    p.add_argument("--work-dir", default=None)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args(argv)
+    result = run(args)
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

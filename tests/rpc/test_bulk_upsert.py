@@ -1,0 +1,60 @@
+"""The bulk upsert forms (issue 27): packed int ids and payloads as one JSON array, both sides."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import shoal
+from shoal.engine import errors
+from shoal.rpc import convert
+from shoal.rpc.server import build_server
+from shoal.rpc.v1 import points_pb2, types_pb2
+
+
+def test_forms_round_trip_and_mixed_ids_use_the_general_form() -> None:
+    req = points_pb2.UpsertRequest()
+    convert.fill_upsert_ids(req, [3, 1, 2])
+    assert list(req.int_ids) == [3, 1, 2] and not req.ids and convert.upsert_ids_from_proto(req) == [3, 1, 2]
+    mixed = points_pb2.UpsertRequest()
+    convert.fill_upsert_ids(mixed, [1, "b", np.int64(5)])
+    assert not mixed.int_ids and convert.upsert_ids_from_proto(mixed) == [1, "b", 5]
+    req.metadata_json = convert.payloads_to_json([{"a": 1}, {"a": 1.0, "s": "ü"}, {}])
+    rows = convert.upsert_payloads_from_proto(req)
+    assert rows == [{"a": 1}, {"a": 1.0, "s": "ü"}, {}] and type(rows[0]["a"]) is int and type(rows[1]["a"]) is float
+
+
+@pytest.mark.parametrize("fill, message", [
+    (lambda r: (r.int_ids.append(1), r.ids.add(num=2)), "either ids or int_ids"),
+    (lambda r: (setattr(r, "metadata_json", b"[{}]"), r.metadata.add()), "either metadata or metadata_json"),
+    (lambda r: setattr(r, "metadata_json", b"[{"), "not valid UTF-8 JSON"),
+    (lambda r: setattr(r, "metadata_json", b"\xff\xfe"), "not valid UTF-8 JSON"),
+    (lambda r: setattr(r, "metadata_json", b"[" * 100_000 + b"]" * 100_000), "not valid UTF-8 JSON"),
+    (lambda r: setattr(r, "metadata_json", b'{"a": 1}'), "JSON array of objects"),
+    (lambda r: setattr(r, "metadata_json", b"[1]"), "JSON array of objects"),
+])
+def test_malformed_bulk_fields_are_invalid_argument(fill, message) -> None:
+    req = points_pb2.UpsertRequest()
+    fill(req)
+    with pytest.raises(errors.InvalidArgumentError, match=message):
+        convert.upsert_ids_from_proto(req)
+        convert.upsert_payloads_from_proto(req)
+
+
+def test_served_upserts_in_both_forms_store_the_same_records() -> None:
+    server = build_server(shoal.Database(), "127.0.0.1", 0)
+    try:
+        with shoal.Client(f"127.0.0.1:{server.port}", timeout=20, batch_size=50) as c:
+            col = c.create_collection("b", dim=2, metric="l2")
+            x = np.random.default_rng(0).standard_normal((120, 2))
+            meta = [{"i": i, "f": i / 2, "tags": [i, "t"], "nested": {"k": None}} for i in range(120)]
+            assert col.upsert(list(range(120)), x, meta) == 120  # streamed, bulk forms
+            old = points_pb2.UpsertRequest(collection="b", ids=[types_pb2.PointId(str="s")],
+                                           vectors=convert.vectors_to_proto(x[:1]),
+                                           metadata=[convert.metadata_to_proto({"i": -1})])
+            assert c.points.Upsert(old, timeout=20).upserted == 1  # the per-row form still works
+            assert col.get([7, "s"]).metadata == [meta[7], {"i": -1}]
+            with pytest.raises(errors.InvalidArgumentError, match="64 bits"):
+                col.upsert([1000], x[:1], [{"big": 2 ** 70}])
+            assert col.count() == 121
+    finally:
+        server.stop(0)
