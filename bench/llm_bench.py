@@ -258,6 +258,13 @@ QUALITY_SET = (
 DEMO_TOPICS = ("for", "while", "if", "try", "with", "raise", "break", "continue")
 
 
+def _cites_only(answer: Any, source: str) -> bool:
+    """The answer's [n] markers are all the number of ``source`` among its citations, and there is one."""
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
+    gold = {c.number for c in answer.citations if c.source == source}
+    return bool(numbers) and numbers <= gold
+
+
 def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[str, Any]:
     """Retrieval hit rate, citation correctness and reference-phrase containment over QUALITY_SET."""
     import pydoc_data.topics
@@ -279,9 +286,9 @@ def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[
             rows.append({
                 "question": question,
                 "retrieved_gold": any(c.source == source for c in answer.citations),
-                # the answer's own [n] markers name the gold source (no markers: not a correct citation)
-                "cites_gold": any(int(n) == c.number and c.source == source
-                                  for n in re.findall(r"\[(\d+)\]", answer.text) for c in answer.citations),
+                # the answer's own [n] markers name the gold source and no other one (no markers: not
+                # correct; "[1], [2]" parroted from the instructions cites everything: not correct either)
+                "cites_gold": _cites_only(answer, source),
                 "contains_reference": any(p in text for p in phrases),
                 "answer": answer.text.strip()[:200],
             })

@@ -142,8 +142,10 @@ def build_spm_tokenizer(tokens: list[str], scores: Sequence[float], token_types:
     tok.normalizer = normalizers.Sequence(steps)
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
                                     + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
-    tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                            for i, t in enumerate(token_types) if int(t) in (_CONTROL, _USER_DEFINED)])
+    # user-defined tokens (Gemma's newline and space runs, HTML tags) are text: matched whole,
+    # but kept when decoding skips the control tokens
+    tok.add_tokens([AddedToken(tokens[i], special=int(t) == _CONTROL, normalized=False)
+                    for i, t in enumerate(token_types) if int(t) in (_CONTROL, _USER_DEFINED)])
     return tok
 
 

@@ -150,6 +150,27 @@ def test_gemma_config_and_tokenizer_match_llama_cpp(gemma, reference) -> None:  
     assert tok.id_to_token(gemma.eos_id) == "<eos>"
 
 
+def test_real_q4_k_m_tensors_equal_gguf(gemma) -> None:  # noqa: ANN001
+    """Every block type of a downloaded Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0): our dequantiser
+    against gguf-py's on 64 rows of one tensor of each."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    from shoal.rag.kernels import dequant_numpy
+    from shoal.rag.models.gguf_model import QuantizedTensor
+
+    seen = set()
+    for name, t in gemma.tensors.items():
+        if not isinstance(t, QuantizedTensor) or t.qtype in seen:
+            continue
+        seen.add(t.qtype)
+        rows = t.raw[:64]
+        ref = dequantize(rows, GGMLQuantizationType(t.qtype)).reshape(len(rows), t.shape[1])
+        got = dequant_numpy.dequantize(rows, t.qtype, (len(rows), t.shape[1]))
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max(), err_msg=name)
+    assert seen == {int(q) for q in (GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q8_0)}
+
+
 def test_gemma_greedy_tokens_near_llama_cpp(gemma, reference) -> None:  # noqa: ANN001
     """Teacher-forced over llama.cpp's greedy continuation in one prefill: where our argmax
     differs, llama.cpp's token is a near-tie for us (its matmuls round activations to 8 bits)."""
