@@ -225,6 +225,12 @@ def load_gguf(path: str | Path) -> GGUFModel:
         reader = gguf.GGUFReader(str(p))
     except (ValueError, OSError) as exc:
         raise FormatVersionError(f"{p} is not a readable GGUF file: {exc}") from exc
+    return model_from_reader(reader, p)
+
+
+def model_from_reader(reader: Any, p: Path) -> GGUFModel:
+    """The model in an open gguf.GGUFReader (parsing a file's header is most of a load: ~10 s for
+    Gemma's 262k-token vocabulary in gguf-py, so callers that also read fields share one reader)."""
     meta = read_metadata(reader)
     arch = str(meta.get("general.architecture", ""))
     if arch not in SUPPORTED_ARCHITECTURES:

@@ -1,10 +1,10 @@
 """Gemma 3 in the model code: a tiny random Gemma against a textbook float64 forward pass
-(sliding-window layers with a window shorter than the prompt), decode against prefill, and
-the real Gemma 3 270M (Q4_K_M) against llama.cpp's tokens when its package is installed."""
+(sliding-window layers with a window shorter than the prompt) and decode against prefill; the
+real Gemma 3 270M (Q4_K_M, when its package is installed): its tokenizer against llama.cpp's
+SentencePiece algorithm, its loss on real text, its blocks against gguf-py."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from pathlib import Path
 
@@ -21,7 +21,9 @@ llama_tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(llama_tiny)
 one_blas_thread = llama_tiny.one_blas_thread
 
-REF = Path(__file__).with_name("data") / "gemma3_llamacpp_reference.json"
+# The real model: reading its 262k-token vocabulary with gguf-py takes ~30 s before any test runs
+# (165 s at load average 25), past the default run's budget; `make test-all` runs them.
+SLOW = pytest.mark.slow
 # window 3 and every second layer global: a 9-token prompt crosses the window in the local layers
 GEMMA_TINY = LlamaConfig(vocab_size=40, hidden_size=32, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=48,
                          head_dim=8, rope_base=1e6, rms_eps=1e-6, context_length=64, embed_scale=math.sqrt(32),
@@ -123,33 +125,111 @@ def test_llama_cpp_numerics_refuse_gemma(tensors) -> None:  # noqa: ANN001
 # -- the real model -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def gemma():  # noqa: ANN201
+def gemma_path() -> Path:
     from shoal.rag.generation.generator import gemma3_gguf_path
-    from shoal.rag.models.gguf_model import load_gguf
 
     try:
-        return load_gguf(gemma3_gguf_path())
+        return gemma3_gguf_path()
     except NotFoundError as exc:
         pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict:
-    return json.loads(REF.read_text(encoding="utf-8"))
+def gemma_reader(gemma_path):  # noqa: ANN001, ANN201
+    import gguf
+
+    return gguf.GGUFReader(str(gemma_path))
 
 
-def test_gemma_config_and_tokenizer_match_llama_cpp(gemma, reference) -> None:  # noqa: ANN001
+@pytest.fixture(scope="module")
+def gemma(gemma_reader, gemma_path):  # noqa: ANN001, ANN201
+    from shoal.rag.models.gguf_model import model_from_reader
+
+    return model_from_reader(gemma_reader, gemma_path)
+
+
+def naive_spm(text: str, vocab: dict[str, int], scores: list[float], whole: list[str]) -> list[int]:
+    """llama.cpp's SentencePiece tokenizer from its definition: user-defined/control texts split
+    out whole (longest first), spaces escaped to U+2581, then repeatedly merge the adjacent pair
+    whose joined text is the best-scoring token (leftmost on ties); leftover characters become
+    their UTF-8 byte tokens."""
+    for w in whole:
+        if w in text:
+            head, _, tail = text.partition(w)
+            return naive_spm(head, vocab, scores, whole) + [vocab[w]] + naive_spm(tail, vocab, scores, whole)
+    syms = list(text.replace(" ", "\u2581"))
+    while True:
+        best = None
+        for i in range(len(syms) - 1):
+            tid = vocab.get(syms[i] + syms[i + 1])
+            if tid is not None and (best is None or scores[tid] > scores[best[1]]):
+                best = (i, tid)
+        if best is None:
+            break
+        i = best[0]
+        syms[i : i + 2] = [syms[i] + syms[i + 1]]
+    ids = []
+    for sym in syms:
+        ids += [vocab[sym]] if sym in vocab else [vocab[f"<0x{b:02X}>"] for b in sym.encode("utf-8")]
+    return ids
+
+
+@SLOW
+def test_gemma_tokenizer_is_sentencepiece(gemma, gemma_reader) -> None:  # noqa: ANN001
+    """Our tokenizers-BPE build of the SentencePiece vocabulary tokenizes as llama.cpp's SPM
+    algorithm does, and decodes back to the text."""
+    reader = gemma_reader
+    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
+    scores = list(reader.fields["tokenizer.ggml.scores"].contents())
+    types = list(reader.fields["tokenizer.ggml.token_type"].contents())
+    merge_ok = {t: i for i, t in enumerate(tokens) if int(types[i]) in (1, 4)}  # normal, user-defined
+    whole = sorted((t for t, ty in zip(tokens, types) if int(ty) in (3, 4)), key=len, reverse=True)
+    texts = ["Hello world", " leading space and  double  spaces\n\nnew lines\ttab", "numbers 1234567 and 3.14159",
+             "naïve café — 日本語 🚀 emoji", "<start_of_turn>user\nhi<end_of_turn>", "don't won't I'll we've",
+             "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1)"]
+    tok = gemma.tokenizer
+    for text in texts:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert ids == naive_spm(text, merge_ok | {w: tokens.index(w) for w in whole if w in text}, scores, whole), text
+        assert tok.decode(ids, skip_special_tokens=False) == text
+    assert tok.id_to_token(gemma.eos_id) == "<eos>" and gemma.add_bos
+    assert {tok.token_to_id("<end_of_turn>"), gemma.eos_id} <= gemma.end_ids
+
+
+@pytest.fixture(scope="module")
+def gemma_model(gemma):  # noqa: ANN001, ANN201
     cfg = LlamaConfig.from_gguf(gemma.metadata, gemma.architecture, gemma.tokenizer.get_vocab_size())
     assert (cfg.num_layers, cfg.hidden_size, cfg.head_dim, cfg.sliding_window) == (18, 640, 256, 512)
     assert [li for li in range(cfg.num_layers) if not cfg.is_local(li)] == [5, 11, 17]
-    tok = gemma.tokenizer
-    for case in reference["tokenize"]:
-        assert tok.encode(case["text"], add_special_tokens=False).ids == case["ids"], case["text"]
-    for case in reference["cases"]:
-        assert [gemma.bos_id] + tok.encode(case["prompt"], add_special_tokens=False).ids == case["prompt_ids"]
-    assert tok.id_to_token(gemma.eos_id) == "<eos>"
+    return LlamaModel(cfg, gemma.tensors, "numba")
 
 
+@SLOW
+def test_gemma_predicts_real_text(gemma, gemma_model) -> None:  # noqa: ANN001
+    """Mean next-token loss on a Python reference paragraph checks the architecture as a whole:
+    4.35 nats here with it as llama.cpp runs it, 4.57 with one rotary base for every layer, 5.63
+    with SiLU (on a 60-word text: 3.5 right, then 5.5 adjacent rotary pairs, 9.8 no q/k norms,
+    16 unscaled embeddings, 300 no post-norms; uniform guessing is 12.5). Decoding the same
+    tokens one by one gives the same logits."""
+    import pydoc_data.topics
+
+    text = " ".join(pydoc_data.topics.topics["while"].split()[:30])
+    ids = [gemma.bos_id] + gemma.tokenizer.encode(text, add_special_tokens=False).ids
+    assert len(ids) < 48  # per-token block kernels, not the prefill GEMM
+    cache = gemma_model.new_cache(8, 16)
+    whole, steps = SequenceCache(cache), SequenceCache(cache)
+    whole.reserve(len(ids))
+    logits = gemma_model.forward([(whole, ids)], all_logits=True)[0].astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+    loss = float(np.mean(lse[:-1] - logits[np.arange(len(ids) - 1), ids[1:]]))
+    assert loss < 4.45, loss
+    steps.reserve(8)
+    one_by_one = np.concatenate([gemma_model.forward([(steps, [t])])[0] for t in ids[:8]])
+    np.testing.assert_allclose(one_by_one, logits[:8], rtol=1e-4, atol=1e-4 * np.abs(logits[:8]).max())
+
+
+@SLOW
 def test_real_q4_k_m_tensors_equal_gguf(gemma) -> None:  # noqa: ANN001
     """Every block type of a downloaded Q4_K_M file (Q4_K, Q6_K, Q5_0, Q8_0): our dequantiser
     against gguf-py's on 64 rows of one tensor of each."""
@@ -169,24 +249,3 @@ def test_real_q4_k_m_tensors_equal_gguf(gemma) -> None:  # noqa: ANN001
         got = dequant_numpy.dequantize(rows, t.qtype, (len(rows), t.shape[1]))
         np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max(), err_msg=name)
     assert seen == {int(q) for q in (GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K, GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q8_0)}
-
-
-def test_gemma_greedy_tokens_near_llama_cpp(gemma, reference) -> None:  # noqa: ANN001
-    """Teacher-forced over llama.cpp's greedy continuation in one prefill: where our argmax
-    differs, llama.cpp's token is a near-tie for us (its matmuls round activations to 8 bits)."""
-    cfg = LlamaConfig.from_gguf(gemma.metadata, gemma.architecture, gemma.tokenizer.get_vocab_size())
-    model = LlamaModel(cfg, gemma.tensors, "numba")
-    cache = model.new_cache(64, 16)
-    matched = total = 0
-    for case in reference["cases"]:
-        seq = SequenceCache(cache)
-        feed = case["prompt_ids"] + case["greedy_ids"][:-1]
-        seq.reserve(len(feed))
-        logits = model.forward([(seq, feed)], all_logits=True)[0][len(case["prompt_ids"]) - 1 :]
-        seq.free()
-        for row, want in zip(logits, case["greedy_ids"]):
-            got = int(np.argmax(row))
-            total += 1
-            matched += got == want
-            assert got == want or row[got] - row[want] < 0.5, (case["prompt"], got, want, row[got] - row[want])
-    assert matched >= 0.9 * total, f"{matched}/{total}"
