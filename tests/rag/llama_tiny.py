@@ -108,3 +108,20 @@ def quantized_tensors(cfg: LlamaConfig = QTINY, seed: int = 0) -> dict:
 
 def quantized_model(backend: str = "numba", seed: int = 0, numerics: str = "float32") -> LlamaModel:
     return LlamaModel(QTINY, quantized_tensors(QTINY, seed), backend, numerics)
+
+
+# byte offsets of each block type's half-float scales (random bytes there could be NaN/inf)
+_HALF_FIELDS = {3: (0, 2), 6: (0,), 8: (0,), 12: (0, 2), 13: (0, 2), 14: (208,)}  # Q4_1 Q5_0 Q8_0 Q4_K Q5_K Q6_K
+
+
+def random_gguf_blocks(qtype: int, rows: int, cols: int, seed: int) -> np.ndarray:
+    """(rows, bytes per row) of random GGUF blocks of ``qtype`` with finite scales (gguf-py cannot
+    quantise to K-quants, so tests build their blocks from random bytes)."""
+    from shoal.rag.kernels.dequant_numpy import DEQUANTIZERS
+
+    per_block, nbytes, _ = DEQUANTIZERS[int(qtype)]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (rows * cols // per_block, nbytes), dtype=np.uint8)
+    for off in _HALF_FIELDS[int(qtype)]:
+        raw[:, off : off + 2] = rng.uniform(-2.0, 2.0, (len(raw), 1)).astype(np.float16).view(np.uint8)
+    return raw.reshape(rows, -1)
