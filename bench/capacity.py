@@ -66,6 +66,9 @@ def ingest(path: str, n: int, dim: int, index: str, batch: int, vectors_on_disk:
     col = db.create_collection("cap", dim=dim, metric="l2", index=index, **options)
     for s in range(0, n, batch):
         col.upsert(list(range(s, min(n, s + batch))), _vectors(s, min(n, s + batch), dim), _payloads(s, min(n, s + batch)))
+        if (s + batch) % 1_000_000 < batch:  # progress of a long run (a killed run still says how far it got)
+            rss = {k: round(v / 2**30, 2) for k, v in _rss_split().items()}
+            print(f"{min(n, s + batch)} rows, {time.perf_counter() - t0:.0f} s, {rss} GiB", file=sys.stderr, flush=True)
     col.optimize(wait=True)
     seconds = time.perf_counter() - t0
     segments = col.describe()["segments"]

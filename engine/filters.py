@@ -160,13 +160,23 @@ class And(Node):
             out &= child._eval(store, sel)
         return out
 
-    def _driver(self, store, indexes) -> tuple[int, int] | None:
-        """``(estimate, position)`` of the child with the fewest rows by the indexes' estimates."""
+    def _driver(self, store, indexes) -> tuple[int, Any, set[int]] | None:
+        """The cheapest way into this conjunction through the indexes: ``(estimate, source, children
+        it covers)``, the source a child node or the joined span of several ranges on one field
+        (``$gte a`` with ``$lt b``: a between), or None when no child is indexed."""
         best = None
+        ranges: dict[str, list[int]] = {}
         for i, child in enumerate(self.children):
+            if isinstance(child, Range):
+                ranges.setdefault(child.field, []).append(i)
             est = child.estimate(store, indexes)
             if est is not None and (best is None or est < best[0]):
-                best = (est, i)
+                best = (est, child, {i})
+        for field, at in ranges.items():
+            bounds = [(self.children[i].op, self.children[i].operand) for i in at]
+            spans = indexes.range(field, store.column(field), bounds) if len(at) > 1 else None
+            if spans is not None and (best is None or spans.count < best[0]):
+                best = (spans.count, spans, set(at))
         return best
 
     def estimate(self, store, indexes):
@@ -174,13 +184,14 @@ class And(Node):
         return None if best is None else best[0]
 
     def index_rows(self, store, indexes):
-        """The most selective indexed child's rows, narrowed by the others evaluated at those rows only."""
+        """The cheapest indexed way's rows, narrowed by the other children evaluated at those rows only."""
         best = self._driver(store, indexes)
         if best is None:
             return None
-        rows = self.children[best[1]].index_rows(store, indexes)
-        rest = self.children[:best[1]] + self.children[best[1] + 1:]
-        if rows is None or not rest or not rows.size:
+        _, source, covered = best
+        rows = source.index_rows(store, indexes) if isinstance(source, Node) else source.rows()
+        rest = tuple(c for i, c in enumerate(self.children) if i not in covered)
+        if not rest or not rows.size:
             return rows
         return rows[And(rest).mask_at(store, rows)]
 
@@ -335,11 +346,11 @@ class Range(Node):
             return _is_num(_at(col.kind, sel, n)) & cmp(_at(col.num, sel, n), float(self.operand))
 
     def estimate(self, store, indexes):
-        spans = indexes.range(self.field, store.column(self.field), self.op, self.operand)
+        spans = indexes.range(self.field, store.column(self.field), [(self.op, self.operand)])
         return None if spans is None else spans.count
 
     def index_rows(self, store, indexes):
-        spans = indexes.range(self.field, store.column(self.field), self.op, self.operand)
+        spans = indexes.range(self.field, store.column(self.field), [(self.op, self.operand)])
         return None if spans is None else spans.rows()
 
     def matches(self, payload):

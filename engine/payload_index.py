@@ -139,10 +139,14 @@ class KeywordIndex:
         found = [] if col is None else [col.vocab_index.get(s) for s in strings]
         return self._spans(np.array([c for c in found if c is not None], np.int64))
 
-    def range(self, col: Column | None, cmp: Any, operand: str) -> Spans:
+    def range(self, col: Column | None, bounds: list[tuple[str, Any]]) -> Spans:
         if col is None:
             return self._spans(np.zeros(0, np.int64))
-        lut = col.string_lut(lambda vocab: np.fromiter((cmp(s, operand) for s in vocab), bool, len(vocab)))
+
+        def within(s: str) -> bool:
+            return all(_RANGE_OPS[op](s, operand) for op, operand in bounds)
+
+        lut = col.string_lut(lambda vocab: np.fromiter((within(s) for s in vocab), bool, len(vocab)))
         return self._spans(np.flatnonzero(lut[:-1]))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -171,12 +175,15 @@ class RangeIndex:
         want = np.unique(np.asarray(numbers, np.float64))
         return Spans(self.rows, np.searchsorted(self.values, want, "left"), np.searchsorted(self.values, want, "right"))
 
-    def range(self, op: str, operand: float) -> Spans:
-        v = float(operand)
-        lo, hi = {"$gt": (np.searchsorted(self.values, v, "right"), self.values.size),
-                  "$gte": (np.searchsorted(self.values, v, "left"), self.values.size),
-                  "$lt": (0, np.searchsorted(self.values, v, "left")),
-                  "$lte": (0, np.searchsorted(self.values, v, "right"))}[op]
+    def range(self, bounds: list[tuple[str, Any]]) -> Spans:
+        """The one span of values within every bound (``$gte a`` and ``$lt b`` together: a between)."""
+        lo, hi = 0, self.values.size
+        for op, operand in bounds:
+            v = float(operand)
+            if op in ("$gt", "$gte"):
+                lo = max(lo, int(np.searchsorted(self.values, v, "right" if op == "$gt" else "left")))
+            else:
+                hi = min(hi, int(np.searchsorted(self.values, v, "left" if op == "$lt" else "right")))
         return Spans(self.rows, [lo], [max(lo, hi)])
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -208,12 +215,14 @@ class PayloadIndexes:
             return ix.equal(numbers)
         return None
 
-    def range(self, field: str, col: Column | None, op: str, operand: float | str) -> Spans | None:
+    def range(self, field: str, col: Column | None, bounds: list[tuple[str, Any]]) -> Spans | None:
+        """Rows within all ``bounds`` (``(op, operand)`` pairs of one operand type), or None when not covered."""
         ix = self.by_field.get(field)
-        if isinstance(ix, KeywordIndex) and isinstance(operand, str):
-            return ix.range(col, _RANGE_OPS[op], operand)
-        if isinstance(ix, RangeIndex) and not isinstance(operand, str):
-            return ix.range(op, operand)
+        strings = {isinstance(operand, str) for _, operand in bounds}
+        if isinstance(ix, KeywordIndex) and strings == {True}:
+            return ix.range(col, bounds)
+        if isinstance(ix, RangeIndex) and strings == {False}:
+            return ix.range(bounds)
         return None
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:

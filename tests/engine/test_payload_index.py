@@ -75,6 +75,10 @@ def test_conjunction_is_driven_by_the_most_selective_index():
     assert node.index_rows(store, indexes).tolist() == want
     assert compile_filter({"$or": [{"tag": "t3"}, {"g": 1}]}).estimate(store, indexes) is None  # g: not indexed
     assert compile_filter({"$or": [{"tag": "t3"}, {"year": 1990}]}).estimate(store, indexes) == 160
+    between = compile_filter({"year": {"$gte": 2000, "$lt": 2002}, "tag": {"$in": ["t1", "t2", "t3", "t4"]}})
+    assert between.estimate(store, indexes) == 200  # the two bounds join into one span of the sorted years
+    assert between.index_rows(store, indexes).tolist() == [
+        i for i, r in enumerate(rows) if 2000 <= r["year"] < 2002 and r["tag"] in ("t1", "t2", "t3", "t4")]
 
 
 @pytest.mark.parametrize("bad, message", [
