@@ -49,6 +49,15 @@ from .metadata import BIG_INT, FALSE, FLOAT, INT, MISSING, NULL, TRUE, MetadataS
 if TYPE_CHECKING:
     from .payload_index import PayloadIndexes
 
+
+def sorted_unique(rows: np.ndarray) -> np.ndarray:
+    """``np.unique`` of row numbers by sort and neighbour compare (numpy 2's ``unique`` measured
+    ~150x slower than ``sort`` on 60k int32 rows here)."""
+    rows = np.sort(rows)
+    if rows.size > 1:
+        rows = rows[np.concatenate(([True], rows[1:] != rows[:-1]))]
+    return rows
+
 EQ_TYPES = (str, int, float, bool, type(None))
 _RANGE_OPS = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
 FIELD_OPS = ("$eq", "$ne", "$in", "$nin", "$exists", *_RANGE_OPS)
@@ -222,7 +231,7 @@ class Or(Node):
         parts = [child.index_rows(store, indexes) for child in self.children]
         if any(p is None for p in parts):
             return None
-        return np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        return sorted_unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
 
     def matches(self, payload):
         return any(c.matches(payload) for c in self.children)
@@ -315,7 +324,7 @@ class In(Node):
             return None
         spans, extra = found
         rows = spans.rows()
-        return np.union1d(rows, np.array(extra, np.int64)) if extra else rows
+        return sorted_unique(np.concatenate((rows, np.array(extra, np.int64)))) if extra else rows
 
     def matches(self, payload):
         stored = resolve_path(payload, self.field)

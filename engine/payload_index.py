@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 KINDS = ("keyword", "range")
 #: A filter whose index estimate passes this fraction of a segment's rows is scanned instead:
 #: gathering, sorting and masking that many rows costs more than one pass over the column.
-#: Measured at 1M rows (``bench/payload_index_bench.py --crossover``, 2 shared cores): an
-#: equality scan of a string column took ~1.6 ms, the index path ~1.5 ms at 10 % of the rows.
-INDEX_MAX_FRACTION = 0.1
+#: Measured at 1M rows (``bench/payload_index_bench.py --crossover``, 2 shared cores, load ~25):
+#: a numeric range costs 0.29 ms by scan, 0.25 ms through the index at 5 % of the rows and
+#: 0.51 ms at 10 %; string equality scans cost ~1.2-1.6 ms, so strings cross later.
+INDEX_MAX_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class PayloadIndexConfig:
 
 
 class Spans:
-    """Rows of a lookup: slices ``[starts[i], ends[i])`` of one index's row array."""
+    """Rows of a lookup: disjoint slices ``[starts[i], ends[i])`` of one index's row array (the
+    rows of distinct values, so no row is in two of them)."""
 
     def __init__(self, rows: np.ndarray, starts: Any = (), ends: Any = (), row_sorted: bool = False) -> None:
         self._rows = rows
@@ -109,7 +111,7 @@ class Spans:
             return np.zeros(0, np.int64)
         # positions of every slice in one gather: start of its slice + offset within it
         first = np.repeat(self.starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-        return np.unique(self._rows[first + np.arange(total)]).astype(np.int64)
+        return np.sort(self._rows[first + np.arange(total)]).astype(np.int64)
 
 
 class KeywordIndex:
