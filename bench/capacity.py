@@ -44,7 +44,7 @@ def _vectors(start: int, stop: int, dim: int) -> np.ndarray:
     return np.random.default_rng(start).standard_normal((stop - start, dim)).astype(np.float32)
 
 
-def _rss_split() -> dict[str, int]:
+def rss_split() -> dict[str, int]:
     """Resident bytes that are anonymous (must stay in RAM) and file-backed (mapped file pages)."""
     out = {}
     with open("/proc/self/status") as f:
@@ -67,7 +67,7 @@ def ingest(path: str, n: int, dim: int, index: str, batch: int, vectors_on_disk:
     for s in range(0, n, batch):
         col.upsert(list(range(s, min(n, s + batch))), _vectors(s, min(n, s + batch), dim), _payloads(s, min(n, s + batch)))
         if (s + batch) % 1_000_000 < batch:  # progress of a long run (a killed run still says how far it got)
-            rss = {k: round(v / 2**30, 2) for k, v in _rss_split().items()}
+            rss = {k: round(v / 2**30, 2) for k, v in rss_split().items()}
             print(f"{min(n, s + batch)} rows, {time.perf_counter() - t0:.0f} s, {rss} GiB", file=sys.stderr, flush=True)
     col.optimize(wait=True)
     seconds = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def reopen(path: str, n: int, dim: int) -> dict:
 
     q = _vectors(10**9, 10**9 + 20, dim)
     _warm_up(dim)
-    before, split_before = _rss(), _rss_split()
+    before, split_before = _rss(), rss_split()
     t0 = time.perf_counter()
     db = shoal.Database(path)
     col = db.get_collection("cap")
@@ -95,7 +95,7 @@ def reopen(path: str, n: int, dim: int) -> dict:
         col.search(v, 10, filter={"tag": "t3", "year": {"$gte": 2000}})
     filtered_qps = len(q) / (time.perf_counter() - t1)
     grown = _rss() - before
-    split = {k: v - split_before[k] for k, v in _rss_split().items()}
+    split = {k: v - split_before[k] for k, v in rss_split().items()}
     index_bytes = sum(a.nbytes for seg in col._shard.segments if seg.index is not None  # in RAM, not mapped
                       for a in vars(seg.index).values() if isinstance(a, np.ndarray) and a.flags.writeable)
     raw = n * dim * 4

@@ -27,15 +27,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _status_kib(*keys: str) -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in keys:
-                out[name] = int(value.split()[0])
-    return out
+from .capacity import rss_split
 
 
 def _data(n: int, dim: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +74,7 @@ def search(path: str, n: int, dim: int, nq: int, k: int, ef: int) -> dict[str, A
     warm.optimize()
     warm.search(q[:2], k)
     warm.search(q[0], k)
-    before = _status_kib("RssAnon", "RssFile")
+    before = rss_split()
     t0 = time.perf_counter()
     db = shoal.Database(path, read_only=True)
     col = db.get_collection("v")
@@ -91,15 +83,15 @@ def search(path: str, n: int, dim: int, nq: int, k: int, ef: int) -> dict[str, A
     t1 = time.perf_counter()
     ids = [col.search(v, k, params={"ef_search": ef}, include=()).ids for v in q]
     single_qps = nq / (time.perf_counter() - t1)
-    after = _status_kib("RssAnon", "RssFile")
+    after = rss_split()
     recall = float(np.mean([len(set(a) & set(t.tolist())) / k for a, t in zip(ids, truth)]))
     seg = next(s for s in col._shard.segments if s.indexed)
     mapped = not seg.index._state()[0]["vectors"].flags.writeable  # the layout really in use
     db.close()
     return {"vectors_on_disk": mapped, "open_s": round(open_s, 2), "recall": round(recall, 4),
             "qps": round(single_qps, 1),
-            "rss_anon_growth_mib": round((after["RssAnon"] - before["RssAnon"]) / 1024, 1),
-            "rss_file_growth_mib": round((after["RssFile"] - before["RssFile"]) / 1024, 1)}
+            "rss_anon_growth_mib": round((after["RssAnon"] - before["RssAnon"]) / 2**20, 1),
+            "rss_file_growth_mib": round((after["RssFile"] - before["RssFile"]) / 2**20, 1)}
 
 
 def _phase(args: argparse.Namespace, phase: str, path: str) -> dict[str, Any]:
