@@ -18,6 +18,7 @@ from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..index.factory import make_index
 from .backend import Backend, get_backend
+from .disk_vectors import check_vectors_on_disk
 from .errors import InvalidArgumentError
 from .filters import keyed_filter
 from .hybrid import hybrid_search
@@ -26,6 +27,7 @@ from .ids import check_ids, check_unique
 from .metadata import check_metadata
 from .metrics import check_metric, prepare, scores_from_distances
 from .optimizer import OptimizerConfig
+from .payload_index import PayloadIndexConfig
 from .planner import PlannerConfig
 from .records import RecordAPI, check_include
 from .results import Group, QueryResult
@@ -58,8 +60,10 @@ class Collection(RecordAPI, SearchModes):
     ``optimizer`` and ``planner`` take the settings of ``engine.optimizer.OptimizerConfig``
     and ``engine.planner.PlannerConfig``; ``metadata`` is a small dict of the user's own about the
     collection (shown by ``describe()``, persisted); ``text_fields``, ``sparse_fields`` and
-    ``text_options`` declare BM25 and sparse-vector fields (``engine.lexical``); other keyword
-    options go to the index family.
+    ``text_options`` declare BM25 and sparse-vector fields (``engine.lexical``); ``payload_indexes``
+    (``{"tag": "keyword", "year": "range"}``) the fields filters read through per-segment indexes
+    (``engine.payload_index``); ``vectors_on_disk=True`` keeps a code-walking index's full-precision
+    vectors memory-mapped (``engine.disk_vectors``); other keyword options go to the index family.
     Record reads and partial updates live in ``engine.records``, range search, grouping and
     recommendation in ``engine.search_modes``.
 
@@ -77,7 +81,7 @@ class Collection(RecordAPI, SearchModes):
                  backend: str | Backend | None = None, optimizer: Mapping[str, Any] | None = None,
                  planner: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
                  text_fields: Any = None, sparse_fields: Any = None, text_options: Mapping[str, Any] | None = None,
-                 _store: Any = None, _flush_rows: int | None = None, **index_options: Any) -> None:
+                 payload_indexes: Mapping[str, str] | None = None, vectors_on_disk: bool = False, _store: Any = None, _flush_rows: int | None = None, **index_options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
         self.metadata = check_collection_metadata(metadata)
@@ -93,9 +97,12 @@ class Collection(RecordAPI, SearchModes):
         self.optimizer_config = OptimizerConfig.from_options(optimizer)
         self.planner_config = PlannerConfig.from_options(planner)
         self.lexical = LexicalConfig.from_options(text_fields, sparse_fields, text_options)
+        self.payload_indexes = PayloadIndexConfig.from_options(payload_indexes)
+        self.vectors_on_disk = check_vectors_on_disk(vectors_on_disk, self._template, durable=_store is not None)
         indexes = not self._template.EXACT or getattr(self._template, "REPLACES_SCAN", False)
         layout = ShardLayout(name, self.dim, self.metric, ExactSearcher(self.metric, self.backend), self._new_index,
-                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))), self.lexical)
+                             indexes, max(1, int(getattr(self._template, "min_train_size", 1))), self.lexical,
+                             self.payload_indexes)
         store = MemoryStore(self.config_doc()) if _store is None else (
             _store(self.config_doc()) if callable(_store) else _store)
         self._shard = Shard(layout, store, flush_rows, self.optimizer_config, self.planner_config)
@@ -105,7 +112,9 @@ class Collection(RecordAPI, SearchModes):
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": self.index_options, "optimizer": self.optimizer_config.to_dict(),
                 "planner": self.planner_config.to_dict(), "metadata": self.metadata,
-                **({"lexical": self.lexical.to_options()} if self.lexical is not None else {})}
+                **({"lexical": self.lexical.to_options()} if self.lexical is not None else {}),
+                **({"payload_indexes": self.payload_indexes.to_options()} if self.payload_indexes is not None else {}),
+                **({"vectors_on_disk": True} if self.vectors_on_disk else {})}
 
     def _index_kwargs(self) -> dict[str, Any]:
         return {**self.index_options, "backend": self.backend}
@@ -262,6 +271,8 @@ class Collection(RecordAPI, SearchModes):
         return {"name": self.name, "dim": self.dim, "metric": self.metric, "index": self.index_spec,
                 "index_options": dict(self.index_options), "metadata": dict(self.metadata), "count": len(self),
                 "lexical": None if self.lexical is None else self.lexical.to_options(),
+                "payload_indexes": None if self.payload_indexes is None else self.payload_indexes.to_options(),
+                "vectors_on_disk": self.vectors_on_disk,
                 "segments": len(shard["segments"]), "backend": self.backend.name, **{
                     k: v for k, v in shard.items() if k != "segments"}, "segment_list": shard["segments"]}
 
@@ -299,7 +310,8 @@ def config_difference(existing: Mapping[str, Any], dim: int, metric: str | None 
     if index is not None:
         wanted["index"] = resolve_index_spec(index, int(dim), wanted.get("metric", existing["metric"]))
     diffs = [f"{key}={existing[key]!r}, not {value!r}" for key, value in wanted.items() if existing[key] != value]
-    stored = {**(existing.get("index_options") or {}), **(existing.get("lexical") or {})}
+    stored = {**(existing.get("index_options") or {}), **(existing.get("lexical") or {}),
+              "payload_indexes": existing.get("payload_indexes"), "vectors_on_disk": existing.get("vectors_on_disk")}
     diffs += [f"index option {key}={stored.get(key)!r}, not {value!r}"
               for key, value in (index_options or {}).items() if not _same_option(key, stored.get(key), value)]
     return "; ".join(diffs) or None

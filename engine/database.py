@@ -121,7 +121,8 @@ class Database:
         doc["name"] = directory.name  # the directory is the name (rename_collection renames it atomically)
         col = Collection(doc["name"], doc["dim"], doc["metric"], doc["index"], backend=self.backend,
                          optimizer=doc.get("optimizer"), planner=doc.get("planner"),
-                         metadata=doc.get("metadata"), _store=store,
+                         metadata=doc.get("metadata"), payload_indexes=doc.get("payload_indexes"),
+                         vectors_on_disk=doc.get("vectors_on_disk", False), _store=store,
                          _flush_rows=options.flush_rows, **doc.get("lexical", {}), **doc["index_options"])
         stored, records, damaged = store.load(col.dim, col.backend)
         shard = col._shard

@@ -126,25 +126,6 @@ class Column:
         self.complex_rows: dict[int, Any] = {}
         self.big_ints: dict[int, int] = {}
 
-    # The filter language reads these views (computed per evaluation; sealed segments cache the
-    # resulting masks per filter, see Segment.match).
-    @property
-    def is_num(self) -> np.ndarray:
-        return (self.kind == FLOAT) | (self.kind == INT) | (self.kind == BIG_INT)
-
-    @property
-    def boolean(self) -> np.ndarray:
-        """1 for true, 0 for false, -1 for any other kind."""
-        return np.where(self.kind == TRUE, 1, np.where(self.kind == FALSE, 0, -1)).astype(np.int8)
-
-    @property
-    def is_null(self) -> np.ndarray:
-        return self.kind == NULL
-
-    @property
-    def present(self) -> np.ndarray:
-        return self.kind != MISSING
-
     def grow(self, capacity: int) -> None:
         for name, fill in (("kind", MISSING), ("num", np.nan), ("str_code", -1)):
             old = getattr(self, name)

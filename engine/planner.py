@@ -84,16 +84,27 @@ class SegmentPlan:
     params: dict[str, Any]
     filter_key: str | None = None
     fallback_queries: int = 0
+    #: How ``matched`` was counted: "payload index" (``engine.payload_index``), "scan" or "none" (no filter).
+    filter_source: str = "none"
 
     def describe(self) -> dict[str, Any]:
         return {"segment": self.segment, "rows": self.rows, "live": self.live, "matched": self.matched,
                 "path": self.path, "reason": self.reason, "params": dict(self.params),
-                "fallback_queries": self.fallback_queries}
+                "fallback_queries": self.fallback_queries, "filter_source": self.filter_source}
 
 
 def plan_segment(seg: Segment, k: int, node: Node | None, filter_key: str | None, params: dict[str, Any],
                  config: PlannerConfig) -> SegmentPlan:
-    """Choose the path of one segment (see the module docstring)."""
+    """Choose the path of one segment (see the module docstring). The filter's cardinality comes
+    from the segment's payload indexes where they cover it (no scan of the payload columns)."""
+    plan = _choose_path(seg, k, node, filter_key, params, config)
+    if node is not None:
+        plan.filter_source = seg.filter_source(filter_key)
+    return plan
+
+
+def _choose_path(seg: Segment, k: int, node: Node | None, filter_key: str | None, params: dict[str, Any],
+                 config: PlannerConfig) -> SegmentPlan:
     mask, matched = seg.match(node, filter_key)
 
     def exact(reason: str) -> SegmentPlan:

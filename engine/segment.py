@@ -23,6 +23,7 @@ from ..index.kernels.topk import sq_norms
 from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
+from .payload_index import PayloadIndexConfig, PayloadIndexes, ensure_payload_indexes, indexed_rows
 from .segment_ids import SegmentIds
 from .threads import threads_for_batch
 
@@ -50,6 +51,9 @@ class Segment:
         self.index: Index | None = None
         #: Inverted indexes of the collection's text/sparse fields (``engine.lexical.SegmentPostings``).
         self.postings: Any = None
+        #: The collection's declared payload indexes, and this segment's (built when sealed; ``engine.payload_index``).
+        self.payload_config: PayloadIndexConfig | None = None
+        self.payload_indexes: PayloadIndexes | None = None
         self.n = 0
         #: Live rows, kept up to date by append/delete so no search counts them.
         self.live_count = 0
@@ -89,6 +93,7 @@ class Segment:
         self.sealed = True
         if self.postings is not None:
             self.postings.freeze()
+        ensure_payload_indexes(self)
 
     # ----------------------------------------------------------------- writes
     def append(self, x: np.ndarray, ids: list[Any] | SegmentIds, payloads: list[dict[str, Any]] | MetadataStore,
@@ -102,6 +107,7 @@ class Segment:
         self.vectors[rows] = x
         self.norms[rows] = sq_norms(x) if norms is None else norms
         self.live[rows] = True
+        self.payload_indexes = None  # built for the rows as sealed (see ensure_payload_indexes)
         if isinstance(payloads, MetadataStore):
             self.meta.extend(payloads)
         else:
@@ -151,20 +157,33 @@ class Segment:
         """``(mask, count)`` of live rows passing the filter; mask None means every row.
 
         Sealed segments cache the mask per filter (``key``, its canonical text) until
-        the next delete, so a repeated filter costs no scan of the payload columns.
+        the next delete, so a repeated filter costs no scan of the payload columns. A filter
+        the segment's payload indexes answer reads only its matching rows' values.
         """
         if node is None:
             return (None, self.n) if self.live_count == self.n else (self.live[: self.n], self.live_count)
         hit = self._cached(key)
         if hit is not None:
             return hit[1], hit[2]
-        mask = self.live[: self.n] & node.mask(self.meta)
-        count = int(np.count_nonzero(mask))
+        rows = indexed_rows(self, node)
+        if rows is None:
+            mask = self.live[: self.n] & node.mask(self.meta)
+            count = int(np.count_nonzero(mask))
+        else:
+            rows = rows[self.live[rows]]
+            mask = np.zeros(self.n, bool)
+            mask[rows] = True
+            count = int(rows.size)
         if self.sealed and key is not None:
-            self._masks[key] = [self._version, mask, count, None]
+            self._masks[key] = [self._version, mask, count, rows, rows is not None]
             if len(self._masks) > MASK_CACHE:
                 self._masks.popitem(last=False)
         return mask, count
+
+    def filter_source(self, key: str | None) -> str:
+        """How the last ``match`` of filter ``key`` found its rows: "payload index" or "scan"."""
+        hit = self._cached(key)
+        return "payload index" if hit is not None and hit[4] else "scan"
 
     def _cached(self, key: str | None) -> list[Any] | None:
         """The cache entry of a filter, if this sealed segment holds a current one."""

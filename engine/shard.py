@@ -33,10 +33,11 @@ from .lexical import LexicalConfig, attach_postings, merged_postings
 from .locks import RWLock
 from .metadata import MetadataStore
 from .segment_ids import SegmentIds
+from .payload_index import PayloadIndexConfig, attach_payload_indexes
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plans
 from .segment import ROW_MASK, SLOT_BITS, Segment
-from .stores import rows_of
+from .stores import payload_indexes_of, rows_of
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ShardLayout:
     min_index_rows: int
     #: Text and sparse fields with their inverted indexes per segment (``engine.lexical``), or None.
     lexical: LexicalConfig | None = None
+    #: Declared payload indexes, built per sealed segment (``engine.payload_index``), or None.
+    payload_indexes: PayloadIndexConfig | None = None
 
 
 #: Up to this many internal ids are looked up one by one (``external_of``).
@@ -96,6 +99,7 @@ class Shard:
     def _new_segment(self) -> Segment:
         seg = Segment(self._next_slot, self.layout.dim, self.layout.exact)
         attach_postings(seg, self.layout.lexical)
+        attach_payload_indexes(seg, self.layout.payload_indexes)
         self._next_slot += 1
         return seg
 
@@ -119,6 +123,7 @@ class Shard:
             seg = Segment.restore(self._next_slot, self.layout.dim, self.layout.exact, data.vectors, data.norms,
                                   data.live, *rows_of(data), data.index)
             attach_postings(seg, self.layout.lexical, data.postings)
+            attach_payload_indexes(seg, self.layout.payload_indexes, payload_indexes_of(data))
             self._next_slot += 1
             rows = seg.live_rows()
             self.tracker.assign_rows(seg.ids, rows, seg.base)
@@ -337,6 +342,7 @@ class Shard:
             seg.live_count -= int(dead.size)
             first_new = seg.n
         seg.append(new, ids, payloads)
+        attach_payload_indexes(seg, self.layout.payload_indexes)  # built when the merged segment is sealed
         if self.layout.lexical is not None:  # the sources' postings remapped, not re-tokenised
             seg.postings = merged_postings(self.layout.lexical, merge.base, merge.sources, taken, seg.n)
         if index is not None:

@@ -30,10 +30,13 @@ import numpy as np
 
 from ..storage.io_errors import storage_errors
 from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
-from ..storage.segment_files import SegmentData, open_vectors, read_segment, write_segment, write_tombstones
+from ..storage.segment_files import (SegmentData, open_index, open_vectors, read_segment, write_segment,
+                                     write_tombstones)
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
+from .disk_vectors import arrays_on_disk
 from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
 from .metadata import MetadataStore
+from .payload_index import PayloadIndexes, ensure_payload_indexes
 from .segment import Segment
 from .segment_ids import SegmentIds
 
@@ -70,8 +73,23 @@ def segment_data(seg: Segment) -> SegmentData:
     id_arrays, id_meta = seg.ids.to_arrays()
     payload_arrays, payload_meta = seg.meta.to_arrays()
     arrays = {**{f"id.{k}": v for k, v in id_arrays.items()}, **{f"p.{k}": v for k, v in payload_arrays.items()}}
-    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], arrays, {"ids": id_meta, "payload": payload_meta},
+    meta = {"ids": id_meta, "payload": payload_meta}
+    indexes = ensure_payload_indexes(seg)
+    if indexes is not None:
+        index_arrays, meta["payload_indexes"] = indexes.to_arrays()
+        arrays.update({f"x.{k}": v for k, v in index_arrays.items()})
+    return SegmentData(seg.vectors[:n], seg.norms[:n], seg.live[:n], arrays, meta,
                        seg.index if seg.indexed else None, postings=None if seg.postings is None else seg.postings.frozen())
+
+
+def _stored_part(data: SegmentData, prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in data.row_arrays.items() if k.startswith(prefix)}
+
+
+def payload_indexes_of(data: SegmentData) -> PayloadIndexes | None:
+    """A stored segment's payload indexes (memory-mapped), or None when it was written without them."""
+    meta = data.row_meta.get("payload_indexes")
+    return None if meta is None else PayloadIndexes.from_arrays(_stored_part(data, "x."), meta)
 
 
 def rows_of(data: SegmentData) -> tuple[SegmentIds, MetadataStore]:
@@ -83,10 +101,8 @@ def rows_of(data: SegmentData) -> tuple[SegmentIds, MetadataStore]:
         meta = MetadataStore()
         meta.append([p if ok else {} for p, ok in zip(data.legacy_rows["meta"], live.tolist())])
     else:
-        def part(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in data.row_arrays.items() if k.startswith(prefix)}
-        ids = SegmentIds.from_arrays(part("id."), data.row_meta["ids"])
-        meta = MetadataStore.from_arrays(part("p."), data.row_meta["payload"])
+        ids = SegmentIds.from_arrays(_stored_part(data, "id."), data.row_meta["ids"])
+        meta = MetadataStore.from_arrays(_stored_part(data, "p."), data.row_meta["payload"])
     ids.kill(np.flatnonzero(~live))
     return ids, meta
 
@@ -187,7 +203,8 @@ class DiskStore:
 
     def load(self, dim: int, backend: Any) -> tuple[list[SegmentData], list[Record], bool]:
         """The manifest's segments and the log records past its checkpoint; ``damaged`` if repair skipped bytes."""
-        segments = [read_segment(self.dir, entry, dim, backend, self.opts.verify) for entry in self.doc["segments"]]
+        on_disk = arrays_on_disk(self.doc)
+        segments = [read_segment(self.dir, entry, dim, backend, self.opts.verify, on_disk) for entry in self.doc["segments"]]
         base, records, end, damaged = read_log(self.dir / WAL, repair=self.opts.repair)
         checkpoint = self.doc["checkpoint"]
         if base > checkpoint + 1:
@@ -258,6 +275,8 @@ class DiskStore:
         directory = self._new_segment_dir(in_progress=True)
         seg.disk = write_segment(directory, segment_data(seg), 0)
         seg.seal(*open_vectors(self.dir, seg.disk))
+        if seg.indexed and arrays_on_disk(self.doc):  # the in-memory copy of the vectors goes
+            seg.index = open_index(directory, seg.index.backend, arrays_on_disk(self.doc))
 
     def abandon_merge(self) -> None:
         with self._dirs:

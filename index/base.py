@@ -137,11 +137,19 @@ class Index(abc.ABC):
         write_arrays(path, self.KIND, self.VERSION, arrays, meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> "Index":
-        """Load a file written by ``save`` of this class (memory-mapped by default)."""
+    def load(cls, path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None,
+             keep_on_disk: tuple[str, ...] = (), verify: bool = True) -> "Index":
+        """Load a file written by ``save`` of this class (memory-mapped by default).
+
+        With ``mmap=False``, the arrays named in ``keep_on_disk`` stay memory-mapped (read-only)
+        and the others are read into memory (``engine.disk_vectors``). ``verify=False`` skips the
+        per-array checksums (for a caller that checked the whole file's)."""
         from ..storage.arrayfile import read_arrays
 
-        version, meta, arrays = read_arrays(path, cls.KIND, cls.SUPPORTED_VERSIONS(), mmap=mmap)
+        version, meta, arrays = read_arrays(path, cls.KIND, cls.SUPPORTED_VERSIONS(), mmap=mmap or bool(keep_on_disk),
+                                            verify=verify)
+        if keep_on_disk and not mmap:
+            arrays = {name: np.asarray(a) if name in keep_on_disk else np.array(a) for name, a in arrays.items()}
         return cls._from_state(meta, arrays, version=version, backend=backend)
 
     def copy(self) -> "Index":

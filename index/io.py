@@ -25,6 +25,8 @@ def index_class(kind: str, where: str | os.PathLike = "index file") -> type[Inde
     raise FormatVersionError(f"{where}: unknown index kind {kind!r}")
 
 
-def load_index(path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None) -> Index:
-    """Load an index file written by any family's ``save``."""
-    return index_class(read_kind(path), path).load(path, mmap=mmap, backend=backend)
+def load_index(path: str | os.PathLike, *, mmap: bool = True, backend: str | Backend | None = None,
+               keep_on_disk: tuple[str, ...] = (), verify: bool = True) -> Index:
+    """Load an index file written by any family's ``save`` (options: ``Index.load``)."""
+    return index_class(read_kind(path), path).load(path, mmap=mmap, backend=backend, keep_on_disk=keep_on_disk,
+                                                   verify=verify)

@@ -144,10 +144,19 @@ def open_vectors(directory: Path, entry: dict[str, Any]) -> tuple[np.ndarray, np
     return _load_npy(seg_dir / VECTORS, True), _load_npy(seg_dir / NORMS, True)
 
 
-def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any, verify: bool = True) -> SegmentData:
-    """Open a sealed segment's files (vectors memory-mapped)."""
-    from ..index.inverted import load_postings
+def open_index(seg_dir: Path, backend: Any, on_disk: tuple[str, ...] = ()) -> Any:
+    """A segment's index, read into memory except the arrays named in ``on_disk`` (memory-mapped;
+    their per-array checksums are skipped: the manifest's whole-file CRC covers them when verifying)."""
     from ..index.io import load_index
+
+    return load_index(seg_dir / INDEX, mmap=False, backend=backend, keep_on_disk=on_disk, verify=not on_disk)
+
+
+def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any, verify: bool = True,
+                 index_on_disk: tuple[str, ...] = ()) -> SegmentData:
+    """Open a sealed segment's files (vectors memory-mapped; the index's arrays named in
+    ``index_on_disk`` too, the rest of the index read into memory)."""
+    from ..index.inverted import load_postings
 
     seg_dir = directory / entry["dir"]
     paths = {name: _checked(seg_dir / name, expect, verify) for name, expect in entry["files"].items()}
@@ -158,7 +167,7 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
     live = np.ones(n, bool)
     if entry["tomb"] is not None:
         live = ~np.unpackbits(_load_npy(paths[entry["tomb"]], False), count=n).astype(bool)
-    index = load_index(paths[INDEX], mmap=False, backend=backend) if INDEX in paths else None
+    index = open_index(seg_dir, backend, index_on_disk) if INDEX in paths else None
     postings = load_postings(paths[POSTINGS], verify) if POSTINGS in paths else None
     if ROWS not in paths:  # written before the rows file
         return SegmentData(vectors, norms, live, {}, {}, index, json.loads(paths[LEGACY_ROWS].read_bytes()), postings)
