@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~/.cache"), "shoal", "bench"))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -274,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                               "build_seconds": round(time.perf_counter() - t0, 1)}
     if not args.skip_quality:
         report["quality"] = quality(pairs, args.docs, args.queries, args.doc_words, args.k, args.seed, args.cache_dir)
-    report["speed"] = speed(paragraphs(docs), [s for _, s, _ in pairs][: args.speed_queries], args.k, args.repeat,
-                            1.2, 0.75, args.threads)
+    if not args.skip_speed:
+        report["speed"] = speed(paragraphs(docs), [s for _, s, _ in pairs][: args.speed_queries], args.k, args.repeat,
+                                1.2, 0.75, args.threads)
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as f:
