@@ -174,7 +174,7 @@ class MultiVectorCollection(Collection):
         with shard.lock.read():
             shard.check_open()
             if exact:
-                everyone = shard._select(None, node, key)
+                everyone = shard.matching_heads(node, key)
                 per_set = [everyone] * len(sets)
             else:
                 _, internal, plans = shard.search(q, depth, node, key, params)

@@ -79,6 +79,16 @@ class MultiVectorShard(Shard):
         parts = [self.runs(seg).head_of[rows] + seg.base for seg, _, rows in self._locate(np.unique(internal))]
         return np.unique(np.concatenate(parts))
 
+    def matching_heads(self, node: Node | None, filter_key: str | None) -> np.ndarray:
+        """Internal ids of every live record passing the filter (one mask per segment, no sort)."""
+        parts = []
+        for seg in self.segments:
+            mask, count = seg.match(node, filter_key)
+            if count:
+                head = self.runs(seg).head
+                parts.append(np.flatnonzero(head if mask is None else head & mask) + seg.base)
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
     def spans(self, heads: np.ndarray) -> list[tuple[Segment, np.ndarray | slice, np.ndarray, np.ndarray]]:
         """Per segment: ``(segment, positions in heads, first rows, end rows)`` of the records."""
         return [(seg, pos, rows, self.runs(seg).ends(rows)) for seg, pos, rows in self._locate(heads)]
@@ -130,15 +140,7 @@ class MultiVectorShard(Shard):
         return ext, payloads, vectors
 
     def count(self, node: Node | None, filter_key: str | None) -> int:
-        if node is None:
-            return len(self.tracker)
-        total = 0
-        for seg in self.segments:
-            mask, count = seg.match(node, filter_key)
-            if count:
-                head = self.runs(seg).head
-                total += int(np.count_nonzero(head if mask is None else head & mask))
-        return total
+        return len(self.tracker) if node is None else int(self.matching_heads(node, filter_key).size)
 
     def records(self, internal: np.ndarray, want_meta: bool, want_vectors: bool
                 ) -> tuple[list[ExternalId], list[dict[str, Any]] | None, list[np.ndarray] | None]:
