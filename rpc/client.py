@@ -31,7 +31,7 @@ from ..engine.collection import INCLUDE_FIELDS
 from ..engine.errors import InvalidArgumentError
 from ..engine.ids import check_ids, check_unique
 from ..engine.metadata import check_metadata
-from ..engine.multivector import as_vector_sets, is_set_batch
+from ..engine.multivector import check_records, is_set_batch
 from ..engine.records import MAX_PAGE, check_count, iter_records, check_cursor, check_include, check_keys, check_selection
 from ..engine.results import GetResult, Group, QueryResult, Record, ScrollPage
 from ..engine.search_modes import check_group, check_threshold
@@ -322,14 +322,9 @@ class RemoteCollectionBase(_Driven):
     def _upsert_sets(self, ids: Any, vectors: Any, metadata: Any) -> Steps:
         """``upsert`` of a multi-vector collection: one ``(m, dim)`` array per id, validated whole, sent in
         chunks of whole records of at most ``client.batch_size`` rows (or 4 MiB)."""
-        single = isinstance(ids, (str, int, np.integer)) and not isinstance(ids, bool)
-        ids_list = check_ids(ids)
-        if not ids_list and isinstance(vectors, (list, tuple, np.ndarray)) and len(vectors) == 0:
+        ids_list, sets = check_records(ids, vectors, self.dim)
+        if not ids_list:
             return 0
-        sets = as_vector_sets([vectors] if single else vectors, self.dim, "vectors")
-        if len(sets) != len(ids_list):
-            raise InvalidArgumentError(f"got {len(ids_list)} ids for {len(sets)} vector sets; lengths must match")
-        check_unique(ids_list)
         payloads = self._check_payloads(metadata, len(ids_list))
         step = max(1, min(self._client.batch_size, self._client.stream_message_bytes // (4 * self.dim)))
         chunks, lo, rows = [], 0, 0
