@@ -66,3 +66,17 @@ def test_remote_multivector_errors_are_invalid_argument(client):
     with pytest.raises(InvalidArgumentError, match="counts"):
         convert.vectors_from_proto(bad)
     assert len(remote) == 31
+
+
+def test_a_batch_without_counts_is_one_query_set(client):
+    from shoal.rpc.v1 import search_pb2
+
+    remote = client.create_collection("mvraw", DIM, "ip", multivector="maxsim")
+    local = shoal.Database().create_collection("mvraw", DIM, "ip", multivector="maxsim")
+    fill(remote, np.random.default_rng(4))
+    fill(local, np.random.default_rng(4))
+    q = np.random.default_rng(9).normal(size=(3, DIM)).astype(np.float32)
+    batch = search_pb2.QueryBatch(k=4, vectors=convert.vectors_to_proto(q))  # a plain client: no counts
+    response = client.searcher.Search(search_pb2.SearchRequest(collection="mvraw", batches=[batch]))
+    assert len(response.results) == 1
+    assert convert.ids_from_proto(response.results[0].ids) == local.search(q, k=4).ids
