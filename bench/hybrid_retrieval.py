@@ -11,7 +11,8 @@ is shared by another object are dropped (ambiguous labels), as are rests under
 
 Quality (``--docs`` documents, ``--queries`` of their summaries, documents cut
 to their first ``--doc-words`` words for both retrievers): MRR@10 and recall@10
-of dense only (all-MiniLM-L6-v2, exact cosine), BM25 only and hybrid
+of dense only (all-MiniLM-L6-v2, or ``--dense glove``: mean GloVe word vectors; exact cosine), BM25 only
+and hybrid
 (``Collection.search(q, text=...)`` with RRF, DBSF and weighted fusion).
 Embeddings are cached on disk by content hash.
 
@@ -146,6 +147,21 @@ def _embed_cached(texts: list[str], cache_dir: str) -> np.ndarray:
     return x
 
 
+def _embed_glove(texts: list[str]) -> np.ndarray:
+    """Mean of the GloVe 6B 50-d vectors of a text's in-vocabulary words (a cheap pretrained dense
+    retriever, for machines where MiniLM in numpy is too slow), L2-normalised."""
+    from .multivector_bench import _WORD, glove_vocab
+
+    vectors, vocab = glove_vocab()
+    out = np.zeros((len(texts), vectors.shape[1]), np.float32)
+    for i, text in enumerate(texts):
+        rows = [vocab[w] for w in _WORD.findall(text.lower()) if w in vocab]
+        if rows:
+            out[i] = vectors[rows].mean(axis=0)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms > 0, norms, 1.0)
+
+
 def _rank_metrics(results: list[Any], want: list[int], k: int) -> dict[str, float]:
     rr, hit = [], []
     for res, target in zip(results, want):
@@ -157,7 +173,7 @@ def _rank_metrics(results: list[Any], want: list[int], k: int) -> dict[str, floa
 
 
 def quality(pairs: list[tuple[str, str, str]], n_docs: int, n_queries: int, doc_words: int, k: int, seed: int,
-            cache_dir: str) -> dict[str, Any]:
+            cache_dir: str, dense: str = "minilm") -> dict[str, Any]:
     from ..engine.database import Database
 
     rng = np.random.default_rng(seed)
@@ -166,13 +182,14 @@ def quality(pairs: list[tuple[str, str, str]], n_docs: int, n_queries: int, doc_
     qrows = np.sort(rng.permutation(pick.size)[:n_queries])
     queries = [pairs[pick[i]][1] for i in qrows.tolist()]
     t0 = time.perf_counter()
-    dvec = _embed_cached(docs, cache_dir)
-    qvec = _embed_cached(queries, cache_dir)
+    embed = (lambda texts: _embed_cached(texts, cache_dir)) if dense == "minilm" else _embed_glove
+    dvec, qvec = embed(docs), embed(queries)
     embed_s = time.perf_counter() - t0
     col = Database().create_collection("q", dvec.shape[1], "cosine", "flat", text_fields=["text"])
     col.upsert(list(range(len(docs))), dvec, [{"text": d} for d in docs])
     want = qrows.tolist()
-    out: dict[str, Any] = {"docs": len(docs), "queries": len(queries), "embed_seconds": round(embed_s, 1)}
+    out: dict[str, Any] = {"docs": len(docs), "queries": len(queries), "dense_model": dense,
+                           "embed_seconds": round(embed_s, 1)}
     out["dense"] = _rank_metrics(col.search(qvec, k=k, include=()), want, k)
     out["bm25"] = _rank_metrics(col.search(text=queries, k=k, include=()), want, k)
     for fusion in ("rrf", "dbsf", "weighted"):
@@ -264,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--dense", choices=("minilm", "glove"), default="minilm",
+                   help="dense retriever of the quality run: all-MiniLM-L6-v2, or mean GloVe word vectors")
     p.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~/.cache"), "shoal", "bench"))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -273,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"docstrings": len(docs), "pairs": len(pairs),
                               "build_seconds": round(time.perf_counter() - t0, 1)}
     if not args.skip_quality:
-        report["quality"] = quality(pairs, args.docs, args.queries, args.doc_words, args.k, args.seed, args.cache_dir)
-    report["speed"] = speed(paragraphs(docs), [s for _, s, _ in pairs][: args.speed_queries], args.k, args.repeat,
-                            1.2, 0.75, args.threads)
+        report["quality"] = quality(pairs, args.docs, args.queries, args.doc_words, args.k, args.seed, args.cache_dir,
+                                    args.dense)
+    if not args.skip_speed:
+        report["speed"] = speed(paragraphs(docs), [s for _, s, _ in pairs][: args.speed_queries], args.k, args.repeat,
+                                1.2, 0.75, args.threads)
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -77,11 +77,25 @@ class Collection(RecordAPI, SearchModes):
     raises changes nothing.
     """
 
+    #: The shard class of this kind of collection (``engine.multivector`` uses runs of rows per record).
+    _shard_class = Shard
+
+    def __new__(cls, *args: Any, multivector: str | None = None, **kwargs: Any) -> "Collection":
+        """``multivector="maxsim"`` makes a ``MultiVectorCollection`` (also when reopened: the option is
+        stored with the index options)."""
+        if multivector is not None and cls is Collection:
+            from .multivector import MultiVectorCollection
+
+            cls = MultiVectorCollection
+        return super().__new__(cls)
+
     def __init__(self, name: str, dim: int, metric: str = "cosine", index: str = "flat", *,
                  backend: str | Backend | None = None, optimizer: Mapping[str, Any] | None = None,
                  planner: Mapping[str, Any] | None = None, metadata: Mapping[str, Any] | None = None,
                  text_fields: Any = None, sparse_fields: Any = None, text_options: Mapping[str, Any] | None = None,
-                 payload_indexes: Mapping[str, str] | None = None, vectors_on_disk: bool = False, _store: Any = None, _flush_rows: int | None = None, **index_options: Any) -> None:
+                 payload_indexes: Mapping[str, str] | None = None, vectors_on_disk: bool = False,
+                 multivector: None = None, _store: Any = None, _flush_rows: int | None = None,
+                 **index_options: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer, got {dim!r}")
         self.metadata = check_collection_metadata(metadata)
@@ -105,7 +119,7 @@ class Collection(RecordAPI, SearchModes):
                              self.payload_indexes)
         store = MemoryStore(self.config_doc()) if _store is None else (
             _store(self.config_doc()) if callable(_store) else _store)
-        self._shard = Shard(layout, store, flush_rows, self.optimizer_config, self.planner_config)
+        self._shard = self._shard_class(layout, store, flush_rows, self.optimizer_config, self.planner_config)
 
     def config_doc(self) -> dict[str, Any]:
         """What a manifest persists of the collection's creation options."""
@@ -148,18 +162,22 @@ class Collection(RecordAPI, SearchModes):
         if len(ids_list) != x.shape[0]:
             raise InvalidArgumentError(f"got {len(ids_list)} ids for {x.shape[0]} vectors; lengths must match")
         check_unique(ids_list)
+        return ids_list, prepare(x, self.metric), self._check_payloads(metadata, len(ids_list))
+
+    def _check_payloads(self, metadata: Any, n: int) -> list[dict[str, Any]]:
+        """One checked payload per record (``{}`` without metadata; one dict for a single record)."""
         if metadata is None:
-            payloads = [{} for _ in ids_list]
+            payloads = [{} for _ in range(n)]
         else:
             if isinstance(metadata, Mapping):
                 metadata = [metadata]
             metadata = list(metadata)
-            if len(metadata) != len(ids_list):
-                raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {len(ids_list)} ids; lengths must match")
+            if len(metadata) != n:
+                raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {n} ids; lengths must match")
             payloads = [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
         if self.lexical is not None:
             self.lexical.check_payloads(payloads)
-        return ids_list, prepare(x, self.metric), payloads
+        return payloads
 
     def delete(self, ids: Any = None, filter: Any = None) -> int:
         """Delete by ids and/or by filter (``filter={}``: everything); returns how many were deleted.

@@ -255,11 +255,13 @@ def search_postings(config: LexicalConfig, segments: list["Segment"], query: Lex
     kernels = load_kernels("shoal.index.kernels", "bm25", backend)
     nq = len(query.keys)
     segments = [s for s in segments if s.n and s.live_count]
-    weights = list(query.weights)
+    key_off = np.concatenate([[0], np.cumsum([q.size for q in query.keys])]).astype(np.int64)
+    all_keys = np.concatenate(query.keys) if nq else np.zeros(0, TEXT_KEYS if query.bm25 else SPARSE_KEYS)
+    all_weights = np.concatenate(query.weights).astype(np.float64) if nq else np.zeros(0)
     avgdl, k1, b = 1.0, config.k1, config.b
     if query.bm25:
         # collection-wide statistics: N, avgdl and df summed over segments (live rows only)
-        terms = np.unique(np.concatenate(query.keys)) if nq else np.zeros(0, TEXT_KEYS)
+        terms = np.unique(all_keys)
         df = np.zeros(terms.size, np.int64)
         docs, length = 0, 0.0
         for seg in segments:
@@ -272,7 +274,7 @@ def search_postings(config: LexicalConfig, segments: list["Segment"], query: Lex
         else:
             avgdl = max(length / docs, 1e-9)
             idf = np.log1p((docs - df + 0.5) / (df + 0.5))
-            weights = [w * idf[np.searchsorted(terms, q)] for q, w in zip(query.keys, weights)]
+            all_weights = all_weights * idf[np.searchsorted(terms, all_keys)]
     best_d = np.full((nq, k), np.inf)
     best_i = np.full((nq, k), -1, np.int64)
     for seg in segments:
@@ -281,19 +283,16 @@ def search_postings(config: LexicalConfig, segments: list["Segment"], query: Lex
         if not count:
             continue
         allowed = seg.live[: seg.n] if mask is None else mask
-        q_terms, q_weights, q_off = [], [], [0]
-        for keys, w in zip(query.keys, weights):
-            local = index.lookup(keys)
-            hit = local >= 0
-            q_terms.append(local[hit])
-            q_weights.append(w[hit])
-            q_off.append(q_off[-1] + int(hit.sum()))
+        # the whole batch's terms looked up at once (one searchsorted, not one per query)
+        local = index.lookup(all_keys)
+        hit = local >= 0
+        q_off = np.concatenate([[0], np.cumsum(hit)])[key_off]
         if q_off[-1] == 0:
             continue
         with threads_for_batch(nq):  # one query gains nothing from waking the pool (engine.threads)
             d, rows = kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last,
                                    index.blk_max, index.blk_min, index.blk_mindl, index.doclen,
-                                   np.asarray(q_off, np.int64), np.concatenate(q_terms), np.concatenate(q_weights),
+                                   q_off.astype(np.int64), local[hit], all_weights[hit],
                                    allowed, 0 if query.bm25 else 1, k1, b, avgdl, k)
         ids = np.where(rows >= 0, rows + seg.base, -1)
         d, ids = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, ids], axis=1)

@@ -122,7 +122,10 @@ def _gathered(shard: Any, masks: dict[int, Any], cursor: ExternalId | None, skip
     internal = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     ext = shard.external_of(internal)
     after = None if cursor is None else order_key(cursor)
-    ranked = sorted((order_key(e), i) for i, e in enumerate(ext) if after is None or order_key(e) > after)
+    first = {}  # a multi-vector record matches on each of its rows: keep its first
+    for i, e in enumerate(ext):
+        first.setdefault(e, i)
+    ranked = sorted((order_key(e), i) for e, i in first.items() if after is None or order_key(e) > after)
     picked = [i for _, i in ranked[skip:None if want is None else skip + want]]
     return internal[np.asarray(picked, np.int64)] if picked else np.zeros(0, np.int64)
 

@@ -99,7 +99,7 @@ class GetResult:
                       None if self.vectors is None else self.vectors[i])
 
     def __repr__(self) -> str:
-        dim = self.vectors.shape[1] if self.vectors is not None and self.vectors.ndim == 2 else None
+        dim = self.vectors.shape[1] if getattr(self.vectors, "ndim", 0) == 2 else None  # multivector: a list
         return f"GetResult({len(self)} records{'' if dim is None else f', dim={dim}'})"
 
 

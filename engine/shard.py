@@ -125,8 +125,7 @@ class Shard:
             attach_postings(seg, self.layout.lexical, data.postings)
             attach_payload_indexes(seg, self.layout.payload_indexes, payload_indexes_of(data))
             self._next_slot += 1
-            rows = seg.live_rows()
-            self.tracker.assign_rows(seg.ids, rows, seg.base)
+            self._track(seg, seg.live_rows())
             sealed.append(seg)
         growing = self._new_segment()
         self._install(sealed + [growing])
@@ -203,13 +202,22 @@ class Shard:
                 internal = self._select(ids, node, filter_key)
             if not internal.size:
                 return 0
-            ext, payloads, vectors = self.records(internal, True, True)
+            ext, payloads, vectors = self._rewrite_inputs(internal)
             x, new_payloads = change(vectors, payloads)  # may raise: nothing is logged yet
             self.store.log_upsert(ext, x, new_payloads)
             self._apply_upsert(ext, x, new_payloads)
             if self.growing.n >= self.flush_rows:
                 self._seal_quietly()
-            return len(ext)
+            return int(internal.size)  # records (a multi-vector record is several rows)
+
+    def _rewrite_inputs(self, internal: np.ndarray) -> tuple[list[ExternalId], list[dict[str, Any]], np.ndarray]:
+        """What ``rewrite`` hands to its change: ids, payloads and vectors of the rows of ``internal``."""
+        ids, payloads, vectors = self.records(internal, True, True)
+        return ids, payloads, vectors
+
+    def _track(self, seg: Segment, rows: np.ndarray) -> None:
+        """Point the tracker at the records of a segment's live ``rows`` (opening it, or a merge)."""
+        self.tracker.assign_rows(seg.ids, rows, seg.base)
 
     def _select(self, ids: list[ExternalId] | None, node: Node | None, filter_key: str | None) -> np.ndarray:
         """Internal ids of the live records among ``ids`` (missing ones are skipped) matching the filter."""
@@ -377,7 +385,7 @@ class Shard:
         merged.delete(np.concatenate(killed) if killed else np.zeros(0, np.int64))
         moved = np.concatenate(moved_rows) if moved_rows else np.zeros(0, np.int64)
         moved = moved[merged.live[moved]]
-        self.tracker.assign_rows(merged.ids, moved, merged.base)
+        self._track(merged, moved)
         replaced = {id(s) for s in merge.sources} | ({id(base)} if base is not None else set())
         segments, placed = [], False
         for seg in self.segments:

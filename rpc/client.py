@@ -31,6 +31,7 @@ from ..engine.collection import INCLUDE_FIELDS
 from ..engine.errors import InvalidArgumentError
 from ..engine.ids import check_ids, check_unique
 from ..engine.metadata import check_metadata
+from ..engine.multivector import check_records, is_set_batch
 from ..engine.records import MAX_PAGE, check_count, iter_records, check_cursor, check_include, check_keys, check_selection
 from ..engine.results import GetResult, Group, QueryResult, Record, ScrollPage
 from ..engine.search_modes import check_group, check_threshold
@@ -294,6 +295,8 @@ class RemoteCollectionBase(_Driven):
         """Insert or replace whole records (see ``Collection.upsert``: without metadata the payload becomes
         ``{}``); returns how many were written. Loads over ``client.batch_size`` rows (or 4 MiB) are
         validated whole, then streamed in chunks."""
+        if self.index_options.get("multivector"):
+            return (yield from self._upsert_sets(ids, vectors, metadata))
         ids_list = check_ids(ids)
         if not ids_list and np.size(vectors) == 0:
             return 0
@@ -314,6 +317,35 @@ class RemoteCollectionBase(_Driven):
 
         # Each attempt streams from the first chunk again; re-applying upserts leaves the same state.
         response = yield Rpc("points", "UpsertStream", chunks, True, stream=True)
+        return response.upserted
+
+    def _upsert_sets(self, ids: Any, vectors: Any, metadata: Any) -> Steps:
+        """``upsert`` of a multi-vector collection: one ``(m, dim)`` array per id, validated whole, sent in
+        chunks of whole records of at most ``client.batch_size`` rows (or 4 MiB)."""
+        ids_list, sets = check_records(ids, vectors, self.dim)
+        if not ids_list:
+            return 0
+        payloads = self._check_payloads(metadata, len(ids_list))
+        step = max(1, min(self._client.batch_size, self._client.stream_message_bytes // (4 * self.dim)))
+        chunks, lo, rows = [], 0, 0
+        for i, s in enumerate(sets):
+            if i > lo and rows + s.shape[0] > step:
+                chunks.append((lo, i))
+                lo, rows = i, 0
+            rows += s.shape[0]
+        chunks.append((lo, len(sets)))
+
+        def request(lo: int, hi: int) -> points_pb2.UpsertRequest:
+            return points_pb2.UpsertRequest(
+                collection=self.name, ids=convert.ids_to_proto(ids_list[lo:hi]),
+                vectors=convert.vector_sets_to_proto(sets[lo:hi], self.dim),
+                metadata=[] if payloads is None else [convert.metadata_to_proto(m) for m in payloads[lo:hi]])
+
+        if len(chunks) == 1:
+            response = yield Rpc("points", "Upsert", request(0, len(sets)), True)
+        else:
+            response = yield Rpc("points", "UpsertStream", lambda: (request(a, b) for a, b in chunks), True,
+                                 stream=True)
         return response.upserted
 
     @staticmethod
@@ -412,7 +444,14 @@ class RemoteCollectionBase(_Driven):
         if check_count(limit, "limit", none_ok=True) is not None:
             request.limit = limit
         response = yield Rpc("points", "Get", _set_filter(request, filter), True)
-        return convert.get_result_from_proto(response, self.dim)
+        return self._records(response)
+
+    def _records(self, msg: Any) -> GetResult:
+        """A GetPointsResponse as the GetResult embedded returns (vector sets for multi-vector records)."""
+        res = convert.get_result_from_proto(msg, self.dim)
+        if self.index_options.get("multivector"):
+            res.vectors = _as_sets(res.vectors)
+        return res
 
     @remote
     def scroll(self, filter: Any = None, limit: int = 100, cursor: Any = None,
@@ -425,7 +464,7 @@ class RemoteCollectionBase(_Driven):
             request.cursor.CopyFrom(convert.ids_to_proto([after])[0])
         response = yield Rpc("points", "Scroll", _set_filter(request, filter), True)
         cursor = convert.ids_from_proto([response.next_cursor])[0] if response.HasField("next_cursor") else None
-        return ScrollPage(convert.get_result_from_proto(response.records, self.dim), cursor)
+        return ScrollPage(self._records(response.records), cursor)
 
     def iter(self, batch_size: int = 256, filter: Any = None, include: Iterable[str] = ("metadata",)
              ) -> Iterator[Record]:
@@ -444,7 +483,8 @@ class RemoteCollectionBase(_Driven):
                include: Iterable[str] = ("metadata", "distance"), explain: bool = False, *,
                score_threshold: float | None = None, group_by: str | None = None, group_size: int = 1,
                text: Any = None, sparse: Any = None, fusion: str = "rrf",
-               fusion_params: Mapping[str, Any] | None = None) -> Steps:
+               fusion_params: Mapping[str, Any] | None = None, candidates: int | None = None,
+               exact: bool = False) -> Steps:
         """k nearest records per query (see ``Collection.search``); a 1-D query returns one result, a 2-D
         batch a list; with ``group_by``, Groups instead of hits. ``explain=True`` fills ``result.plan``
         as embedded. ``text`` / ``sparse`` / ``fusion`` as in ``Collection.search`` (hybrid retrieval)."""
@@ -453,13 +493,20 @@ class RemoteCollectionBase(_Driven):
             raise InvalidArgumentError("search needs queries (vectors), text or sparse")
         batch = search_pb2.QueryBatch(k=check_k(k))
         single = True
-        if queries is not None:
+        multivector = bool(self.index_options.get("multivector"))
+        if queries is not None and multivector:  # one set of query vectors, or a list of sets
+            sets = queries if is_set_batch(queries) else [queries]
+            batch.vectors.CopyFrom(convert.vector_sets_to_proto(
+                [as_matrix(q, self.dim, name=f"queries[{i}]") for i, q in enumerate(sets)], self.dim))
+            single = not is_set_batch(queries)
+        elif queries is not None:
             batch.vectors.CopyFrom(convert.vectors_to_proto(queries))
             single = np.ndim(queries) == 1
         if text is not None or sparse is not None:
             single = fill_hybrid(batch, text, sparse, fusion, fusion_params)[1] and single
         _set_filter(batch, filter)
-        for key, value in (params or {}).items():
+        extra = {"candidates": candidates} if candidates is not None else {}
+        for key, value in {**(params or {}), **extra, **({"exact": True} if exact else {})}.items():
             batch.params[key].CopyFrom(convert.value_to_proto(value))
         threshold = check_threshold(score_threshold, "score_threshold")
         if threshold is not None:
@@ -477,6 +524,8 @@ class RemoteCollectionBase(_Driven):
             results = [convert.groups_from_proto(g, keep_meta) for g in response.grouped]
         else:
             results = [convert.query_result_from_proto(r, keep_meta) for r in response.results]
+            for r in results if multivector else ():
+                r.vectors = _as_sets(r.vectors)
             if batch.hybrid:  # a hybrid search with no hits still reports (no) retrievers, as embedded
                 for r in results:
                     r.retrievers = r.retrievers or []
@@ -568,3 +617,8 @@ class RemoteCollection(RemoteCollectionBase):
 
 
 Client.collection_class = RemoteCollection
+
+
+def _as_sets(vectors: Any) -> Any:
+    """Multi-vector results: the sets as a list (none at all: an empty list, as embedded)."""
+    return list(vectors) if isinstance(vectors, np.ndarray) else vectors

@@ -108,8 +108,35 @@ def vectors_to_proto(x: Any, dim: int | None = None) -> pb.Vectors:
     return pb.Vectors(dim=arr.shape[1] if dim is None else dim, packed=arr.tobytes())
 
 
-def vectors_from_proto(msg: pb.Vectors, name: str = "vectors") -> np.ndarray:
-    """The (n, dim) float32 matrix of a Vectors message (packed or repeated form)."""
+def vector_sets_to_proto(sets: Sequence[np.ndarray], dim: int) -> pb.Vectors:
+    """Pack vector sets (one ``(m_i, dim)`` array per multi-vector record or query) with their counts."""
+    msg = vectors_to_proto(np.concatenate([np.asarray(s).reshape(-1, dim) for s in sets]) if len(sets)
+                           else np.zeros((0, dim), np.float32), dim)
+    msg.counts.extend(int(np.shape(s)[0]) for s in sets)
+    return msg
+
+
+def vectors_from_proto(msg: pb.Vectors, name: str = "vectors") -> np.ndarray | list[np.ndarray]:
+    """The (n, dim) float32 matrix of a Vectors message (packed or repeated form); with ``counts``,
+    the list of its vector sets (``(counts[i], dim)`` arrays)."""
+    x = _matrix_from_proto(msg, name)
+    if not len(msg.counts):
+        return x
+    counts = np.asarray(msg.counts, np.int64)
+    if (counts == 0).any() or int(counts.sum()) != x.shape[0]:
+        raise InvalidArgumentError(f"{name}.counts must be positive and sum to the {x.shape[0]} rows, "
+                                   f"got {len(counts)} counts summing to {int(counts.sum())}")
+    return np.split(x, np.cumsum(counts)[:-1])
+
+
+def _vectors_out(vectors: Any, n: int, dim: int) -> pb.Vectors:
+    """A result's vectors: a matrix, or one set per hit/record (multi-vector collections)."""
+    if isinstance(vectors, list):
+        return vector_sets_to_proto(vectors, dim)
+    return vectors_to_proto(vectors.reshape(n, dim), dim)  # not reshape(n, -1): numpy cannot infer -1 for n=0
+
+
+def _matrix_from_proto(msg: pb.Vectors, name: str) -> np.ndarray:
     dim = msg.dim
     if dim <= 0:
         raise InvalidArgumentError(f"{name}.dim must be a positive integer, got {dim}")
@@ -288,8 +315,11 @@ def query_result_to_proto(res: QueryResult, out: Any) -> None:
         for meta in res.metadata:
             fill_metadata(out.metadata.add(), meta)
     if res.vectors is not None:
-        dim = res.vectors.shape[-1]  # not reshape(n, -1): numpy cannot infer -1 for zero hits
-        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
+        if isinstance(res.vectors, list):  # multi-vector sets; no hits: none, and any dim reads back as no sets
+            dim = res.vectors[0].shape[-1] if res.vectors else 1
+        else:
+            dim = res.vectors.shape[-1]
+        out.vectors.CopyFrom(_vectors_out(res.vectors, len(res.ids), dim))
     for step in res.plan or ():
         fill_metadata(out.plan.add(), step)
     for found in res.retrievers or ():
@@ -311,7 +341,7 @@ def get_result_to_proto(res: GetResult, dim: int, out: Any) -> None:
     """Fill a ``GetPointsResponse`` from a GetResult (vectors / metadata only when included)."""
     fill_ids(out.ids, res.ids)
     if res.vectors is not None:
-        out.vectors.CopyFrom(vectors_to_proto(res.vectors.reshape(len(res.ids), dim), dim))
+        out.vectors.CopyFrom(_vectors_out(res.vectors, len(res.ids), dim))
     out.metadata_included = res.metadata is not None
     for meta in res.metadata or ():
         fill_metadata(out.metadata.add(), meta)

@@ -58,6 +58,7 @@ from ..engine.errors import (AlreadyExistsError, AuthenticationError, FailedPrec
                              ShoalError, UnavailableError, UnimplementedError)
 from ..index.options import check_option_names
 from ..storage.io_errors import storage_errors
+from ..engine.results import QueryResult
 from . import convert
 from .service_extras import CollectionsExtras, PointsExtras, SearchExtras
 from .call_pool import CallPool
@@ -203,7 +204,9 @@ class SearchServicer(SearchExtras, service_pb2_grpc.SearchServicer):
                    for i, b in enumerate(request.batches)]
         response = search_pb2.SearchResponse()
         for q, k, flt, params, options in batches:
-            for res in col.search(q, k, flt, params, include, explain=request.explain, **options):
+            results = col.search(q, k, flt, params, include, explain=request.explain, **options)
+            # a multi-vector collection reads a batch without counts as one query set: one result
+            for res in [results] if isinstance(results, QueryResult) else results:
                 if options.get("group_by"):
                     convert.groups_to_proto(res, response.grouped.add())
                 else:

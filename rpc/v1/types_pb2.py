@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/rpc/v1/types.proto\x12\x08shoal.v1\"/\n\x07PointId\x12\r\n\x03num\x18\x01 \x01(\x03H\x00\x12\r\n\x03str\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"6\n\x07Vectors\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0e\n\x06packed\x18\x02 \x01(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x02\"\xec\x01\n\x05Value\x12)\n\nnull_value\x18\x01 \x01(\x0e\x32\x13.shoal.v1.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12)\n\nlist_value\x18\x06 \x01(\x0b\x32\x13.shoal.v1.ListValueH\x00\x12*\n\x0cstruct_value\x18\x07 \x01(\x0b\x32\x12.shoal.v1.MetadataH\x00\x42\x06\n\x04kind\",\n\tListValue\x12\x1f\n\x06values\x18\x01 \x03(\x0b\x32\x0f.shoal.v1.Value\"z\n\x08Metadata\x12.\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1e.shoal.v1.Metadata.FieldsEntry\x1a>\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\"\xa5\x01\n\x06\x46ilter\x12)\n\x05\x66ield\x18\x01 \x01(\x0b\x32\x18.shoal.v1.FieldConditionH\x00\x12#\n\x03\x61nd\x18\x02 \x01(\x0b\x32\x14.shoal.v1.FilterListH\x00\x12\"\n\x02or\x18\x03 \x01(\x0b\x32\x14.shoal.v1.FilterListH\x00\x12\x1f\n\x03not\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x42\x06\n\x04kind\"/\n\nFilterList\x12!\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Filter\"\xf2\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\'\n\x02op\x18\x02 \x01(\x0e\x32\x1b.shoal.v1.FieldCondition.Op\x12\x1e\n\x05value\x18\x03 \x01(\x0b\x32\x0f.shoal.v1.Value\x12\x1f\n\x06values\x18\x04 \x03(\x0b\x32\x0f.shoal.v1.Value\"g\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02NE\x10\x02\x12\x06\n\x02GT\x10\x03\x12\x07\n\x03GTE\x10\x04\x12\x06\n\x02LT\x10\x05\x12\x07\n\x03LTE\x10\x06\x12\x06\n\x02IN\x10\x07\x12\x07\n\x03NIN\x10\x08\x12\n\n\x06\x45XISTS\x10\t*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shoal/rpc/v1/types.proto\x12\x08shoal.v1\"/\n\x07PointId\x12\r\n\x03num\x18\x01 \x01(\x03H\x00\x12\r\n\x03str\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"F\n\x07Vectors\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\x0e\n\x06packed\x18\x02 \x01(\x0c\x12\x0e\n\x06values\x18\x03 \x03(\x02\x12\x0e\n\x06\x63ounts\x18\x04 \x03(\r\"\xec\x01\n\x05Value\x12)\n\nnull_value\x18\x01 \x01(\x0e\x32\x13.shoal.v1.NullValueH\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12)\n\nlist_value\x18\x06 \x01(\x0b\x32\x13.shoal.v1.ListValueH\x00\x12*\n\x0cstruct_value\x18\x07 \x01(\x0b\x32\x12.shoal.v1.MetadataH\x00\x42\x06\n\x04kind\",\n\tListValue\x12\x1f\n\x06values\x18\x01 \x03(\x0b\x32\x0f.shoal.v1.Value\"z\n\x08Metadata\x12.\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x1e.shoal.v1.Metadata.FieldsEntry\x1a>\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.shoal.v1.Value:\x02\x38\x01\"\xa5\x01\n\x06\x46ilter\x12)\n\x05\x66ield\x18\x01 \x01(\x0b\x32\x18.shoal.v1.FieldConditionH\x00\x12#\n\x03\x61nd\x18\x02 \x01(\x0b\x32\x14.shoal.v1.FilterListH\x00\x12\"\n\x02or\x18\x03 \x01(\x0b\x32\x14.shoal.v1.FilterListH\x00\x12\x1f\n\x03not\x18\x04 \x01(\x0b\x32\x10.shoal.v1.FilterH\x00\x42\x06\n\x04kind\"/\n\nFilterList\x12!\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Filter\"\xf2\x01\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\'\n\x02op\x18\x02 \x01(\x0e\x32\x1b.shoal.v1.FieldCondition.Op\x12\x1e\n\x05value\x18\x03 \x01(\x0b\x32\x0f.shoal.v1.Value\x12\x1f\n\x06values\x18\x04 \x03(\x0b\x32\x0f.shoal.v1.Value\"g\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x06\n\x02\x45Q\x10\x01\x12\x06\n\x02NE\x10\x02\x12\x06\n\x02GT\x10\x03\x12\x07\n\x03GTE\x10\x04\x12\x06\n\x02LT\x10\x05\x12\x07\n\x03LTE\x10\x06\x12\x06\n\x02IN\x10\x07\x12\x07\n\x03NIN\x10\x08\x12\n\n\x06\x45XISTS\x10\t*\x1b\n\tNullValue\x12\x0e\n\nNULL_VALUE\x10\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_METADATA_FIELDSENTRY']._loaded_options = None
   _globals['_METADATA_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_NULLVALUE']._serialized_start=1014
-  _globals['_NULLVALUE']._serialized_end=1041
+  _globals['_NULLVALUE']._serialized_start=1030
+  _globals['_NULLVALUE']._serialized_end=1057
   _globals['_POINTID']._serialized_start=38
   _globals['_POINTID']._serialized_end=85
   _globals['_VECTORS']._serialized_start=87
-  _globals['_VECTORS']._serialized_end=141
-  _globals['_VALUE']._serialized_start=144
-  _globals['_VALUE']._serialized_end=380
-  _globals['_LISTVALUE']._serialized_start=382
-  _globals['_LISTVALUE']._serialized_end=426
-  _globals['_METADATA']._serialized_start=428
-  _globals['_METADATA']._serialized_end=550
-  _globals['_METADATA_FIELDSENTRY']._serialized_start=488
-  _globals['_METADATA_FIELDSENTRY']._serialized_end=550
-  _globals['_FILTER']._serialized_start=553
-  _globals['_FILTER']._serialized_end=718
-  _globals['_FILTERLIST']._serialized_start=720
-  _globals['_FILTERLIST']._serialized_end=767
-  _globals['_FIELDCONDITION']._serialized_start=770
-  _globals['_FIELDCONDITION']._serialized_end=1012
-  _globals['_FIELDCONDITION_OP']._serialized_start=909
-  _globals['_FIELDCONDITION_OP']._serialized_end=1012
+  _globals['_VECTORS']._serialized_end=157
+  _globals['_VALUE']._serialized_start=160
+  _globals['_VALUE']._serialized_end=396
+  _globals['_LISTVALUE']._serialized_start=398
+  _globals['_LISTVALUE']._serialized_end=442
+  _globals['_METADATA']._serialized_start=444
+  _globals['_METADATA']._serialized_end=566
+  _globals['_METADATA_FIELDSENTRY']._serialized_start=504
+  _globals['_METADATA_FIELDSENTRY']._serialized_end=566
+  _globals['_FILTER']._serialized_start=569
+  _globals['_FILTER']._serialized_end=734
+  _globals['_FILTERLIST']._serialized_start=736
+  _globals['_FILTERLIST']._serialized_end=783
+  _globals['_FIELDCONDITION']._serialized_start=786
+  _globals['_FIELDCONDITION']._serialized_end=1028
+  _globals['_FIELDCONDITION_OP']._serialized_start=925
+  _globals['_FIELDCONDITION_OP']._serialized_end=1028
 # @@protoc_insertion_point(module_scope)

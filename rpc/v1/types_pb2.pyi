@@ -21,14 +21,16 @@ class PointId(_message.Message):
     def __init__(self, num: _Optional[int] = ..., str: _Optional[str] = ...) -> None: ...
 
 class Vectors(_message.Message):
-    __slots__ = ("dim", "packed", "values")
+    __slots__ = ("dim", "packed", "values", "counts")
     DIM_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
     dim: int
     packed: bytes
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, dim: _Optional[int] = ..., packed: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dim: _Optional[int] = ..., packed: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Value(_message.Message):
     __slots__ = ("null_value", "bool_value", "int_value", "double_value", "string_value", "list_value", "struct_value")

@@ -28,7 +28,7 @@ def test_tokenizer_rejects_unknown_options(bad):
         TokenizerConfig.from_options(bad)
 
 
-def random_postings(rng, n_docs, vocab, sparse=False):
+def random_postings(rng, n_docs, vocab, sparse=False, positive=False):
     """A builder filled with Zipf-distributed documents (a few very common terms, a long tail)."""
     builder = PostingsBuilder(np.int64 if sparse else "U")
     docs = []
@@ -37,6 +37,7 @@ def random_postings(rng, n_docs, vocab, sparse=False):
         words = np.minimum(rng.zipf(1.3, length), vocab) - 1
         keys, counts = np.unique(words, return_counts=True)
         values = rng.normal(size=keys.size).astype(np.float32) if sparse else counts.astype(np.float32)
+        values = np.abs(values) if positive else values
         keys = keys.tolist() if sparse else [f"w{k}" for k in keys.tolist()]
         builder.add(keys, values, float(counts.sum()))
         docs.append(dict(zip(keys, values.tolist())))
@@ -56,20 +57,23 @@ def run_topk(kernels, index, queries, allowed, mode, k):
                         1.2, 0.75, float(max(index.doclen.mean(), 1e-9)), k)
 
 
-@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("sparse", [False, True, "positive"])
 @pytest.mark.parametrize("k", [1, 10, 100])
 def test_pruned_topk_equals_exhaustive(rng, sparse, k):
-    builder, _ = random_postings(rng, 3000, 400, sparse)
+    builder, _ = random_postings(rng, 3000, 400, bool(sparse), positive=sparse == "positive")
     index = builder.freeze()
     queries = []
     for _ in range(40):
         m = int(rng.integers(1, 7))
         terms = rng.choice(60, m, replace=False)  # common and rare terms alike
         keys = terms.tolist() if sparse else [f"w{t}" for t in terms.tolist()]
-        weights = rng.normal(size=m) if sparse else rng.uniform(0.1, 5.0, m)
+        # negative sparse weights: no pruning (exhaustive); positive ones and BM25: pruned
+        weights = rng.normal(size=m) if sparse is True else rng.uniform(0.1, 5.0, m)
         queries.append((keys, weights))
     allowed = rng.random(3000) < 0.7
     mode = 1 if sparse else 0
+    if k == 10:  # ties everywhere: equal tf and doc length give equal scores, broken by the lower row
+        queries.append(([f"w{t}" for t in range(3)] if not sparse else [0, 1, 2], np.ones(3)))
     d, i = run_topk(bm25_numba, index, queries, allowed, mode, k)
     ref_d, ref_i = run_topk(bm25_numpy, index, queries, allowed, mode, k)
     finite = np.isfinite(ref_d)
