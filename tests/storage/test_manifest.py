@@ -176,3 +176,68 @@ def test_npy_that_is_not_an_array_is_corruption(tmp_path: Path) -> None:
     path.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(CorruptionError, match="not a readable .npy array"):
         segment_files._load_npy(path, True)
+
+
+def _rewrite(tmp_path: Path, entry: dict, name: str, array: np.ndarray) -> None:
+    """Replace a segment file with another array, recorded in the entry (size and CRC agree)."""
+    path = tmp_path / entry["dir"] / name
+    np.save(path, array)
+    entry["files"][name] = [path.stat().st_size, segment_files.file_crc(path)]
+
+
+def test_vectors_and_norms_must_each_match_the_manifest(tmp_path: Path) -> None:
+    data = _data()
+    for name, array in (("norms.npy", data.norms[:5]), ("vectors.npy", data.vectors.astype(np.float64)),
+                        ("vectors.npy", data.vectors[:5])):
+        entry = write_segment(tmp_path / f"seg-{name}-{array.dtype}-{len(array)}", data, generation=1)
+        _rewrite(tmp_path, entry, name, array)
+        with pytest.raises(FormatVersionError, match=r"do not match the manifest \(6, 4\) float32"):
+            read_segment(tmp_path, entry, 4, None)
+
+
+def test_postings_round_trip_and_are_checked(tmp_path: Path) -> None:
+    from shoal.index.inverted import PostingsBuilder
+
+    builder = PostingsBuilder(np.int64)
+    for row in range(6):
+        builder.add([row % 3, 7] if row != 2 else None, [1.0, 0.5] if row != 2 else None, doclen=2.0)
+    data = _data()
+    data.postings = {"body": builder.freeze()}
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    assert "postings.bin" in entry["files"]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert list(got.postings) == ["body"]
+    for key, arr in data.postings["body"].to_arrays().items():
+        np.testing.assert_array_equal(got.postings["body"].to_arrays()[key], arr)
+    assert read_segment(tmp_path, write_segment(tmp_path / "seg-2", _data(), 1), 4, None).postings is None
+    path = tmp_path / "seg-1" / "postings.bin"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x20
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match="postings.bin: checksum mismatch"):
+        read_segment(tmp_path, entry, 4, None)
+
+
+def test_segments_written_before_the_rows_file_are_read(tmp_path: Path) -> None:
+    data = _data()
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    seg = tmp_path / "seg-1"
+    (seg / "rows.bin").unlink()
+    del entry["files"]["rows.bin"]
+    legacy = {"ids": [0, "b", 2, 3, 4, 5], "meta": [{"k": i} for i in range(6)]}
+    (seg / "rows.json").write_text(json.dumps(legacy))
+    entry["files"]["rows.json"] = [(seg / "rows.json").stat().st_size, segment_files.file_crc(seg / "rows.json")]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.legacy_rows == legacy and got.row_arrays == {} and got.row_meta == {}
+    assert got.live.tolist() == data.live.tolist()
+    np.testing.assert_array_equal(got.vectors, data.vectors)
+
+
+def test_file_crc_covers_files_larger_than_a_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big"
+    payload = bytes(range(256)) * 40
+    path.write_bytes(payload)
+    monkeypatch.setattr(segment_files, "_CHUNK", 1000)  # 11 reads
+    assert segment_files.file_crc(path) == crc32c(payload)
+    path.write_bytes(payload[:-1] + b"\x00")
+    assert segment_files.file_crc(path) != crc32c(payload)
