@@ -111,6 +111,14 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("sync_interval_ms: float = 50.0, sync_records: int = 1000", "NumberReplacer",
          "a default no caller uses: the one caller (engine/stores.py) passes the collection's options"),
         ("offset: int = 0", "NumberReplacer", "a default no caller uses: decode always passes the offset"),
+        ("pos = _resync(data, pos + 1)", "", "resync from a byte earlier or later (pos-1, pos, pos+2): those "
+         "bytes end the last good record's CRC or lie inside the damaged record, so no valid record starts there "
+         "(two CRCs would have to match by chance)"),
+        ("while pos < len(data):", "Lt_LtE", "at the end of the data the next step finds a torn (empty) "
+         "tail and stops the same way"),
+        ("_CRC.unpack_from(data, end - _CRC.size)[0]", "NumberReplacer", "[-1] of a one-field struct is [0]"),
+        ("pos if pos <= len(data) else len(data)", "LtE_Lt", "pos never passes the end: at the end both "
+         "branches give len(data)"),
     ],
 }
 
@@ -316,11 +324,18 @@ def exec_session(session: Path, args: list[str], timeout: float, budget: float) 
             (m,) = item.mutations
             operator = cosmic_ray.plugins.get_operator(m.operator_name)(**(m.operator_args or {}))
             path = COPY / m.module_path
-            with use_mutation(path, operator, m.occurrence) as (original, mutated):
-                if mutated is None:
-                    db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NO_TEST))
-                    continue
-                code, output = run_forked(args, timeout, WORK / "mutant.log")
+            try:
+                with use_mutation(path, operator, m.occurrence) as (original, mutated):
+                    if mutated is None:
+                        db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NO_TEST))
+                        continue
+                    code, output = run_forked(args, timeout, WORK / "mutant.log")
+            except Exception:  # noqa: BLE001 - cosmic-ray could not build this mutant (an operator's bug)
+                import traceback
+
+                db.set_result(item.job_id, WorkResult(output=traceback.format_exc(), test_outcome=TestOutcome.INCOMPETENT,
+                                                      worker_outcome=WorkerOutcome.EXCEPTION))
+                continue
             if code in (0, 1, None):  # passed / a test failed / timed out
                 outcome = TestOutcome.SURVIVED if code == 0 else TestOutcome.KILLED
             else:  # 2-5: interrupted, internal error, usage error, no tests: not a verdict on the mutant

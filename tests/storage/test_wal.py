@@ -250,7 +250,7 @@ def test_batch_mode_syncs_on_its_timer(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
     log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
     try:
-        assert log._interval == 0.02
+        assert log._interval == 0.02 and log._thread is not None and log._thread.daemon  # never holds up exit
         log.append(OP_DELETE, [1])
         wait_for(lambda: log._pending == 0, timeout=10, what="the group commit timer")
         assert len(syncs) == 1  # one fsync for the pending record; idle intervals sync nothing
@@ -282,3 +282,41 @@ def test_op_codes_are_fixed_in_the_format(tmp_path: Path) -> None:
         f.write(_frame(payload))
     (rec,) = read_log(path)[1]
     assert (rec.op, rec.seq, rec.ids, rec.vectors) == (OP_DELETE, 3, [5], None)
+
+
+def test_a_failed_group_commit_is_retried_by_the_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+    import os
+
+    from shoal.storage import wal as wal_module
+    from tests.conftest import wait_for
+
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    calls: list[bool] = []
+    real = os.fdatasync
+
+    def flaky(fd: int) -> None:  # the first group commit finds the disk full
+        calls.append(True)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", flaky)
+    log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
+    try:
+        log.append(OP_DELETE, [1])
+        wait_for(lambda: log._pending == 0, timeout=10, what="the retried group commit")
+        assert len(calls) == 2 and "group commit of" in caplog.text and "retrying" in caplog.text
+    finally:
+        log.close()
+
+
+def test_bytes_past_a_records_content_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    with open(path, "ab") as f:
+        f.write(_frame(struct.pack("<BQI", OP_DELETE, 1, 11) + b'{"ids":[1]}' + b"\x00\x00\x00"))
+    with pytest.raises(CorruptionError, match=r"offset 20: 3 bytes past the record's content"):
+        read_log(path)
