@@ -120,6 +120,25 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("pos if pos <= len(data) else len(data)", "LtE_Lt", "pos never passes the end: at the end both "
          "branches give len(data)"),
     ],
+    "hnsw_filtered": [
+        ("serial = q.shape[0] < self.POOL_FREE_BELOW", "", "which kernel walks the batch (serial or the thread "
+         "pool): the same walk per query, so the same results"),
+        ("with threads_for_batch(q.shape[0]):", "", "the exact fallback's thread limit: same results, another "
+         "number of threads"),
+        ("self._c0 if self._quant else 0", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
+         "codes (the float walk gets 0, 1 or -1 and ignores it)"),
+    ],
+    "id_tracker": [
+        ("need = self.count + self.tombstones + keys.shape[0]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
+        ("out = np.full(len(ids), -1, np.int64)", "NumberReplacer", "every position is overwritten (int ids by "
+         "the table's lookup, the others by dict.get(..., -1)): the fill value is never read"),
+    ],
+    "segment_files": [
+        ("_CHUNK = 1 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC "
+         "(0 << 22, which reads nothing, is killed)"),
+        ('_load_npy(paths[entry["tomb"]], False)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked "
+         "into a new array at once: mapped or read, the result is the same"),
+    ],
 }
 
 

@@ -92,7 +92,7 @@ def test_segment_round_trip_with_tombstones_and_index(tmp_path: Path) -> None:
     got = read_segment(tmp_path, entry, 4, None)
     np.testing.assert_array_equal(got.vectors, data.vectors)
     np.testing.assert_array_equal(got.norms, data.norms)
-    assert isinstance(got.vectors, np.memmap)
+    assert isinstance(got.vectors, np.memmap) and isinstance(got.norms, np.memmap)
     assert got.live.tolist() == data.live.tolist()
     assert got.row_meta == data.row_meta and set(got.row_arrays) == set(data.row_arrays)
     for name, arr in data.row_arrays.items():  # the engine's row arrays, memory-mapped back unchanged
@@ -138,7 +138,8 @@ def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
         got = read_segment(tmp_path, entry, 4, None, verify=False)
         assert not np.array_equal(got.row_arrays["p.0.kind"], np.full(6, 5, np.int8))
     path.write_bytes(bytes(data[:-5]))
-    with pytest.raises(CorruptionError, match=f"size {len(data) - 5} bytes, manifest says {len(data)}"):
+    with pytest.raises(CorruptionError, match=rf"size {len(data) - 5} bytes, manifest says {len(data)} "
+                       rf"\(truncated or extended at offset {len(data) - 5}\)"):
         read_segment(tmp_path, entry, 4, None, verify=False)
 
 
@@ -241,3 +242,28 @@ def test_file_crc_covers_files_larger_than_a_chunk(tmp_path: Path, monkeypatch: 
     assert segment_files.file_crc(path) == crc32c(payload)
     path.write_bytes(payload[:-1] + b"\x00")
     assert segment_files.file_crc(path) != crc32c(payload)
+
+
+def test_open_vectors_maps_the_stored_arrays(tmp_path: Path) -> None:
+    data = _data()
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    vectors, norms = segment_files.open_vectors(tmp_path, entry)
+    assert isinstance(vectors, np.memmap) and isinstance(norms, np.memmap)
+    np.testing.assert_array_equal(vectors, data.vectors)
+    np.testing.assert_array_equal(norms, data.norms)
+
+
+def test_npy_files_never_unpickle(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(CorruptionError, match="not a readable .npy array"):
+        segment_files._load_npy(path, False)
+
+
+def test_the_rows_file_is_version_1_of_its_kind(tmp_path: Path) -> None:
+    """Files outlive the code: what this version writes is the ``ROWS`` format, version 1."""
+    from shoal.storage.arrayfile import read_arrays
+
+    write_segment(tmp_path / "seg-1", _data(), generation=1)
+    _, meta, arrays = read_arrays(tmp_path / "seg-1" / "rows.bin", "ROWS", 1, mmap=False, verify=True)
+    assert meta == {"ids": {"others": [[1, "s"]]}} and set(arrays) == {"id.value", "p.0.kind"}
