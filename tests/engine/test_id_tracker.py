@@ -68,7 +68,7 @@ def test_tracker_mixes_int_and_other_ids() -> None:
     assert len(t) == 5 and sorted(map(str, t)) == sorted(map(str, ids))
     assert t.get(0) == 0 and t.get("a") == 10 and t.get(2**64) == 20 and t.get(-1) == 30
     assert t.get(1) is None and t.get("zz") is None and 0 in t and 1 not in t
-    assert t.lookup([-1, "b", 7, 2**64]).tolist() == [30, 40, -1, 20]
+    assert t.lookup([-1, "b", 7, 2**64, "zz", 2**65]).tolist() == [30, 40, -1, 20, -1, -1]  # -1: absent
     assert t.present(iter([7, "a", 0, "c"])) == ["a", 0]
     assert t.internal_of(["b", 0], "here").tolist() == [40, 0]
     t.forget(["a", 0])

@@ -179,3 +179,10 @@ def test_one_allowed_row_is_found_by_every_path(built: tuple) -> None:
         d, i = index.search(q[:4], K, params={"ef_search": ef}, allowed=allowed_mask(rows))
         assert np.all(i[:, 0] == 877) and np.all(i[:, 1:] == -1) and np.all(np.isinf(d[:, 1:]))
         np.testing.assert_allclose(d[:, :1], ref_d, rtol=1e-4, atol=1e-4)
+
+
+def test_no_allowed_row_pads_every_query(built: tuple) -> None:
+    index, _, q, _ = built
+    for ef in (16, GRAPH_MAX_EF + 1):
+        d, i = index.search(q[:3], K, params={"ef_search": ef}, allowed=allowed_mask(np.array([], np.int64)))
+        assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))

@@ -104,49 +104,54 @@ TARGETS = (
 
 
 #: Survivors that are equivalent mutants (they change nothing any caller can observe), per target:
-#: ``(text of the original line, end of the operator's name, why)``; matched on the line's text,
-#: not its number, so the list survives edits elsewhere in the module. The report counts them apart.
+#: ``(text of the mutated line, end of the operator's name, why)``; matched on the line's text, not
+#: its number, so the list survives edits elsewhere. The report counts them apart from the others.
+_NEVER_USED = "a default no caller uses: the one caller ({}) always passes it"
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "wal": [
-        ("sync_interval_ms: float = 50.0, sync_records: int = 1000", "NumberReplacer",
-         "a default no caller uses: the one caller (engine/stores.py) passes the collection's options"),
-        ("offset: int = 0", "NumberReplacer", "a default no caller uses: decode always passes the offset"),
-        ("pos = _resync(data, pos + 1)", "", "resync from a byte earlier or later (pos-1, pos, pos+2): those "
-         "bytes end the last good record's CRC or lie inside the damaged record, so no valid record starts there "
-         "(two CRCs would have to match by chance)"),
-        ("while pos < len(data):", "Lt_LtE", "at the end of the data the next step finds a torn (empty) "
-         "tail and stops the same way"),
-        ("_CRC.unpack_from(data, end - _CRC.size)[0]", "NumberReplacer", "[-1] of a one-field struct is [0]"),
-        ("pos if pos <= len(data) else len(data)", "LtE_Lt", "pos never passes the end: at the end both "
-         "branches give len(data)"),
+        ("sync_interval_ms: float =", "NumberReplacer", _NEVER_USED.format("engine/stores.py")),
+        ("offset: int =", "NumberReplacer", _NEVER_USED.format("decode")),
+        ("pos = _resync(data, pos", "", "resync from a byte earlier or later (pos-1, pos, pos+2): those bytes end "
+         "the last good record's CRC or lie inside the damaged record, so no valid record starts there (two CRCs "
+         "would have to match by chance)"),
+        ("while pos <= len(data):", "Lt_LtE", "at the end of the data the next step finds a torn (empty) tail and "
+         "stops the same way"),
+        ("pos if pos < len(data) else len(data)", "LtE_Lt", "pos never passes the end: there both branches give "
+         "len(data)"),
+        ("_CRC.size)[ -1]", "NumberReplacer", "[-1] of a one-field struct is [0]"),
     ],
     "hnsw_filtered": [
-        ("serial = q.shape[0] < self.POOL_FREE_BELOW", "", "which kernel walks the batch (serial or the thread "
-         "pool): the same walk per query, so the same results"),
-        ("with threads_for_batch(q.shape[0]):", "", "the exact fallback's thread limit: same results, another "
-         "number of threads"),
-        ("self._c0 if self._quant else 0", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
-         "codes (the float walk gets 0, 1 or -1 and ignores it)"),
+        ("serial = q.shape[", "", "which kernel walks the batch (serial or the thread pool): the same walk per "
+         "query, so the same results"),
+        ("with threads_for_batch(q.shape[", "", "the exact fallback's thread limit: same results, other threads"),
+        ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
+         "codes (the float walk is given 0, 1 or -1 and ignores it)"),
     ],
     "id_tracker": [
-        ("need = self.count + self.tombstones + keys.shape[0]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
-        ("out = np.full(len(ids), -1, np.int64)", "NumberReplacer", "every position is overwritten (int ids by "
-         "the table's lookup, the others by dict.get(..., -1)): the fill value is never read"),
+        ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
+        ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
+        ("max(at_least, 1)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
+        ("out = np.full(len(ids), ", "NumberReplacer", "every position is overwritten (int ids by the table's "
+         "lookup, the others by dict.get(..., -1)): the fill value is never read"),
     ],
     "segment_files": [
-        ("_CHUNK = 1 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC "
-         "(0 << 22, which reads nothing, is killed)"),
-        ('_load_npy(paths[entry["tomb"]], False)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked "
-         "into a new array at once: mapped or read, the result is the same"),
+        ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("_CHUNK = 1 << 23", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("_CHUNK = 1 << 21", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("load_index(paths[INDEX], mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families copy "
+         "an array before changing it: removing rows works and never reaches the file "
+         "(test_a_read_index_is_the_segments_own_copy)"),
+        ('_load_npy(paths[entry["tomb"]], True)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked into "
+         "a new array at once: mapped or read, the result is the same"),
     ],
 }
 
 
 def equivalent_reason(target: str, operator: str, diff: str | None) -> str | None:
-    original = next((line[1:].strip() for line in (diff or "").splitlines()
-                     if line.startswith("-") and not line.startswith("---")), "")
+    mutated = next((line[1:].strip() for line in (diff or "").splitlines()
+                    if line.startswith("+") and not line.startswith("+++")), "")
     for text, op, why in EQUIVALENT.get(target, ()):
-        if text in original and operator.endswith(op):
+        if text in mutated and operator.endswith(op):
             return why
     return None
 

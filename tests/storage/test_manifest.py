@@ -267,3 +267,21 @@ def test_the_rows_file_is_version_1_of_its_kind(tmp_path: Path) -> None:
     write_segment(tmp_path / "seg-1", _data(), generation=1)
     _, meta, arrays = read_arrays(tmp_path / "seg-1" / "rows.bin", "ROWS", 1, mmap=False, verify=True)
     assert meta == {"ids": {"others": [[1, "s"]]}} and set(arrays) == {"id.value", "p.0.kind"}
+
+
+@pytest.mark.parametrize("spec", ["Flat", "HNSW8"])
+def test_a_read_index_is_the_segments_own_copy(tmp_path: Path, spec: str) -> None:
+    """The engine removes deleted rows from a segment's index after reading it: that must neither
+    fail nor reach the file."""
+    from shoal.index.factory import make_index
+
+    data = _data(n=64)
+    data.index = make_index(spec, 4, "l2")
+    data.index.add(data.vectors, np.arange(64))
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    before = (tmp_path / "seg-1" / "index.bin").read_bytes()
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.index.remove(np.array([0, 3])) == 2
+    assert got.index.contains(np.array([0, 1, 3])).tolist() == [False, True, False]
+    got.index.add(data.vectors[:1] + 1, np.array([0]))
+    assert (tmp_path / "seg-1" / "index.bin").read_bytes() == before

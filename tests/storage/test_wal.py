@@ -1,6 +1,8 @@
 """Write-ahead log framing: round trip, torn tails, corruption detection and repair."""
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
@@ -8,7 +10,9 @@ import numpy as np
 import pytest
 
 from shoal.engine.errors import CorruptionError, FormatVersionError, InvalidArgumentError
+from shoal.storage import wal as wal_module
 from shoal.storage.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, read_log, write_header
+from tests.conftest import wait_for
 
 
 def _log(path: Path, n: int, rng: np.random.Generator) -> list[tuple[list, np.ndarray]]:
@@ -136,16 +140,25 @@ def test_record_layout_is_as_documented(tmp_path: Path) -> None:
     assert header.read_bytes() == b"SHOALWAL" + struct.pack("<IQ", 1, 5)
 
 
-def test_batch_mode_fsyncs_every_sync_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from shoal.storage import wal as wal_module
-
-    path = tmp_path / "wal.log"
-    write_header(path, 1)
+def _count_fdatasync(monkeypatch: pytest.MonkeyPatch, fail_first: bool = False) -> list[int]:
+    """Record each fdatasync the log makes (the first fails with a full disk when ``fail_first``)."""
     syncs: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        if fail_first and len(syncs) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", counted)
+    return syncs
+
+
+def test_batch_mode_fsyncs_every_sync_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    syncs = _count_fdatasync(monkeypatch)
     log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=60_000, sync_records=3)  # the timer never fires
     try:
         for i in range(7):
@@ -238,16 +251,9 @@ def test_repair_resumes_at_the_next_valid_record(tmp_path: Path, rng: np.random.
 
 
 def test_batch_mode_syncs_on_its_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from shoal.storage import wal as wal_module
-    from tests.conftest import wait_for
-
     path = tmp_path / "wal.log"
     write_header(path, 1)
-    syncs: list[int] = []
-    real = os.fdatasync
-    monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    syncs = _count_fdatasync(monkeypatch)
     log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
     try:
         assert log._interval == 0.02 and log._thread is not None and log._thread.daemon  # never holds up exit
@@ -286,24 +292,9 @@ def test_op_codes_are_fixed_in_the_format(tmp_path: Path) -> None:
 
 def test_a_failed_group_commit_is_retried_by_the_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    import errno
-    import os
-
-    from shoal.storage import wal as wal_module
-    from tests.conftest import wait_for
-
     path = tmp_path / "wal.log"
     write_header(path, 1)
-    calls: list[bool] = []
-    real = os.fdatasync
-
-    def flaky(fd: int) -> None:  # the first group commit finds the disk full
-        calls.append(True)
-        if len(calls) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd)
-
-    monkeypatch.setattr(wal_module.os, "fdatasync", flaky)
+    calls = _count_fdatasync(monkeypatch, fail_first=True)
     log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
     try:
         log.append(OP_DELETE, [1])
