@@ -279,6 +279,10 @@ def preload() -> None:
         raise SystemExit(f"preloading imported {leaked[:5]}: a mutant would run against the unmutated code")
 
 
+#: Exit code of a fork whose tests did not run against the mutated copy (no verdict on the mutant).
+WRONG_COPY = 86
+
+
 def run_forked(args: list[str], timeout: float, log_path: Path) -> tuple[int | None, str]:
     """``pytest.main(args)`` in a fork of this process: ``(exit code, output)``; code None on timeout.
 
@@ -302,7 +306,7 @@ def run_forked(args: list[str], timeout: float, log_path: Path) -> tuple[int | N
             imported = getattr(sys.modules.get("shoal"), "__file__", None) or str(COPY)
             if not imported.startswith(str(COPY)):
                 print(f"the tests imported shoal from {imported}, not from the mutated copy {COPY}")
-                code = 4
+                code = WRONG_COPY
             sys.stdout.flush()
             sys.stderr.flush()
         except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the loop
@@ -360,10 +364,12 @@ def exec_session(session: Path, args: list[str], timeout: float, budget: float) 
                 db.set_result(item.job_id, WorkResult(output=traceback.format_exc(), test_outcome=TestOutcome.INCOMPETENT,
                                                       worker_outcome=WorkerOutcome.EXCEPTION))
                 continue
-            if code in (0, 1, None):  # passed / a test failed / timed out
-                outcome = TestOutcome.SURVIVED if code == 0 else TestOutcome.KILLED
-            else:  # 2-5: interrupted, internal error, usage error, no tests: not a verdict on the mutant
-                outcome = TestOutcome.KILLED if code == 2 else TestOutcome.INCOMPETENT
+            # 0: the tests pass. Killed: a test failed, they timed out (None), the mutant broke an import
+            # (pytest's 2-4) or crashed the process (a signal). No verdict: no test ran (5) or the wrong copy.
+            if code == 0:
+                outcome = TestOutcome.SURVIVED
+            else:
+                outcome = TestOutcome.INCOMPETENT if code in (5, WRONG_COPY) else TestOutcome.KILLED
             db.set_result(item.job_id, WorkResult(output=output, diff="\n".join(_make_diff(original, mutated, path)),
                                                   test_outcome=outcome, worker_outcome=WorkerOutcome.NORMAL))
             if outcome == TestOutcome.SURVIVED:
@@ -371,12 +377,14 @@ def exec_session(session: Path, args: list[str], timeout: float, budget: float) 
 
 
 def reopen_survivors(session: Path) -> int:
-    """Make a session's surviving mutants pending again (to re-run them against new tests)."""
+    """Make a session's surviving mutants (and those without a verdict) pending again, to re-run
+    them against new tests."""
     from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
     from cosmic_ray.work_item import TestOutcome
 
     with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as rows:
-        return rows.query(WorkResultStorage).filter(WorkResultStorage.test_outcome == TestOutcome.SURVIVED).delete()
+        return rows.query(WorkResultStorage).filter(
+            WorkResultStorage.test_outcome.in_([TestOutcome.SURVIVED, TestOutcome.INCOMPETENT])).delete()
 
 
 def run_target(target: Target, fresh: bool, budget: float, survivors: bool = False) -> None:
