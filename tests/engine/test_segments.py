@@ -204,3 +204,18 @@ def test_restore_drops_rows_deleted_after_the_index_was_written(rng: np.random.G
     assert i[0, 0] != back.base + 9  # its own vector is gone from the index
     back.delete(np.array([1]))
     assert not index.contains(np.array([1]))[0]  # a delete on a restored segment reaches the index too
+
+
+def test_ties_across_segments_go_to_the_earlier_record(rng: np.random.Generator) -> None:
+    """Equal distances in several segments merge by internal id: the record written first wins, so a
+    repeated search always answers the same (the first row of the first segment included)."""
+    col = Collection("t", DIM, "l2", "flat", optimizer={"background": False}, _flush_rows=3)
+    v = rng.standard_normal(DIM).astype(np.float32)
+    far = v + 10
+    col.upsert(["first", "a", "b"], np.stack([v, far, far + 1]))  # internal id 0: row 0 of segment 0
+    col.upsert(["c", "second", "d"], np.stack([far + 2, v, far + 3]))  # a sealed segment of its own
+    col.upsert(["third"], v[None])  # the growing segment
+    assert len(col.describe()["segment_list"]) == 3
+    res = col.search(v, k=3)
+    assert res.ids == ["first", "second", "third"] and np.ptp(res.distances) == 0  # three equal distances
+    assert col.search(v, k=1).ids == ["first"]

@@ -129,10 +129,16 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     ],
     "id_tracker": [
         ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
+        ("self.keys.shape[ -1]", "NumberReplacer", "the table is 1-D: shape[-1] is shape[0]"),
         ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
         ("max(at_least, 1)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
         ("out = np.full(len(ids), ", "NumberReplacer", "every position is overwritten (int ids by the table's "
          "lookup, the others by dict.get(..., -1)): the fill value is never read"),
+    ],
+    "status": [
+        ("@functools.wraps(method)", "RemoveDecorator",
+         "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
+         "(gRPC binds the class attribute; the error messages use the wrapped method's own name)"),
     ],
     "segment_files": [
         ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
@@ -148,8 +154,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
 
 
 def equivalent_reason(target: str, operator: str, diff: str | None) -> str | None:
-    mutated = next((line[1:].strip() for line in (diff or "").splitlines()
-                    if line.startswith("+") and not line.startswith("+++")), "")
+    changed = [line for line in (diff or "").splitlines()
+               if line[:1] in ("+", "-") and line[1:].strip() and line[:3] not in ("+++", "---")]
+    # the mutated line, or for a removal (a decorator dropped) the line removed
+    mutated = next((line[1:].strip() for line in changed if line.startswith("+")),
+                   next((line[1:].strip() for line in changed), ""))
     for text, op, why in EQUIVALENT.get(target, ()):
         if text in mutated and operator.endswith(op):
             return why
