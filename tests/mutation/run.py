@@ -130,6 +130,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "id_tracker": [
         ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
         ("self.keys.shape[ -1]", "NumberReplacer", "the table is 1-D: shape[-1] is shape[0]"),
+        ("if 2 * need >= self.keys.shape[0]:", "Gt_GtE", "a rehash at exactly half full: the same lookups (a "
+         "table sized for the live keys, tombstones dropped), only one rehash earlier"),
         ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
         ("max(at_least, 1)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
         ("out = np.full(len(ids), ", "NumberReplacer", "every position is overwritten (int ids by the table's "
@@ -385,15 +387,21 @@ def exec_session(session: Path, args: list[str], timeout: float, budget: float) 
                 print(f"  survived: line {m.start_pos[0]} {m.operator_name} #{m.occurrence}", flush=True)
 
 
-def reopen_survivors(session: Path) -> int:
-    """Make a session's surviving mutants (and those without a verdict) pending again, to re-run
-    them against new tests."""
-    from cosmic_ray.work_db import WorkDB, WorkResultStorage, use_db
+def reopen_survivors(session: Path, target: Target) -> int:
+    """Make a session's surviving mutants that are not known equivalents (and those without a
+    verdict) pending again, to re-run them against new tests."""
+    from cosmic_ray.work_db import MutationSpecStorage, WorkDB, WorkResultStorage, use_db
     from cosmic_ray.work_item import TestOutcome
 
     with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as rows:
-        return rows.query(WorkResultStorage).filter(
-            WorkResultStorage.test_outcome.in_([TestOutcome.SURVIVED, TestOutcome.INCOMPETENT])).delete()
+        found = rows.query(WorkResultStorage, MutationSpecStorage.operator_name).join(
+            MutationSpecStorage, MutationSpecStorage.job_id == WorkResultStorage.job_id).filter(
+            WorkResultStorage.test_outcome.in_([TestOutcome.SURVIVED, TestOutcome.INCOMPETENT])).all()
+        again = [r for r, op in found if r.test_outcome == TestOutcome.INCOMPETENT
+                 or not equivalent_reason(target.name, op, r.diff)]
+        for r in again:
+            rows.delete(r)
+        return len(again)
 
 
 def run_target(target: Target, fresh: bool, budget: float, survivors: bool = False) -> None:
@@ -421,7 +429,7 @@ def run_target(target: Target, fresh: bool, budget: float, survivors: bool = Fal
         print(f"[{target.name}] baseline {baseline:.1f}s, timeout {timeout:.0f}s, {skipped} mutants out of scope",
               flush=True)
     else:  # resume: the mutants not yet run (the module must be unchanged since the session began)
-        again = f", {reopen_survivors(session)} survivors again" if survivors else ""
+        again = f", {reopen_survivors(session, target)} survivors again" if survivors else ""
         print(f"[{target.name}] resuming {session.name} (baseline {baseline:.1f}s{again})", flush=True)
     exec_session(session, args, timeout, budget)
 
