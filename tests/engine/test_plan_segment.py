@@ -139,3 +139,13 @@ def test_config_rejects(options: dict) -> None:
 
     with pytest.raises(InvalidArgumentError, match=next(iter(options))):
         PlannerConfig.from_options(options)
+
+
+def test_the_config_is_an_immutable_value() -> None:
+    """One config is shared by a collection's shards and its explain output: nobody may change it."""
+    import dataclasses
+
+    cfg = PlannerConfig.from_options({"exact_max_rows": 5})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.exact_max_rows = 6  # type: ignore[misc]
+    assert cfg == PlannerConfig(5) and hash(cfg) == hash(PlannerConfig(5))

@@ -219,3 +219,26 @@ def test_ties_across_segments_go_to_the_earlier_record(rng: np.random.Generator)
     res = col.search(v, k=3)
     assert res.ids == ["first", "second", "third"] and np.ptp(res.distances) == 0  # three equal distances
     assert col.search(v, k=1).ids == ["first"]
+
+
+def test_reads_in_id_order_follow_every_write(rng: np.random.Generator) -> None:
+    """``get`` without ids lists records in id order from an order cached per shard version: every
+    upsert and delete must move the version on."""
+    col, model = build(rng, n=120)
+    ints = lambda ids: [e for e in ids if isinstance(e, int)]  # noqa: E731
+    assert ints(col.get(include=()).ids) == sorted(ints(model.rows))
+    model.delete(col, [e for e in model.rows if isinstance(e, int) and e % 4 == 1])
+    assert ints(col.get(include=()).ids) == sorted(ints(model.rows))
+    model.upsert(col, [1001, 1000], rng.standard_normal((2, DIM)).astype(np.float32), [{"g": 0, "i": 0}] * 2)
+    assert ints(col.get(include=()).ids) == sorted(ints(model.rows))
+    assert len(col.get(include=()).ids) == len(model.rows)
+
+
+def test_a_batch_with_nothing_to_find_returns_one_empty_result_per_query(rng: np.random.Generator) -> None:
+    col, _ = build(rng, n=120)
+    q = rng.standard_normal((DIM + 3, DIM)).astype(np.float32)  # more queries than dimensions
+    for flt in ({"g": 99}, {"i": {"$lt": -1}}):  # no row matches: every segment skipped
+        res = col.search(q, k=4, filter=flt)
+        assert len(res) == DIM + 3 and all(r.ids == [] for r in res)
+    col.delete(filter={})
+    assert [r.ids for r in col.search(q, k=4)] == [[]] * (DIM + 3)

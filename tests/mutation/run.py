@@ -142,6 +142,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
          "(gRPC binds the class attribute; the error messages use the wrapped method's own name)"),
     ],
+    "shard": [
+        ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
+    ],
     "segment_files": [
         ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
         ("_CHUNK = 1 << 23", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
@@ -495,7 +498,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds to spend on each target's mutants (the rest resume next run)")
     args = parser.parse_args()
-    chosen = list(TARGETS) if not args.only else [t for w in args.only for t in TARGETS if w in t.name]
+    names = {t.name for t in TARGETS}  # a target's exact name picks it alone ("segment", not "segment_files")
+    chosen = list(TARGETS) if not args.only else [t for w in args.only for t in TARGETS
+                                                  if (t.name == w if w in names else w in t.name)]
     chosen = list({t.name: t for t in chosen}.values())  # in the order asked, each once
     if args.list:
         for t in TARGETS:
