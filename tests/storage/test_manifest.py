@@ -141,6 +141,10 @@ def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
     with pytest.raises(CorruptionError, match=rf"size {len(data) - 5} bytes, manifest says {len(data)} "
                        rf"\(truncated or extended at offset {len(data) - 5}\)"):
         read_segment(tmp_path, entry, 4, None, verify=False)
+    path.write_bytes(bytes(data) + b"\0" * 3)  # extended: the damage starts where the file should end
+    with pytest.raises(CorruptionError, match=rf"size {len(data) + 3} bytes, manifest says {len(data)} "
+                       rf"\(truncated or extended at offset {len(data)}\)"):
+        read_segment(tmp_path, entry, 4, None, verify=False)
 
 
 def test_verify_false_skips_only_the_checksum(tmp_path: Path) -> None:
