@@ -142,6 +142,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
          "(gRPC binds the class attribute; the error messages use the wrapped method's own name)"),
     ],
+    "segment": [
+        ("with threads_for_batch(q.shape[", "", "the exact scan's thread limit: same results, other threads"),
+        ("if self.sealed and key is None:", "IsNot_Is", "turns the mask cache off (filters always come with "
+         "their key): every search computes its mask again, with the same result"),
+    ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
     ],
