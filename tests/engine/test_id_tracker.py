@@ -82,6 +82,9 @@ def test_missing_ids_are_named_up_to_ten() -> None:
     t.assign([1, 2], [1, 2])
     with pytest.raises(IdNotFoundError, match=r"ids not found in collection 'c': \[3, 'x'\]$"):
         t.internal_of([1, 3, "x"], "collection 'c'")
+    t.assign([7], [0])  # internal id 0 is found, not missing
+    with pytest.raises(IdNotFoundError, match=r"ids not found in c: \[3\]$"):
+        t.internal_of([7, 3], "c")
     missing = list(range(100, 111))
     with pytest.raises(IdNotFoundError) as info:
         t.internal_of(missing, "c")

@@ -134,7 +134,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "table sized for the live keys, tombstones dropped), only one rehash earlier"),
         ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
         ("max(at_least, 1)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
-        ("out = np.full(len(ids), ", "NumberReplacer", "every position is overwritten (int ids by the table's "
+        ("query.shape[ -1]", "NumberReplacer", "query is 1-D: shape[-1] is shape[0]"),
+        ("self.lookup([ext])[ -1]", "NumberReplacer", "the lookup of one id: [-1] is [0]"),
+        ("out = np.full(len(ids), ", "", "every position is overwritten (int ids by the table's "
          "lookup, the others by dict.get(..., -1)): the fill value is never read"),
     ],
     "status": [
@@ -149,6 +151,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
+        ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
+        ("parts[0][ -1], plans", "NumberReplacer", "a part is (distances, ids): [-1] is [1]"),
+        ("parts[ -1][1], plans", "NumberReplacer", "a list of one part: [-1] is [0]"),
     ],
     "segment_files": [
         ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
