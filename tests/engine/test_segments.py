@@ -96,6 +96,7 @@ def test_deletes_and_replacements_in_sealed_segments(rng: np.random.Generator) -
     some = list(model.rows)[:40]
     model.delete(col, some, {"g": 1})  # ids and a filter: only the given ids that match
     model.delete(col, None, {"g": 3})  # a filter alone, across segments
+    model.delete(col, None, {"g": 99})  # a filter that matches nothing deletes nothing (no stray row)
     model.check(col, rng)
     again = list(model.rows)[5:60:4]  # replacements: the old rows die in their sealed segments
     model.upsert(col, again, rng.standard_normal((len(again), DIM)).astype(np.float32),

@@ -151,6 +151,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
+        ("int(slots[ -1])", "NumberReplacer", "all slots are equal there: [-1] is [0]"),
+        ("k), - 2, np.int64)", "", "padding: any negative id reads as no hit"),
+        ("k), ~1, np.int64)", "", "padding: any negative id reads as no hit"),
         ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
         ("parts[0][ -1], plans", "NumberReplacer", "a part is (distances, ids): [-1] is [1]"),
         ("parts[ -1][1], plans", "NumberReplacer", "a list of one part: [-1] is [0]"),
