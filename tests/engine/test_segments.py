@@ -243,3 +243,13 @@ def test_a_batch_with_nothing_to_find_returns_one_empty_result_per_query(rng: np
         assert len(res) == DIM + 3 and all(r.ids == [] for r in res)
     col.delete(filter={})
     assert [r.ids for r in col.search(q, k=4)] == [[]] * (DIM + 3)
+
+
+def test_replacing_the_very_first_record_retires_its_row(rng: np.random.Generator) -> None:
+    """The first row of the first segment has internal id 0: a re-upsert must still retire it."""
+    col = Collection("z", DIM, "l2", "flat", optimizer={"background": False}, _flush_rows=2)
+    x = rng.standard_normal((3, DIM)).astype(np.float32)
+    col.upsert([5, 6], x[:2])  # sealed: ids 5 -> internal 0
+    col.upsert([5], x[2:])
+    assert len(col) == 2 and sum(s["live"] for s in col.describe()["segment_list"]) == 2
+    assert col.search(x[0], k=3).ids == [6, 5] and col.get([5]).vectors[0].tolist() == x[2].tolist()

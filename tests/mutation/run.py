@@ -152,6 +152,14 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
         ("int(slots[ -1])", "NumberReplacer", "all slots are equal there: [-1] is [0]"),
+        ("tie = np.where(ids >= 0,", "", "segments are searched in slot order and each returns its ties in row "
+         "order, so the stable sort by distance alone already orders ties by internal id"),
+        ("if len(parts) == 0:", "", "one part through the merge: sorted again by (distance, id), it is the "
+         "same part (see the tie key above)"),
+        ("return self.records(internal, True", "", "external_of has records read payloads or vectors too and "
+         "drops them: the same ids"),
+        ("return self.records(internal, False, True)", "", "external_of has records read vectors too and "
+         "drops them: the same ids"),
         ("k), - 2, np.int64)", "", "padding: any negative id reads as no hit"),
         ("k), ~1, np.int64)", "", "padding: any negative id reads as no hit"),
         ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
