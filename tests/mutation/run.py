@@ -130,6 +130,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "id_tracker": [
         ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
         ("self.keys.shape[ -1]", "NumberReplacer", "the table is 1-D: shape[-1] is shape[0]"),
+        ("if 3 * need > self.keys.shape[0]:", "NumberReplacer", "rehashing past a third instead of half full: "
+         "the size chosen is the same (2 x live keys, at least 1024 slots), only the moment differs"),
         ("if 2 * need >= self.keys.shape[0]:", "Gt_GtE", "a rehash at exactly half full: the same lookups (a "
          "table sized for the live keys, tombstones dropped), only one rehash earlier"),
         ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
@@ -152,6 +154,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
         ("int(slots[ -1])", "NumberReplacer", "all slots are equal there: [-1] is [0]"),
+        ("seg, _, rows = groups[ -1]", "NumberReplacer", "a list of one group: [-1] is [0]"),
+        ("self.version += 2", "NumberReplacer", "the version only has to change: +2 is as new as +1"),
+        ("(slots != slots[0]).all()", "Eq_NotEq", "skips the one-segment fast path: the general grouping gives the "
+         "same groups"),
+        ("tie = np.where(ids < -1,", "", "padding (-1) has distance inf, so it sorts last whatever its tie key"),
         ("tie = np.where(ids >= 0,", "", "segments are searched in slot order and each returns its ties in row "
          "order, so the stable sort by distance alone already orders ties by internal id"),
         ("if len(parts) == 0:", "", "one part through the merge: sorted again by (distance, id), it is the "
