@@ -99,13 +99,21 @@ def encode(op: int, seq: int, ids: list[Any], vectors: np.ndarray | None = None,
 
 
 def decode(payload: bytes, offset: int) -> Record:
+    """A record's payload; raises ValueError/KeyError/struct.error unless it is exactly one
+    upsert or delete (a valid checksum around anything else is a writer's bug, not a record)."""
     op, seq, jlen = _BODY.unpack_from(payload)
+    if op not in (OP_UPSERT, OP_DELETE):
+        raise ValueError(f"unknown op {op}")
     pos = _BODY.size + jlen
     doc = json.loads(payload[_BODY.size:pos])
     vectors = None
     if op == OP_UPSERT:
         n, dim = _SHAPE.unpack_from(payload, pos)
-        vectors = np.frombuffer(payload, "<f4", n * dim, pos + _SHAPE.size).reshape(n, dim).astype(np.float32)
+        pos += _SHAPE.size
+        vectors = np.frombuffer(payload, "<f4", n * dim, pos).reshape(n, dim).astype(np.float32)
+        pos += vectors.nbytes
+    if pos != len(payload):
+        raise ValueError(f"{len(payload) - pos} bytes past the record's content")
     return Record(op, seq, doc["ids"], vectors, doc.get("meta"), offset)
 
 

@@ -149,3 +149,40 @@ def test_empty_and_single_row_graphs(data: tuple) -> None:
     d, i = index.search(q[:3], K, allowed=np.ones(9, bool))
     assert np.all(i[:, 0] == 7) and np.all(i[:, 1:] == -1)
     np.testing.assert_allclose(d[:, 0], ((q[:3] - x[0]) ** 2).sum(1), rtol=1e-4)
+
+
+def test_the_walk_on_in_graph_codes_through_a_filter(data: tuple) -> None:
+    """``codes="sq8"``: the walk reads 8-bit codes next to each adjacency list and re-ranks in float;
+    through a filter it returns only allowed rows, at the float walk's recall, with exact distances."""
+    x, q = data
+    index = HNSWIndex(DIM, "l2", M=8, ef_construction=40, seed=3, codes="sq8")
+    index.add(x, np.arange(N) + 100)
+    rows = np.arange(0, N, 2)
+    d, i = index.search(q, K, params={"ef_search": 64}, allowed=allowed_mask(rows))
+    ref_d, ref_i = reference(x, q, rows, "l2")
+    assert np.all(np.isin(i, rows + 100)) and recall(i, ref_i) >= 0.85
+    exact = ((q[:, None, :] - x[i - 100]) ** 2).sum(-1)  # re-ranked: the returned distances are exact
+    np.testing.assert_allclose(d, exact, rtol=1e-4, atol=1e-4)
+    few = np.arange(3, N, 250)  # 8 allowed rows: the fallback, as on floats
+    report: dict = {}
+    d, i = index.search(q, K, params={"ef_search": 16}, allowed=allowed_mask(few), report=report)
+    assert_knn_equal(d[:, :8], i[:, :8], *reference(x, q, few, "l2", k=8), atol=1e-4)
+    assert report["fallback_queries"] > 0
+
+
+def test_one_allowed_row_is_found_by_every_path(built: tuple) -> None:
+    """One allowed row: the walk, its fallback and the wide-beam exact path all return it, then padding."""
+    index, x, q, metric = built
+    rows = np.array([777])
+    ref_d, _ = reference(x, q[:4], rows, metric, k=1)
+    for ef in (16, GRAPH_MAX_EF + 1):
+        d, i = index.search(q[:4], K, params={"ef_search": ef}, allowed=allowed_mask(rows))
+        assert np.all(i[:, 0] == 877) and np.all(i[:, 1:] == -1) and np.all(np.isinf(d[:, 1:]))
+        np.testing.assert_allclose(d[:, :1], ref_d, rtol=1e-4, atol=1e-4)
+
+
+def test_no_allowed_row_pads_every_query(built: tuple) -> None:
+    index, _, q, _ = built
+    for ef in (16, GRAPH_MAX_EF + 1):
+        d, i = index.search(q[:3], K, params={"ef_search": ef}, allowed=allowed_mask(np.array([], np.int64)))
+        assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))

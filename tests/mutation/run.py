@@ -7,14 +7,19 @@ fail (or time out), *survives* when they pass. The score is killed / (killed + s
 The tree is copied to ``.mutation/shoal`` first and mutated there, with ``PYTHONPATH`` putting
 the copy ahead of the editable install, so an interrupted run can never leave a mutant in the
 working tree and tests can go on in it meanwhile. Run it niced (the Makefile does: nice -n 19).
+cosmic-ray creates the mutants and keeps the sessions; this script runs them: each mutant's
+tests run in a fork of one process that has already imported pytest, hypothesis, numpy and
+Numba (``run_forked``), which is most of a fast target's time per mutant.
 
     python tests/mutation/run.py                 # every target
     python tests/mutation/run.py planner status  # targets whose name contains a word
     python tests/mutation/run.py --list
+    python tests/mutation/run.py wal --budget 600 --survivors
 
-A target's session is resumed where it stopped unless ``--fresh`` (after a change to its module
-or its tests, start it fresh). Results: ``.mutation/<target>.sqlite`` (cosmic-ray sessions;
-``cr-report`` reads them) and
+A target's session is resumed where it stopped unless ``--fresh`` (after a change to its module,
+start it fresh); ``--survivors`` runs its survivors again (after adding tests); ``--budget``
+bounds the seconds spent per target (the rest waits for the next run). Results:
+``.mutation/<target>.sqlite`` (cosmic-ray sessions; ``cr-report`` reads them) and
 ``.mutation/report.md`` (score per target, every survivor with its diff).
 """
 from __future__ import annotations
@@ -74,26 +79,123 @@ class Target:
     functions: tuple[str, ...] = field(default=())
 
 
-_PLANNER_TESTS = ("tests/engine/test_planner.py -k 'not PQ' "
-                  "tests/engine/test_shard.py::test_planner_path_at_every_selectivity "
-                  "tests/engine/test_shard.py::test_planner_cost_model_picks_the_index_at_scale")
-_SHARD_TESTS = ("tests/engine/test_collection.py tests/engine/test_planner.py -k 'not PQ' "
-                "tests/engine/test_shard.py::test_optimize_keeps_results")
+#: Each target's fastest tests come first: with ``-x`` a mutant is killed by the first that fails.
+_PLANNER_TESTS = "tests/engine/test_plan_segment.py tests/engine/test_planner.py -k 'not PQ'"
+#: The multi-segment model tests first (seconds), then the planner's per-family index paths.
+_SHARD_TESTS = "tests/engine/test_segments.py tests/engine/test_planner.py -k 'not PQ'"
 TARGETS = (
-    Target("filters", "engine/filters.py", "tests/engine/test_filters.py"),
+    Target("filters", "engine/filters.py",
+           "tests/engine/test_filters.py tests/engine/test_records.py -k 'test_filters or nested'"),
     Target("planner", "engine/planner.py", _PLANNER_TESTS),
-    Target("id_tracker", "engine/id_tracker.py", "tests/engine/test_collection.py"),
+    Target("id_tracker", "engine/id_tracker.py", "tests/engine/test_id_tracker.py tests/engine/test_segments.py"),
     Target("status", "rpc/status.py", "tests/rpc/test_status.py"),
     Target("hnsw_filtered", "index/hnsw.py", "tests/index/test_hnsw_filtered.py",
-           ("HNSWIndex._search", "HNSWIndex._exact", "HNSWIndex.search_cost")),
+           ("HNSWIndex._search", "HNSWIndex._search_locked", "HNSWIndex._fall_back", "HNSWIndex._exact",
+            "HNSWIndex.search_cost")),
     Target("manifest", "storage/manifest.py", "tests/storage/test_manifest.py"),
-    Target("wal", "storage/wal.py", "tests/storage/test_wal.py"),
+    Target("wal", "storage/wal.py",
+           "tests/storage/test_wal.py tests/storage/test_io_errors.py -k 'test_wal or append or rollback or group_commit'"),
     Target("segment_files", "storage/segment_files.py", "tests/storage/test_manifest.py"),
     Target("segment", "engine/segment.py", _SHARD_TESTS),
     Target("shard", "engine/shard.py", _SHARD_TESTS,
            ("Shard.search", "Shard._select", "Shard._apply_upsert", "Shard.delete", "Shard._apply_delete",
             "Shard._delete_internal", "Shard._locate", "Shard.external_of", "Shard.records", "Shard.count")),
 )
+
+
+#: Survivors that are equivalent mutants (they change nothing any caller can observe), per target:
+#: ``(text of the mutated line, end of the operator's name, why)``; matched on the line's text, not
+#: its number, so the list survives edits elsewhere. The report counts them apart from the others.
+_NEVER_USED = "a default no caller uses: the one caller ({}) always passes it"
+EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
+    "wal": [
+        ("sync_interval_ms: float =", "NumberReplacer", _NEVER_USED.format("engine/stores.py")),
+        ("offset: int =", "NumberReplacer", _NEVER_USED.format("decode")),
+        ("pos = _resync(data, pos", "", "resync from a byte earlier or later (pos-1, pos, pos+2): those bytes end "
+         "the last good record's CRC or lie inside the damaged record, so no valid record starts there (two CRCs "
+         "would have to match by chance)"),
+        ("while pos <= len(data):", "Lt_LtE", "at the end of the data the next step finds a torn (empty) tail and "
+         "stops the same way"),
+        ("pos if pos < len(data) else len(data)", "LtE_Lt", "pos never passes the end: there both branches give "
+         "len(data)"),
+        ("_CRC.size)[ -1]", "NumberReplacer", "[-1] of a one-field struct is [0]"),
+    ],
+    "hnsw_filtered": [
+        ("serial = q.shape[", "", "which kernel walks the batch (serial or the thread pool): the same walk per "
+         "query, so the same results"),
+        ("with threads_for_batch(q.shape[", "", "the exact fallback's thread limit: same results, other threads"),
+        ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
+         "codes (the float walk is given 0, 1 or -1 and ignores it)"),
+    ],
+    "id_tracker": [
+        ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
+        ("self.keys.shape[ -1]", "NumberReplacer", "the table is 1-D: shape[-1] is shape[0]"),
+        ("if 3 * need > self.keys.shape[0]:", "NumberReplacer", "rehashing past a third instead of half full: "
+         "the size chosen is the same (2 x live keys, at least 1024 slots), only the moment differs"),
+        ("if 2 * need >= self.keys.shape[0]:", "Gt_GtE", "a rehash at exactly half full: the same lookups (a "
+         "table sized for the live keys, tombstones dropped), only one rehash earlier"),
+        ("max(at_least, 3)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
+        ("max(at_least, 1)", "NumberReplacer", "at_least is never below _INITIAL_SLOTS (1024)"),
+        ("query.shape[ -1]", "NumberReplacer", "query is 1-D: shape[-1] is shape[0]"),
+        ("self.lookup([ext])[ -1]", "NumberReplacer", "the lookup of one id: [-1] is [0]"),
+        ("out = np.full(len(ids), ", "", "every position is overwritten (int ids by the table's "
+         "lookup, the others by dict.get(..., -1)): the fill value is never read"),
+    ],
+    "status": [
+        ("@functools.wraps(method)", "RemoveDecorator",
+         "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
+         "(gRPC binds the class attribute; the error messages use the wrapped method's own name)"),
+    ],
+    "segment": [
+        ("with threads_for_batch(q.shape[", "", "the exact scan's thread limit: same results, other threads"),
+        ("if self.sealed and key is None:", "IsNot_Is", "turns the mask cache off (filters always come with "
+         "their key): every search computes its mask again, with the same result"),
+    ],
+    "shard": [
+        ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
+        ("int(slots[ -1])", "NumberReplacer", "all slots are equal there: [-1] is [0]"),
+        ("seg, _, rows = groups[ -1]", "NumberReplacer", "a list of one group: [-1] is [0]"),
+        ("self.version += 2", "NumberReplacer", "the version only has to change: +2 is as new as +1"),
+        ("(slots != slots[0]).all()", "Eq_NotEq", "skips the one-segment fast path: the general grouping gives the "
+         "same groups"),
+        ("tie = np.where(ids < -1,", "", "padding (-1) has distance inf, so it sorts last whatever its tie key"),
+        ("tie = np.where(ids >= 0,", "", "segments are searched in slot order and each returns its ties in row "
+         "order, so the stable sort by distance alone already orders ties by internal id"),
+        ("if len(parts) == 0:", "", "one part through the merge: sorted again by (distance, id), it is the "
+         "same part (see the tie key above)"),
+        ("return self.records(internal, True", "", "external_of has records read payloads or vectors too and "
+         "drops them: the same ids"),
+        ("return self.records(internal, False, True)", "", "external_of has records read vectors too and "
+         "drops them: the same ids"),
+        ("k), - 2, np.int64)", "", "padding: any negative id reads as no hit"),
+        ("k), ~1, np.int64)", "", "padding: any negative id reads as no hit"),
+        ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
+        ("parts[0][ -1], plans", "NumberReplacer", "a part is (distances, ids): [-1] is [1]"),
+        ("parts[ -1][1], plans", "NumberReplacer", "a list of one part: [-1] is [0]"),
+    ],
+    "segment_files": [
+        ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("_CHUNK = 1 << 23", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("_CHUNK = 1 << 21", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
+        ("load_index(paths[INDEX], mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families copy "
+         "an array before changing it: removing rows works and never reaches the file "
+         "(test_a_read_index_is_the_segments_own_copy)"),
+        ('_load_npy(paths[entry["tomb"]], True)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked into "
+         "a new array at once: mapped or read, the result is the same"),
+    ],
+}
+
+
+def equivalent_reason(target: str, operator: str, diff: str | None) -> str | None:
+    changed = [line for line in (diff or "").splitlines()
+               if line[:1] in ("+", "-") and line[1:].strip() and line[:3] not in ("+++", "---")]
+    # the mutated line, or for a removal (a decorator dropped) the line removed
+    mutated = next((line[1:].strip() for line in changed if line.startswith("+")),
+                   next((line[1:].strip() for line in changed), ""))
+    for text, op, why in EQUIVALENT.get(target, ()):
+        if text in mutated and operator.endswith(op):
+            return why
+    return None
 
 
 def copy_tree() -> None:
@@ -121,6 +223,7 @@ def env() -> dict[str, str]:
     out["NUMBA_CACHE_DIR"] = str(WORK / "numba_cache")  # kernels are not mutated: compiled once
     out["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     out["PYTEST_PLUGINS"] = ",".join(PLUGINS)
+    out["PYTHONDONTWRITEBYTECODE"] = "1"
     return out
 
 
@@ -153,20 +256,45 @@ def docstring_lines(path: Path) -> set[int]:
     return lines
 
 
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the type annotations are, in a module that never evaluates them
+    (``from __future__ import annotations``): a mutant there (``int | None`` -> ``int & None``)
+    changes nothing. Empty for other modules."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and any(a.name == "annotations" for a in n.names)
+               for n in tree.body)
+    if not lazy:
+        return []
+    spans = []
+    for node in ast.walk(tree):
+        notes = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            notes.append(node.returns)
+        elif isinstance(node, ast.arg):
+            notes.append(node.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            notes.append(node.annotation)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0)) for a in notes if a]
+    return spans
+
+
 def skip_out_of_scope(session: Path, target: Target) -> int:
-    """Mark mutants outside the target's functions, in docstrings, or of excluded operators as skipped."""
+    """Mark mutants outside the target's functions, in docstrings or annotations, or of excluded
+    operators as skipped."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     path = COPY / target.module
     ranges = line_ranges(path, target.functions) if target.functions else None
     docs = docstring_lines(path)
+    notes = annotation_spans(path)
     skip = []
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in db.pending_work_items:
             for m in item.mutations:
                 line = m.start_pos[0]
                 if (not kept_operator(m.operator_name) or line in docs
+                        or any(lo <= tuple(m.start_pos) < hi for lo, hi in notes)
                         or (ranges is not None and not any(lo <= line <= hi for lo, hi in ranges))):
                     skip.append(item.job_id)
                     break
@@ -175,33 +303,166 @@ def skip_out_of_scope(session: Path, target: Target) -> int:
     return len(skip)
 
 
-def run_target(target: Target, fresh: bool) -> None:
+#: What every mutant's test run imports and nothing mutated defines: imported once here, in the
+#: parent, then each mutant runs in a fork of it (``run_forked``), so a mutant pays for its tests
+#: and for importing shoal, not for starting Python, pytest, hypothesis, numpy and Numba (about 2 s of
+#: a storage target's ~3 s per mutant). grpc is left out: its threads do not survive a fork.
+PRELOAD = ("numpy", "numba", "numba.np.ufunc.parallel", "google_crc32c", "pytest", "hypothesis",
+           "hypothesis.extra.numpy", "hypothesis.stateful", "asyncio", *PLUGINS)
+
+
+def preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    leaked = sorted(m for m in sys.modules if m == "shoal" or m.startswith(("shoal.", "tests.")))
+    if leaked:  # a mutant's fork must import these fresh, from the mutated copy
+        raise SystemExit(f"preloading imported {leaked[:5]}: a mutant would run against the unmutated code")
+
+
+#: Exit code of a fork whose tests did not run against the mutated copy (no verdict on the mutant).
+WRONG_COPY = 86
+
+
+def run_forked(args: list[str], timeout: float, log_path: Path) -> tuple[int | None, str]:
+    """``pytest.main(args)`` in a fork of this process: ``(exit code, output)``; code None on timeout.
+
+    The child leads its own process group, so a timeout also kills what its tests started.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 3
+        try:
+            os.setpgid(0, 0)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(COPY)
+            sys.path[:0] = [str(COPY), str(WORK)]  # as ``python -m pytest`` in COPY with PYTHONPATH=WORK
+            import pytest
+
+            code = int(pytest.main(args))
+            imported = getattr(sys.modules.get("shoal"), "__file__", None) or str(COPY)
+            if not imported.startswith(str(COPY)):
+                print(f"the tests imported shoal from {imported}, not from the mutated copy {COPY}")
+                code = WRONG_COPY
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return into the loop
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    status = None
+    while status is None:
+        done, raw = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = raw
+        elif time.monotonic() > deadline:
+            try:
+                os.killpg(pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return None, "timeout"
+        else:
+            time.sleep(0.02)
+    output = log_path.read_text(encoding="utf-8", errors="replace")[-20_000:]
+    return (os.waitstatus_to_exitcode(status), output)
+
+
+def exec_session(session: Path, args: list[str], timeout: float, budget: float) -> None:
+    """Run the session's pending mutants one by one (cosmic-ray applies and reverts each on disk)."""
+    import cosmic_ray.plugins
+    from cosmic_ray.mutating import _make_diff, use_mutation
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+
+    stop = time.monotonic() + budget
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = db.pending_work_items
+        for done, item in enumerate(pending):
+            if time.monotonic() > stop:
+                print(f"  time budget spent: {len(pending) - done} mutants left (run again to resume)", flush=True)
+                return
+            (m,) = item.mutations
+            operator = cosmic_ray.plugins.get_operator(m.operator_name)(**(m.operator_args or {}))
+            path = COPY / m.module_path
+            try:
+                with use_mutation(path, operator, m.occurrence) as (original, mutated):
+                    if mutated is None:
+                        db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.NO_TEST))
+                        continue
+                    code, output = run_forked(args, timeout, WORK / "mutant.log")
+            except Exception:  # noqa: BLE001 - cosmic-ray could not build this mutant (an operator's bug)
+                import traceback
+
+                db.set_result(item.job_id, WorkResult(output=traceback.format_exc(), test_outcome=TestOutcome.INCOMPETENT,
+                                                      worker_outcome=WorkerOutcome.EXCEPTION))
+                continue
+            # 0: the tests pass. Killed: a test failed, they timed out (None), the mutant broke an import
+            # (pytest's 2-4) or crashed the process (a signal). No verdict: no test ran (5) or the wrong copy.
+            if code == 0:
+                outcome = TestOutcome.SURVIVED
+            else:
+                outcome = TestOutcome.INCOMPETENT if code in (5, WRONG_COPY) else TestOutcome.KILLED
+            db.set_result(item.job_id, WorkResult(output=output, diff="\n".join(_make_diff(original, mutated, path)),
+                                                  test_outcome=outcome, worker_outcome=WorkerOutcome.NORMAL))
+            if outcome == TestOutcome.SURVIVED:
+                print(f"  survived: line {m.start_pos[0]} {m.operator_name} #{m.occurrence}", flush=True)
+
+
+def reopen_survivors(session: Path, target: Target) -> int:
+    """Make a session's surviving mutants that are not known equivalents (and those without a
+    verdict) pending again, to re-run them against new tests."""
+    from cosmic_ray.work_db import MutationSpecStorage, WorkDB, WorkResultStorage, use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db, db._session_maker.begin() as rows:
+        found = rows.query(WorkResultStorage, MutationSpecStorage.operator_name).join(
+            MutationSpecStorage, MutationSpecStorage.job_id == WorkResultStorage.job_id).filter(
+            WorkResultStorage.test_outcome.in_([TestOutcome.SURVIVED, TestOutcome.INCOMPETENT])).all()
+        again = [r for r, op in found if r.test_outcome == TestOutcome.INCOMPETENT
+                 or not equivalent_reason(target.name, op, r.diff)]
+        for r in again:
+            rows.delete(r)
+        return len(again)
+
+
+def run_target(target: Target, fresh: bool, budget: float, survivors: bool = False) -> None:
     config = WORK / f"{target.name}.toml"
     session = WORK / f"{target.name}.sqlite"
     tests = target.tests
-    command = [sys.executable, *shlex.split(PYTEST), *shlex.split(tests)]
+    args = [*shlex.split(PYTEST)[2:], *shlex.split(tests)]  # pytest's arguments (without "-m pytest")
     # A first run compiles the Numba kernels into this copy's cache (minutes when niced on a busy
     # machine), with no per-test timeout; the second, timed one sets the mutants' timeout.
-    subprocess.run([*command, "--timeout=0"], cwd=COPY, env=env(), capture_output=True)
+    run_forked([*args, "--timeout=0"], 3600, WORK / "baseline.log")
     start = time.monotonic()
-    base = subprocess.run(command, cwd=COPY, env=env(), capture_output=True, text=True)
+    code, output = run_forked(args, 3600, WORK / "baseline.log")
     baseline = time.monotonic() - start
-    if base.returncode != 0:
-        raise SystemExit(f"{target.name}: the unmutated tests fail:\n{base.stdout[-3000:]}{base.stderr[-2000:]}")
+    if code != 0:
+        raise SystemExit(f"{target.name}: the unmutated tests fail:\n{output[-4000:]}")
     timeout = max(30.0, 4 * baseline + 15)
     config.write_text(f'[cosmic-ray]\nmodule-path = "{target.module}"\ntimeout = {timeout:.0f}\n'
                       f'excluded-modules = []\ntest-command = {json.dumps(f"{sys.executable} {PYTEST} {tests}")}\n\n'
                       '[cosmic-ray.distributor]\nname = "local"\n', encoding="utf-8")
-    cr = [sys.executable, "-m", "cosmic_ray.cli"]
     if fresh or not session.exists():
         session.unlink(missing_ok=True)
-        subprocess.run([*cr, "init", str(config), str(session)], cwd=COPY, env=env(), check=True)
+        subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)],
+                       cwd=COPY, env=env(), check=True)
         skipped = skip_out_of_scope(session, target)
         print(f"[{target.name}] baseline {baseline:.1f}s, timeout {timeout:.0f}s, {skipped} mutants out of scope",
               flush=True)
     else:  # resume: the mutants not yet run (the module must be unchanged since the session began)
-        print(f"[{target.name}] resuming {session.name}", flush=True)
-    subprocess.run([*cr, "exec", str(config), str(session)], cwd=COPY, env=env(), check=True)
+        again = f", {reopen_survivors(session, target)} survivors again" if survivors else ""
+        print(f"[{target.name}] resuming {session.name} (baseline {baseline:.1f}s{again})", flush=True)
+    exec_session(session, args, timeout, budget)
 
 
 def summarize(target: Target, session: Path) -> dict:
@@ -217,27 +478,38 @@ def summarize(target: Target, session: Path) -> dict:
                 errors += 1  # the mutant could not be applied or run (incompetent): not counted
             elif result.test_outcome == TestOutcome.SURVIVED:
                 m = item.mutations[0]
-                survivors.append((m.start_pos[0], m.operator_name, m.occurrence, result.diff))
+                why = equivalent_reason(target.name, m.operator_name, result.diff)
+                survivors.append((m.start_pos[0], m.operator_name, m.occurrence, result.diff, why))
             else:
                 killed += 1
+        pending = len(db.pending_work_items)
     total = killed + len(survivors)
+    equivalent = sum(1 for s in survivors if s[4])
     return {"name": target.name, "module": target.module, "killed": killed, "survived": len(survivors),
-            "incompetent": errors, "score": killed / total if total else 1.0, "survivors": sorted(survivors)}
+            "equivalent": equivalent, "incompetent": errors, "pending": pending,
+            "score": killed / total if total else 1.0,
+            "score_non_equivalent": killed / (total - equivalent) if total - equivalent else 1.0,
+            "survivors": sorted(survivors, key=lambda s: s[:3])}
 
 
 def write_report(results: list[dict]) -> Path:
     killed = sum(r["killed"] for r in results)
     total = killed + sum(r["survived"] for r in results)
+    equivalent = sum(r["equivalent"] for r in results)
     lines = ["# Mutation testing (cosmic-ray)", "",
-             f"Overall: {killed}/{total} killed = {killed / max(total, 1):.1%}", "",
-             "| target | module | killed | survived | incompetent | score |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['module']} | {r['killed']} | {r['survived']} | {r['incompetent']} | "
-              f"{r['score']:.1%} |" for r in results]
+             f"Overall: {killed}/{total} killed = {killed / max(total, 1):.1%}; of the mutants that are not "
+             f"equivalent ({equivalent} explained below): {killed / max(total - equivalent, 1):.1%}", "",
+             "| target | module | killed | survived (equivalent) | incompetent | not run yet | score | "
+             "score w/o equivalent |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['module']} | {r['killed']} | {r['survived']} ({r['equivalent']}) | "
+              f"{r['incompetent']} | {r['pending']} | {r['score']:.1%} | {r['score_non_equivalent']:.1%} |"
+              for r in results]
     for r in results:
         if r["survivors"]:
             lines += ["", f"## Survivors in {r['module']}", ""]
-            for line, op, occ, diff in r["survivors"]:
-                lines += [f"- line {line}, {op} #{occ}", "", "```diff", (diff or "").strip(), "```"]
+            for line, op, occ, diff, why in r["survivors"]:
+                lines += [f"- line {line}, {op} #{occ}" + (f" — equivalent: {why}" if why else ""), "",
+                          "```diff", (diff or "").strip(), "```"]
     path = WORK / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -249,8 +521,14 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument("--fresh", action="store_true", help="start every chosen session again (else: resume)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report from the sessions in .mutation/")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run the survivors again too (after adding tests; the module must be unchanged)")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="seconds to spend on each target's mutants (the rest resume next run)")
     args = parser.parse_args()
-    chosen = list(TARGETS) if not args.only else [t for w in args.only for t in TARGETS if w in t.name]
+    names = {t.name for t in TARGETS}  # a target's exact name picks it alone ("segment", not "segment_files")
+    chosen = list(TARGETS) if not args.only else [t for w in args.only for t in TARGETS
+                                                  if (t.name == w if w in names else w in t.name)]
     chosen = list({t.name: t for t in chosen}.values())  # in the order asked, each once
     if args.list:
         for t in TARGETS:
@@ -259,11 +537,15 @@ def main() -> None:
     WORK.mkdir(exist_ok=True)
     if not args.report:
         copy_tree()
+        os.environ.update(env())  # the forks (and what their tests start) see the copy first
+        sys.dont_write_bytecode = True  # a mutant and its revert can share a timestamp: no stale .pyc
+        preload()
         for t in chosen:
-            run_target(t, args.fresh)
+            run_target(t, args.fresh, args.budget, args.survivors)
     results = [summarize(t, WORK / f"{t.name}.sqlite") for t in TARGETS if (WORK / f"{t.name}.sqlite").exists()]
     for r in results:
-        print(f"{r['name']:14} killed {r['killed']:4}  survived {r['survived']:3}  score {r['score']:.1%}")
+        print(f"{r['name']:14} killed {r['killed']:4}  survived {r['survived']:3} ({r['equivalent']} equivalent)  "
+              f"not run {r['pending']:4}  score {r['score']:.1%} ({r['score_non_equivalent']:.1%} w/o equivalent)")
     print(f"report: {write_report(results)}")
 
 

@@ -92,7 +92,7 @@ def test_segment_round_trip_with_tombstones_and_index(tmp_path: Path) -> None:
     got = read_segment(tmp_path, entry, 4, None)
     np.testing.assert_array_equal(got.vectors, data.vectors)
     np.testing.assert_array_equal(got.norms, data.norms)
-    assert isinstance(got.vectors, np.memmap)
+    assert isinstance(got.vectors, np.memmap) and isinstance(got.norms, np.memmap)
     assert got.live.tolist() == data.live.tolist()
     assert got.row_meta == data.row_meta and set(got.row_arrays) == set(data.row_arrays)
     for name, arr in data.row_arrays.items():  # the engine's row arrays, memory-mapped back unchanged
@@ -138,7 +138,12 @@ def test_damaged_segment_files_are_named(tmp_path: Path, name: str) -> None:
         got = read_segment(tmp_path, entry, 4, None, verify=False)
         assert not np.array_equal(got.row_arrays["p.0.kind"], np.full(6, 5, np.int8))
     path.write_bytes(bytes(data[:-5]))
-    with pytest.raises(CorruptionError, match=f"size {len(data) - 5} bytes, manifest says {len(data)}"):
+    with pytest.raises(CorruptionError, match=rf"size {len(data) - 5} bytes, manifest says {len(data)} "
+                       rf"\(truncated or extended at offset {len(data) - 5}\)"):
+        read_segment(tmp_path, entry, 4, None, verify=False)
+    path.write_bytes(bytes(data) + b"\0" * 3)  # extended: the damage starts where the file should end
+    with pytest.raises(CorruptionError, match=rf"size {len(data) + 3} bytes, manifest says {len(data)} "
+                       rf"\(truncated or extended at offset {len(data)}\)"):
         read_segment(tmp_path, entry, 4, None, verify=False)
 
 
@@ -176,3 +181,111 @@ def test_npy_that_is_not_an_array_is_corruption(tmp_path: Path) -> None:
     path.write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(CorruptionError, match="not a readable .npy array"):
         segment_files._load_npy(path, True)
+
+
+def _rewrite(tmp_path: Path, entry: dict, name: str, array: np.ndarray) -> None:
+    """Replace a segment file with another array, recorded in the entry (size and CRC agree)."""
+    path = tmp_path / entry["dir"] / name
+    np.save(path, array)
+    entry["files"][name] = [path.stat().st_size, segment_files.file_crc(path)]
+
+
+def test_vectors_and_norms_must_each_match_the_manifest(tmp_path: Path) -> None:
+    data = _data()
+    for name, array in (("norms.npy", data.norms[:5]), ("vectors.npy", data.vectors.astype(np.float64)),
+                        ("vectors.npy", data.vectors[:5])):
+        entry = write_segment(tmp_path / f"seg-{name}-{array.dtype}-{len(array)}", data, generation=1)
+        _rewrite(tmp_path, entry, name, array)
+        with pytest.raises(FormatVersionError, match=r"do not match the manifest \(6, 4\) float32"):
+            read_segment(tmp_path, entry, 4, None)
+
+
+def test_postings_round_trip_and_are_checked(tmp_path: Path) -> None:
+    from shoal.index.inverted import PostingsBuilder
+
+    builder = PostingsBuilder(np.int64)
+    for row in range(6):
+        builder.add([row % 3, 7] if row != 2 else None, [1.0, 0.5] if row != 2 else None, doclen=2.0)
+    data = _data()
+    data.postings = {"body": builder.freeze()}
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    assert "postings.bin" in entry["files"]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert list(got.postings) == ["body"]
+    for key, arr in data.postings["body"].to_arrays().items():
+        np.testing.assert_array_equal(got.postings["body"].to_arrays()[key], arr)
+    assert read_segment(tmp_path, write_segment(tmp_path / "seg-2", _data(), 1), 4, None).postings is None
+    path = tmp_path / "seg-1" / "postings.bin"
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x20
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptionError, match="postings.bin: checksum mismatch"):
+        read_segment(tmp_path, entry, 4, None)
+
+
+def test_segments_written_before_the_rows_file_are_read(tmp_path: Path) -> None:
+    data = _data()
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    seg = tmp_path / "seg-1"
+    (seg / "rows.bin").unlink()
+    del entry["files"]["rows.bin"]
+    legacy = {"ids": [0, "b", 2, 3, 4, 5], "meta": [{"k": i} for i in range(6)]}
+    (seg / "rows.json").write_text(json.dumps(legacy))
+    entry["files"]["rows.json"] = [(seg / "rows.json").stat().st_size, segment_files.file_crc(seg / "rows.json")]
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.legacy_rows == legacy and got.row_arrays == {} and got.row_meta == {}
+    assert got.live.tolist() == data.live.tolist()
+    np.testing.assert_array_equal(got.vectors, data.vectors)
+
+
+def test_file_crc_covers_files_larger_than_a_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big"
+    payload = bytes(range(256)) * 40
+    path.write_bytes(payload)
+    monkeypatch.setattr(segment_files, "_CHUNK", 1000)  # 11 reads
+    assert segment_files.file_crc(path) == crc32c(payload)
+    path.write_bytes(payload[:-1] + b"\x00")
+    assert segment_files.file_crc(path) != crc32c(payload)
+
+
+def test_open_vectors_maps_the_stored_arrays(tmp_path: Path) -> None:
+    data = _data()
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    vectors, norms = segment_files.open_vectors(tmp_path, entry)
+    assert isinstance(vectors, np.memmap) and isinstance(norms, np.memmap)
+    np.testing.assert_array_equal(vectors, data.vectors)
+    np.testing.assert_array_equal(norms, data.norms)
+
+
+def test_npy_files_never_unpickle(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(CorruptionError, match="not a readable .npy array"):
+        segment_files._load_npy(path, False)
+
+
+def test_the_rows_file_is_version_1_of_its_kind(tmp_path: Path) -> None:
+    """Files outlive the code: what this version writes is the ``ROWS`` format, version 1."""
+    from shoal.storage.arrayfile import read_arrays
+
+    write_segment(tmp_path / "seg-1", _data(), generation=1)
+    _, meta, arrays = read_arrays(tmp_path / "seg-1" / "rows.bin", "ROWS", 1, mmap=False, verify=True)
+    assert meta == {"ids": {"others": [[1, "s"]]}} and set(arrays) == {"id.value", "p.0.kind"}
+
+
+@pytest.mark.parametrize("spec", ["Flat", "HNSW8"])
+def test_a_read_index_is_the_segments_own_copy(tmp_path: Path, spec: str) -> None:
+    """The engine removes deleted rows from a segment's index after reading it: that must neither
+    fail nor reach the file."""
+    from shoal.index.factory import make_index
+
+    data = _data(n=64)
+    data.index = make_index(spec, 4, "l2")
+    data.index.add(data.vectors, np.arange(64))
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    before = (tmp_path / "seg-1" / "index.bin").read_bytes()
+    got = read_segment(tmp_path, entry, 4, None)
+    assert got.index.remove(np.array([0, 3])) == 2
+    assert got.index.contains(np.array([0, 1, 3])).tolist() == [False, True, False]
+    got.index.add(data.vectors[:1] + 1, np.array([0]))
+    assert (tmp_path / "seg-1" / "index.bin").read_bytes() == before

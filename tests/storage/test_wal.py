@@ -1,6 +1,8 @@
 """Write-ahead log framing: round trip, torn tails, corruption detection and repair."""
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
@@ -8,7 +10,9 @@ import numpy as np
 import pytest
 
 from shoal.engine.errors import CorruptionError, FormatVersionError, InvalidArgumentError
+from shoal.storage import wal as wal_module
 from shoal.storage.wal import OP_DELETE, OP_UPSERT, WriteAheadLog, read_log, write_header
+from tests.conftest import wait_for
 
 
 def _log(path: Path, n: int, rng: np.random.Generator) -> list[tuple[list, np.ndarray]]:
@@ -104,6 +108,9 @@ def _frame(payload: bytes) -> bytes:
     struct.pack("<BQI", OP_DELETE, 1, 2) + b"{}",  # JSON without ids
     struct.pack("<BQI", OP_UPSERT, 1, 11) + b'{"ids":[1]}',  # an upsert without its shape
     b"\x01\x02",  # shorter than the record's fixed fields
+    struct.pack("<BQI", 3, 1, 11) + b'{"ids":[1]}',  # an op that does not exist
+    struct.pack("<BQI", OP_DELETE, 1, 11) + b'{"ids":[1]}' + b"\x00",  # a byte past the content
+    struct.pack("<BQI", OP_UPSERT, 1, 11) + b'{"ids":[1]}' + struct.pack("<II", 1, 2) + b"\x00" * 9,
 ])
 def test_undecodable_record_with_a_valid_checksum(tmp_path: Path, payload: bytes) -> None:
     path = tmp_path / "wal.log"
@@ -133,16 +140,25 @@ def test_record_layout_is_as_documented(tmp_path: Path) -> None:
     assert header.read_bytes() == b"SHOALWAL" + struct.pack("<IQ", 1, 5)
 
 
-def test_batch_mode_fsyncs_every_sync_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from shoal.storage import wal as wal_module
-
-    path = tmp_path / "wal.log"
-    write_header(path, 1)
+def _count_fdatasync(monkeypatch: pytest.MonkeyPatch, fail_first: bool = False) -> list[int]:
+    """Record each fdatasync the log makes (the first fails with a full disk when ``fail_first``)."""
     syncs: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(wal_module.os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        if fail_first and len(syncs) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(wal_module.os, "fdatasync", counted)
+    return syncs
+
+
+def test_batch_mode_fsyncs_every_sync_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    syncs = _count_fdatasync(monkeypatch)
     log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=60_000, sync_records=3)  # the timer never fires
     try:
         for i in range(7):
@@ -194,3 +210,104 @@ def test_replaced_notices_a_new_file_under_the_name(tmp_path: Path) -> None:
         assert log.replaced() is True
     finally:
         log.close()
+
+
+def test_a_damaged_last_record_is_a_torn_tail_but_garbage_is_not(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A complete final record that fails its checksum is what a crash mid-write leaves: dropped.
+    Bytes after the last record that are not the start of a record are damage: reported."""
+    path = tmp_path / "wal.log"
+    _log(path, 3, rng)
+    data = path.read_bytes()
+    _, records, _, _ = read_log(path)
+    last = records[-1].offset
+    bad = bytearray(data)
+    bad[-6] ^= 0x10  # inside the last record's payload
+    path.write_bytes(bytes(bad))
+    _, got, end, damaged = read_log(path)
+    assert [r.seq for r in got] == [r.seq for r in records[:-1]] and end == last and not damaged
+    for tail in (b"\x12" * 8, b"\x12" * 9, b"\x00" * 12):  # 8 bytes exactly: a length whose check fails
+        path.write_bytes(data + tail)
+        with pytest.raises(CorruptionError, match=rf"record at offset {len(data)} fails its checksum"):
+            read_log(path)
+        _, got, end, damaged = read_log(path, repair=True)
+        assert [r.seq for r in got] == [r.seq for r in records] and damaged == [len(data)] and end == len(data) + len(tail)
+    for cut in (1, 7):  # fewer bytes than a length and its check: a torn start of a record
+        path.write_bytes(data + b"\xff" * cut)
+        _, got, end, damaged = read_log(path)
+        assert len(got) == len(records) and end == len(data) and not damaged
+
+
+def test_repair_resumes_at_the_next_valid_record(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "wal.log"
+    _log(path, 4, rng)
+    _, records, _, _ = read_log(path)
+    data = bytearray(path.read_bytes())
+    for r in (records[1], records[2]):  # two damaged records in a row
+        data[r.offset + 30] ^= 0x01
+    path.write_bytes(bytes(data))
+    _, kept, end, damaged = read_log(path, repair=True)
+    assert [r.seq for r in kept] == [1, 4, 5] and damaged == [records[1].offset] and end == len(data)
+    assert [r.offset for r in kept] == [records[0].offset, records[3].offset, records[4].offset]
+
+
+def test_batch_mode_syncs_on_its_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    syncs = _count_fdatasync(monkeypatch)
+    log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
+    try:
+        assert log._interval == 0.02 and log._thread is not None and log._thread.daemon  # never holds up exit
+        log.append(OP_DELETE, [1])
+        wait_for(lambda: log._pending == 0, timeout=10, what="the group commit timer")
+        assert len(syncs) == 1  # one fsync for the pending record; idle intervals sync nothing
+        log.append(OP_DELETE, [2])
+        wait_for(lambda: len(syncs) == 2, timeout=10, what="a second group commit")
+    finally:
+        log.close()
+    assert log._thread is not None and not log._thread.is_alive()
+    for sync in ("always", "never"):  # no timer thread outside batch mode
+        other = tmp_path / f"{sync}.log"
+        write_header(other, 1)
+        log = WriteAheadLog(other, 20, 1, sync=sync)
+        assert log._thread is None
+        log.close()
+        log.close()  # closing twice is harmless
+
+
+def test_op_codes_are_fixed_in_the_format(tmp_path: Path) -> None:
+    """Logs outlive the code that wrote them: an upsert is op 1 and a delete op 2 on disk."""
+    from shoal.storage.wal import encode
+
+    assert (OP_UPSERT, OP_DELETE) == (1, 2)
+    payload = b"\x02" + struct.pack("<QI", 3, 11) + b'{"ids":[5]}'
+    assert encode(OP_DELETE, 3, [5]) == _frame(payload)
+    assert encode(OP_UPSERT, 3, [5], np.zeros((1, 1), np.float32))[8] == 1
+    path = tmp_path / "wal.log"  # a record written by hand, byte by byte, replays as a delete
+    write_header(path, 3)
+    with open(path, "ab") as f:
+        f.write(_frame(payload))
+    (rec,) = read_log(path)[1]
+    assert (rec.op, rec.seq, rec.ids, rec.vectors) == (OP_DELETE, 3, [5], None)
+
+
+def test_a_failed_group_commit_is_retried_by_the_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    calls = _count_fdatasync(monkeypatch, fail_first=True)
+    log = WriteAheadLog(path, 20, 1, sync="batch", sync_interval_ms=20, sync_records=10**6)
+    try:
+        log.append(OP_DELETE, [1])
+        wait_for(lambda: log._pending == 0, timeout=10, what="the retried group commit")
+        assert len(calls) == 2 and "group commit of" in caplog.text and "retrying" in caplog.text
+    finally:
+        log.close()
+
+
+def test_bytes_past_a_records_content_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "wal.log"
+    write_header(path, 1)
+    with open(path, "ab") as f:
+        f.write(_frame(struct.pack("<BQI", OP_DELETE, 1, 11) + b'{"ids":[1]}' + b"\x00\x00\x00"))
+    with pytest.raises(CorruptionError, match=r"offset 20: 3 bytes past the record's content"):
+        read_log(path)
