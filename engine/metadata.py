@@ -53,7 +53,7 @@ def check_metadata(meta: Any, where: str = "metadata", depth: int = 1) -> dict[s
     """
     if meta is None:
         return {}
-    if type(meta) is dict and _flat_and_valid(meta):
+    if type(meta) is dict and depth <= MAX_NESTING and _flat_and_valid(meta):
         return dict(sorted(meta.items()))
     if not isinstance(meta, Mapping):
         raise InvalidArgumentError(f"{where} must be a dict of field -> value, got {type(meta).__name__}")

@@ -41,6 +41,9 @@ class StubSegment:
     def match(self, node: Any, key: str | None) -> tuple[np.ndarray | None, int]:
         return (None if node is None else self.mask), self.matched
 
+    def filter_source(self, key: str | None) -> str:
+        return "scan"
+
     def search_exact(self, *args: Any) -> tuple[str, ...]:
         self.calls.append(("exact", args))
         return ("exact-result",)
@@ -114,7 +117,8 @@ def test_run_plan_calls_the_path_it_names() -> None:
     assert run_plan(seg, q, 5, index) == ("index-result",)
     assert seg.calls[-1] == ("index", (q, 5, None, {"nprobe": 2})) and index.fallback_queries == 2
     assert index.describe() == {"segment": 3, "rows": 1000, "live": 800, "matched": 600, "path": "index",
-                                "reason": "indexed segment", "params": {"nprobe": 2}, "fallback_queries": 2}
+                                "reason": "indexed segment", "params": {"nprobe": 2}, "fallback_queries": 2,
+                                "filter_source": "none"}
 
 
 def test_an_index_that_reports_nothing_has_no_fallback() -> None:
