@@ -146,8 +146,10 @@ def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int) -> float:
 
 
 def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: int, threads: int,
-        k: int = 10, single_n: int = 1000) -> dict[str, Any]:
-    """Build every peer, sweep ef_search, return curves, build times and the summary."""
+        k: int = 10, single_n: int = 1000, passes: int = 1) -> dict[str, Any]:
+    """Build every peer, then sweep ef_search ``passes`` times with the peers interleaved at each ef
+    (a load change on a shared machine hits every peer alike); curves keep each pass's best QPS
+    and record the range."""
     import numba
 
     from .datasets import ground_truth
@@ -157,27 +159,36 @@ def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: i
     x, q = data.train, data.test
     qs = q[:single_n]
     out: dict[str, Any] = {"data": data.name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "nq": int(q.shape[0]),
-                           "M": m, "ef_construction": ef_construction, "threads": threads, "peers": {}}
+                           "M": m, "ef_construction": ef_construction, "threads": threads, "passes": passes,
+                           "peers": {}}
     _warm_shoal(x, q, data.metric)
     for peer in peers:
         t0 = time.perf_counter()
         peer.build(x, data.metric, m, ef_construction, threads)
-        build = time.perf_counter() - t0
-        rows = []
-        for ef in efs:
-            peer.set_ef(max(ef, k))
-            t0 = time.perf_counter()
-            found = peer.batch(q, k)
-            batch = q.shape[0] / (time.perf_counter() - t0)
-            found_1, single = _single(peer, qs, k)
-            par = _threaded(peer, qs, k, threads)
-            rows.append({"ef": ef, "recall": recall_at(found, truth), "recall_single": recall_at(found_1, truth[:single_n]),
-                         "batch": batch, "single": single, "threads": par, "scale": par / single})
-            r = rows[-1]
-            print(f"{peer.name:>12} ef={ef:>4} R@10={r['recall']:.4f} batch={batch:>9,.0f} single={single:>8,.0f} "
-                  f"{threads}thr={par:>8,.0f} scale={r['scale']:.2f}", flush=True)
-        out["peers"][peer.name] = {"build_s": build, "curve": rows}
-        del peer.index
+        out["peers"][peer.name] = {"build_s": time.perf_counter() - t0, "curve": []}
+        print(f"{peer.name:>12} build {out['peers'][peer.name]['build_s']:.1f} s", flush=True)
+    for ef in efs:
+        seen: dict[str, list[dict[str, Any]]] = {peer.name: [] for peer in peers}
+        for _ in range(passes):
+            for peer in peers:
+                peer.set_ef(max(ef, k))
+                t0 = time.perf_counter()
+                found = peer.batch(q, k)
+                batch = q.shape[0] / (time.perf_counter() - t0)
+                found_1, single = _single(peer, qs, k)
+                par = _threaded(peer, qs, k, threads)
+                seen[peer.name].append({"recall": recall_at(found, truth), "batch": batch, "single": single,
+                                        "recall_single": recall_at(found_1, truth[:single_n]), "threads": par})
+        for peer in peers:
+            runs = seen[peer.name]
+            r = {"ef": ef, "recall": runs[0]["recall"], "recall_single": runs[0]["recall_single"]}
+            for mode in ("batch", "single", "threads"):
+                r[mode] = max(run[mode] for run in runs)
+                r[mode + "_range"] = [min(run[mode] for run in runs), r[mode]]
+            r["scale"] = r["threads"] / r["single"]
+            out["peers"][peer.name]["curve"].append(r)
+            print(f"{peer.name:>12} ef={ef:>4} R@10={r['recall']:.4f} batch={r['batch']:>9,.0f} single={r['single']:>8,.0f} "
+                  f"{threads}thr={r['threads']:>8,.0f} scale={r['scale']:.2f}", flush=True)
     out["summary"] = summarize(out)
     return out
 
@@ -238,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256")
     parser.add_argument("--peers", default="shoal-sq8,shoal-none,hnswlib,faiss")
+    parser.add_argument("--passes", type=int, default=2, help="sweeps per ef, peers interleaved (range in the JSON)")
     parser.add_argument("--json", default=None, help="write the full results here")
     args = parser.parse_args(argv)
 
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
               "hnswlib": HnswlibPeer, "faiss": FaissPeer}
     peers = [makers[name]() for name in args.peers.split(",")]
     out = run(data, peers, [int(e) for e in args.efs.split(",")], args.M, args.ef_construction, args.threads,
-              single_n=min(1000, args.queries))
+              single_n=min(1000, args.queries), passes=args.passes)
     print_summary(out)
     if args.json:
         with open(args.json, "w") as f:
