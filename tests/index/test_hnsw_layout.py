@@ -13,11 +13,11 @@ from shoal.index import hnsw as hnsw_module
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(21)
-    centers = rng.normal(size=(30, 16)).astype(np.float32) * 3
-    x = (centers[rng.integers(0, 30, 5000)] + rng.normal(size=(5000, 16))).astype(np.float32)
-    q = (centers[rng.integers(0, 30, 60)] + rng.normal(size=(60, 16))).astype(np.float32)
-    return x, q
+    from sklearn.datasets import make_blobs
+
+    x, _ = make_blobs(n_samples=5060, n_features=16, centers=30, center_box=(-9.0, 9.0), random_state=21)
+    x = x.astype(np.float32)
+    return x[:5000], x[5000:]  # 60 held-out queries from the same clusters
 
 
 def _build(x: np.ndarray, reorder_from: int, monkeypatch: pytest.MonkeyPatch, metric: str = "l2",
