@@ -27,6 +27,10 @@ import numpy as np
 from .hnsw_vs_hnswlib import qps_at
 
 Search = Callable[[np.ndarray, int], np.ndarray]
+#: Wall-clock QPS per mode, plus QPS per CPU second (``batch_cpu``: the process's CPU, every thread;
+#: ``single_cpu``: the calling thread's): on a shared, loaded machine wall time measures the
+#: scheduler, CPU time still compares the libraries' work.
+MODES = ("batch", "single", "threads", "batch_cpu", "single_cpu")
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
@@ -118,12 +122,13 @@ class FaissPeer(Peer):
         return self.index.search(self._prep(q), k)[1]
 
 
-def _single(peer: Peer, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+def _single(peer: Peer, q: np.ndarray, k: int) -> tuple[np.ndarray, float, float]:
+    """Results, wall QPS and QPS per second of this thread's CPU time."""
     out = np.empty((q.shape[0], k), np.int64)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(q.shape[0]):
         out[i] = peer.one(q[i:i + 1], k)[0]
-    return out, q.shape[0] / (time.perf_counter() - t0)
+    return out, q.shape[0] / (time.perf_counter() - t0), q.shape[0] / (time.thread_time() - c0)
 
 
 def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int) -> float:
@@ -146,8 +151,10 @@ def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int) -> float:
 
 
 def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: int, threads: int,
-        k: int = 10, single_n: int = 1000) -> dict[str, Any]:
-    """Build every peer, sweep ef_search, return curves, build times and the summary."""
+        k: int = 10, single_n: int = 1000, passes: int = 1) -> dict[str, Any]:
+    """Build every peer, then sweep ef_search ``passes`` times with the peers interleaved at each ef
+    (a load change on a shared machine hits every peer alike); curves keep each pass's best QPS
+    and record the range."""
     import numba
 
     from .datasets import ground_truth
@@ -157,27 +164,39 @@ def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: i
     x, q = data.train, data.test
     qs = q[:single_n]
     out: dict[str, Any] = {"data": data.name, "n": int(x.shape[0]), "dim": int(x.shape[1]), "nq": int(q.shape[0]),
-                           "M": m, "ef_construction": ef_construction, "threads": threads, "peers": {}}
+                           "M": m, "ef_construction": ef_construction, "threads": threads, "passes": passes,
+                           "peers": {}}
     _warm_shoal(x, q, data.metric)
     for peer in peers:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         peer.build(x, data.metric, m, ef_construction, threads)
-        build = time.perf_counter() - t0
-        rows = []
-        for ef in efs:
-            peer.set_ef(max(ef, k))
-            t0 = time.perf_counter()
-            found = peer.batch(q, k)
-            batch = q.shape[0] / (time.perf_counter() - t0)
-            found_1, single = _single(peer, qs, k)
-            par = _threaded(peer, qs, k, threads)
-            rows.append({"ef": ef, "recall": recall_at(found, truth), "recall_single": recall_at(found_1, truth[:single_n]),
-                         "batch": batch, "single": single, "threads": par, "scale": par / single})
-            r = rows[-1]
-            print(f"{peer.name:>12} ef={ef:>4} R@10={r['recall']:.4f} batch={batch:>9,.0f} single={single:>8,.0f} "
-                  f"{threads}thr={par:>8,.0f} scale={r['scale']:.2f}", flush=True)
-        out["peers"][peer.name] = {"build_s": build, "curve": rows}
-        del peer.index
+        out["peers"][peer.name] = {"build_s": time.perf_counter() - t0, "build_cpu_s": time.process_time() - c0,
+                                   "curve": []}
+        print(f"{peer.name:>12} build {out['peers'][peer.name]['build_s']:.1f} s "
+              f"(CPU {out['peers'][peer.name]['build_cpu_s']:.1f} s)", flush=True)
+    for ef in efs:
+        seen: dict[str, list[dict[str, Any]]] = {peer.name: [] for peer in peers}
+        for _ in range(passes):
+            for peer in peers:
+                peer.set_ef(max(ef, k))
+                t0, c0 = time.perf_counter(), time.process_time()
+                found = peer.batch(q, k)
+                batch, batch_cpu = q.shape[0] / (time.perf_counter() - t0), q.shape[0] / (time.process_time() - c0)
+                found_1, single, single_cpu = _single(peer, qs, k)
+                par = _threaded(peer, qs, k, threads)
+                seen[peer.name].append({"recall": recall_at(found, truth), "batch": batch, "single": single,
+                                        "recall_single": recall_at(found_1, truth[:single_n]), "threads": par,
+                                        "batch_cpu": batch_cpu, "single_cpu": single_cpu})
+        for peer in peers:
+            runs = seen[peer.name]
+            r = {"ef": ef, "recall": runs[0]["recall"], "recall_single": runs[0]["recall_single"]}
+            for mode in MODES:
+                r[mode] = max(run[mode] for run in runs)
+                r[mode + "_range"] = [min(run[mode] for run in runs), r[mode]]
+            r["scale"] = r["threads"] / r["single"]
+            out["peers"][peer.name]["curve"].append(r)
+            print(f"{peer.name:>12} ef={ef:>4} R@10={r['recall']:.4f} batch={r['batch']:>9,.0f} single={r['single']:>8,.0f} "
+                  f"{threads}thr={r['threads']:>8,.0f} scale={r['scale']:.2f}", flush=True)
     out["summary"] = summarize(out)
     return out
 
@@ -197,9 +216,9 @@ def summarize(out: dict[str, Any], targets: tuple[float, ...] = (0.90, 0.95, 0.9
     """QPS at each recall target per peer and mode, and every Shoal peer's ratio to hnswlib."""
     summary: dict[str, Any] = {}
     for name, res in out["peers"].items():
-        entry: dict[str, Any] = {"build_s": res["build_s"]}
-        for mode in ("batch", "single", "threads"):
-            key = "recall_single" if mode != "batch" else "recall"
+        entry: dict[str, Any] = {"build_s": res["build_s"], "build_cpu_s": res["build_cpu_s"]}
+        for mode in MODES:
+            key = "recall" if mode.startswith("batch") else "recall_single"
             curve = [(r[key], r[mode]) for r in res["curve"]]
             entry[mode] = {f"{t:.2f}": qps_at(curve, t) for t in targets}
         summary[name] = entry
@@ -209,23 +228,26 @@ def summarize(out: dict[str, Any], targets: tuple[float, ...] = (0.90, 0.95, 0.9
             if name == "hnswlib":
                 continue
             entry["vs_hnswlib"] = {mode: {t: (v / base[mode][t] if v and base[mode][t] else None)
-                                          for t, v in entry[mode].items()} for mode in ("batch", "single", "threads")}
+                                          for t, v in entry[mode].items()} for mode in MODES}
             entry["vs_hnswlib"]["build"] = entry["build_s"] / base["build_s"]
+            entry["vs_hnswlib"]["build_cpu"] = entry["build_cpu_s"] / base["build_cpu_s"]
     return summary
 
 
 def print_summary(out: dict[str, Any], target: str = "0.95") -> None:
     print(f"\n{out['data']} n={out['n']:,} d={out['dim']} nq={out['nq']} M={out['M']} "
           f"efC={out['ef_construction']} threads={out['threads']}; QPS at recall@10 {target}")
-    print(f"{'peer':>12} {'build s':>8} {'batch':>9} {'single':>8} {'threads':>8} {'scale':>6}  vs hnswlib (batch/single/build)")
+    print(f"{'peer':>12} {'build s':>8} {'batch':>9} {'single':>8} {'threads':>8} {'scale':>6} {'batch/cpu':>9} "
+          f"{'single/cpu':>10}  vs hnswlib (batch/single/batch-cpu/single-cpu/build)")
+    fmt = lambda v: f"{v:,.0f}" if v else "n/a"  # noqa: E731
     for name, e in out["summary"].items():
         b, s, t = e["batch"][target], e["single"][target], e["threads"][target]
         scale = f"{t / s:.2f}" if t and s else "n/a"
         vs = e.get("vs_hnswlib")
-        ratio = "" if not vs else " / ".join(f"{v:.2f}" if v else "n/a"
-                                             for v in (vs["batch"][target], vs["single"][target], vs["build"]))
-        fmt = lambda v: f"{v:,.0f}" if v else "n/a"  # noqa: E731
-        print(f"{name:>12} {e['build_s']:>8.1f} {fmt(b):>9} {fmt(s):>8} {fmt(t):>8} {scale:>6}  {ratio}")
+        ratio = "" if not vs else " / ".join(f"{v:.2f}" if v else "n/a" for v in (
+            vs["batch"][target], vs["single"][target], vs["batch_cpu"][target], vs["single_cpu"][target], vs["build"]))
+        print(f"{name:>12} {e['build_s']:>8.1f} {fmt(b):>9} {fmt(s):>8} {fmt(t):>8} {scale:>6} "
+              f"{fmt(e['batch_cpu'][target]):>9} {fmt(e['single_cpu'][target]):>10}  {ratio}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256")
     parser.add_argument("--peers", default="shoal-sq8,shoal-none,hnswlib,faiss")
+    parser.add_argument("--passes", type=int, default=2, help="sweeps per ef, peers interleaved (range in the JSON)")
     parser.add_argument("--json", default=None, help="write the full results here")
     args = parser.parse_args(argv)
 
@@ -251,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
               "hnswlib": HnswlibPeer, "faiss": FaissPeer}
     peers = [makers[name]() for name in args.peers.split(",")]
     out = run(data, peers, [int(e) for e in args.efs.split(",")], args.M, args.ef_construction, args.threads,
-              single_n=min(1000, args.queries))
+              single_n=min(1000, args.queries), passes=args.passes)
     print_summary(out)
     if args.json:
         with open(args.json, "w") as f:

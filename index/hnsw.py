@@ -8,14 +8,18 @@
   (per-dimension offset and scale, fitted on the data and widened when later rows fall outside)
   and re-scores its final beam at full precision, so results carry exact distances. ``"auto"``
   turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``).
-* Build in batches: new nodes search the current graph in parallel (Numba ``prange``) at full
-  precision, then are linked serially with the neighbour-selection heuristic. A batch is at most
-  1/16 of the graph, so nodes rarely miss a peer from their own batch. Levels come from a generator
+* Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph at
+  full precision and choose their neighbours with the heuristic (writing only their own rows), then
+  the reverse links are applied grouped by the row they change, so no row needs a lock. A batch is
+  at most 1/16 of the graph, so nodes rarely miss a peer from their own batch. Levels come from a generator
   seeded with ``(seed, rows so far)``: the same adds in the same order give the same graph,
   whatever the thread count.
 * Concurrency: search kernels release the GIL and each call borrows its own visited scratch, so
   threads searching one index run in parallel. Adds and removals take a readers-writer lock
   exclusively (per insert batch): a search sees the graph before or after a batch, never during.
+  Adds run one at a time (a renumbering moves rows).
+* Locality: after an add that doubles a graph of ``REORDER_MIN_ROWS`` or more, rows are renumbered
+  breadth-first over the level-0 links, so a node's neighbours sit a few rows apart.
 * Filters and deletions go into the kernel as an allowed mask: the beam holds only allowed nodes
   and looks through disallowed ones two hops deep (ACORN spirit). When few rows are allowed, or
   traversal finds fewer than k, the index answers by exact search over the allowed rows, so k
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Any
 
 import numba
@@ -59,8 +64,14 @@ GRAPH_MAX_EF = 2048
 #: GloVe-50, 400k rows, M=16, 2 cores: an unfiltered walk at ef=64 took 118 µs, an exact scan
 #: 4.9 ns per row, so 118 µs / 4.9 ns / (64 · 16) ≈ 24 (random access and heap upkeep per step).
 GRAPH_ROW_COST = 24.0
-#: ``codes="auto"`` walks on SQ8 codes from this dimension up (see bench/hnsw_bench.py).
-AUTO_SQ8_MIN_DIM = 0
+#: ``codes="auto"`` walks on SQ8 codes from this dimension up. Measured (CPU time, 2 threads, same run as
+#: hnswlib): GloVe-50 100k rows, recall@10 0.95, the SQ8 walk did 1.32-1.43x hnswlib's batch QPS against
+#: 0.86-0.92x for the float walk, and 0.87-1.01x vs 0.73-0.80x one query per call; but on 3k in-cache rows
+#: (64-d) it was 0.6x the float walk. Not measured below 50-d.
+AUTO_SQ8_MIN_DIM = 32
+#: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
+#: since the last renumbering (O(n·M) each time, amortised by the doubling).
+REORDER_MIN_ROWS = 10_000
 #: Code rows are padded to whole cache lines.
 _LINE = 64
 _NO_F32 = np.zeros(0, np.float32)
@@ -75,7 +86,7 @@ class HNSWIndex(Index):
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
     OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
                "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED,
-               # default "none": the SQ8 walk has not yet measured faster at equal recall (issue 21)
+               # default "none": the SQ8 walk is faster on large graphs (100k+) but slower in cache (issue 21)
                "codes": Option(str, "none", choices=("auto", "sq8", "none"))}
     M: int
     ef_construction: int
@@ -107,6 +118,8 @@ class HNSWIndex(Index):
         self._entry = -1
         self._max_level = -1
         self._lock = RWLock()  # searches share it, adds and removals hold it alone
+        self._adding = threading.Lock()  # one add at a time: a renumbering moves the rows another add holds
+        self._ordered = 0  # rows at the last renumbering
         #: Visited scratch lent to one call at a time: one-row arrays (serial) and pool-wide ones (batch).
         self._scratch: dict[int, list[np.ndarray]] = {1: [], numba.config.NUMBA_NUM_THREADS: []}
 
@@ -142,6 +155,15 @@ class HNSWIndex(Index):
         self._up = grow(self._up, n_up)
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        with self._adding:
+            self._append(x, labels)
+            n = self._table.size
+            if n >= REORDER_MIN_ROWS and n >= 2 * self._ordered:
+                with self._lock.write():
+                    self._reorder()
+
+    def _append(self, x: np.ndarray, labels: np.ndarray) -> None:
+        """Give the rows slots (levels, upper-level rows, codes), then link them batch by batch."""
         with self._lock.write():
             rows, _ = self._table.append(labels)
             start = int(rows[0])
@@ -158,6 +180,23 @@ class HNSWIndex(Index):
             if self._quant:
                 self._encode(start, start + rows.size)
         self._insert(rows)
+
+    def _reorder(self) -> None:
+        """Renumber rows breadth-first from the entry point, so the nodes one walk step reads (a node's
+        neighbours) sit near each other in ``_x`` and ``_g0``: fewer cache lines and pages per step.
+        Every per-row array moves together; the graph and the labels are unchanged."""
+        n = self._table.size
+        order = kernels.bfs_order(self._links, n, self._entry)
+        inv = np.empty(n, np.int64)
+        inv[order] = np.arange(n)
+        for arr in (self._x, self._g0, self._levels, self._up_off):
+            arr[:n] = arr[order]
+        kernels.renumber_links(self._links, n, inv)
+        kernels.renumber_links(self._up, self._up_used, inv)
+        table = self._table
+        self._table = LabelTable(table.labels[:n][order], table.deleted[:n][order])
+        self._entry = int(inv[self._entry])
+        self._ordered = n
 
     def _encode(self, start: int, stop: int) -> None:
         """SQ8 codes of rows [start, stop); widens the per-dimension range (and re-encodes every
@@ -188,7 +227,7 @@ class HNSWIndex(Index):
                 break
             if vis.shape[1] >= width:
                 return vis
-        return np.zeros((rows, width), np.int32)
+        return np.zeros((rows, width), kernels.VISITED_DTYPE)
 
     def _return(self, vis: np.ndarray) -> None:
         self._scratch[vis.shape[0]].append(vis)
@@ -219,15 +258,12 @@ class HNSWIndex(Index):
         levels = self._levels[batch]
         stored = np.minimum(levels, self._max_level) + 1
         cand_off = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
-        total = int(stored.sum())
-        ef = self.ef_construction
-        cand_ids = np.zeros((total, ef), np.int64)
-        cand_d = np.zeros((total, ef), np.float32)
-        cand_cnt = np.zeros(total, np.int64)
-        kernels.insertion_candidates(self._x, batch, levels, self._links, self._up, self._up_off, self._entry,
-                                     self._max_level, self._code, vis, cand_off, cand_ids, cand_d, cand_cnt)
-        kernels.link_batch(self._x, batch, levels, self._links, self._up, self._up_off, self._max_level, self.M,
-                           self._code, cand_off, cand_ids, cand_d, cand_cnt)
+        sel_ids = np.empty((int(stored.sum()), self.M), np.int64)
+        sel_cnt = np.zeros(sel_ids.shape[0], np.int64)
+        kernels.link_forward(self._x, batch, levels, self._links, self._up, self._up_off, self._entry,
+                             self._max_level, self.M, self._code, vis, self.ef_construction, cand_off, sel_ids, sel_cnt)
+        kernels.link_reverse(self._x, batch, levels, self._links, self._up, self._up_off, self._max_level, self.M,
+                             self._code, cand_off, sel_ids, sel_cnt, 8 * numba.get_num_threads())
         top = int(np.argmax(levels))
         if levels[top] > self._max_level:
             self._max_level = int(levels[top])
@@ -349,6 +385,7 @@ class HNSWIndex(Index):
         else:
             index._from_v1(arrays)
         index._up_used = int(index._up.shape[0])
+        index._ordered = index._table.size
         return index
 
     def _from_v1(self, arrays: dict[str, np.ndarray]) -> None:

@@ -1,5 +1,5 @@
-"""Numba kernels of the HNSW graph: beam search on SQ8 codes or floats, batched parallel insertion search,
-serial linking.
+"""Numba kernels of the HNSW graph: beam search on SQ8 codes or floats, batched parallel insertion
+(search and forward links, then reverse links grouped by row).
 
 Graph layout (all flat arrays, see :mod:`shoal.index.hnsw`):
 
@@ -27,7 +27,10 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
-_TAG_LIMIT = 2_000_000_000
+#: Visited marks are uint16 epochs, as in hnswlib: half the cache footprint of int32 for the one
+#: random write per evaluated node; a row is cleared once every 65,535 searches (one pass over n).
+VISITED_DTYPE = np.uint16
+_TAG_LIMIT = 65_535
 
 
 @intrinsic
@@ -163,7 +166,7 @@ def _beam_insert(bd, bi, bexp, size, d, i):
 
 @nb.njit(cache=True, inline="always")
 def _next_tag(vis):
-    """A fresh epoch for the visited row ``vis`` (its last element); cleared once every 2e9 uses."""
+    """A fresh epoch for the visited row ``vis`` (its last element); cleared once every 65,535 uses."""
     last = vis.shape[0] - 1
     tag = vis[last] + 1
     if tag >= _TAG_LIMIT:
@@ -368,45 +371,6 @@ def search_serial(x, codes, c0, lo, scale, queries, links, up, up_off, entry, ma
     return short
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def insertion_candidates(x, nodes, levels, links, up, up_off, entry, max_level, code,
-                         visited, cand_off, cand_ids, cand_d, cand_cnt):
-    """Phase 1 of a batch insert: each new node searches the (read-only) graph in parallel, at full
-    precision (the neighbour selection needs exact distances).
-
-    Candidates for node b at level l go to row ``cand_off[b] + l``.
-    """
-    nb_nodes = nodes.shape[0]
-    nthreads = visited.shape[0]
-    ef = cand_ids.shape[1]
-    dummy = np.zeros(1, np.bool_)
-    no_f = np.zeros(0, np.float32)
-    for t in nb.prange(nthreads):
-        bd = np.empty(ef, np.float32)
-        bi = np.empty(ef, np.int64)
-        bexp = np.empty(ef, np.bool_)
-        vis = visited[t]
-        for b in range(t, nb_nodes, nthreads):
-            node = nodes[b]
-            q = x[node]
-            cur = entry
-            curd = _exact(x, cur, q, code)
-            top = min(levels[b], max_level)
-            for level in range(max_level, top, -1):
-                cur, curd = _greedy(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, curd, level,
-                                    up, up_off)
-            for level in range(top, -1, -1):
-                tag = _next_tag(vis)
-                size = _beam_search(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, level, links,
-                                    up, up_off, vis, tag, bd, bi, bexp, dummy, False)
-                row = cand_off[b] + level
-                cand_cnt[row] = size
-                for j in range(size):
-                    cand_ids[row, j] = bi[j]
-                    cand_d[row, j] = bd[j]
-                cur = bi[0]
-
-
 @nb.njit(cache=True, fastmath=True)
 def _select_heuristic(x, ids, dists, n, m, code, out):
     """Malkov's heuristic: keep a candidate only if it is closer to the base than to every kept one."""
@@ -456,31 +420,129 @@ def _add_reverse(x, e, node, d_en, nbr, row, mmax, code, tmp_ids, tmp_d, sel):
     nbr[row, 0] = kept
 
 
-@nb.njit(cache=True, fastmath=True, nogil=True)
-def link_batch(x, nodes, levels, links, up, up_off, max_level, m, code, cand_off, cand_ids, cand_d, cand_cnt):
-    """Phase 2 of a batch insert: connect each node to its selected neighbours, serially."""
-    m0 = 2 * m
-    width = max(m0, cand_ids.shape[1]) + 1
-    tmp_ids = np.empty(width, np.int64)
-    tmp_d = np.empty(width, np.float32)
-    sel = np.empty(width, np.int64)
+@nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def link_forward(x, nodes, levels, links, up, up_off, entry, max_level, m, code, visited, ef, cand_off,
+                 sel_ids, sel_cnt):
+    """Phase 1 of a batch insert, in parallel: each new node searches the graph at full precision (the
+    neighbour selection needs exact distances), keeps up to ``m`` neighbours per level with the heuristic
+    and writes them into its own rows. No node of the batch is reachable yet (nothing links to it), so
+    every thread reads the graph as it was before the batch and writes only rows nobody else reads.
+
+    Node b's choice at level l also goes to row ``cand_off[b] + l`` of ``sel_ids`` for :func:`link_reverse`.
+    """
+    nb_nodes = nodes.shape[0]
+    nthreads = visited.shape[0]
+    dummy = np.zeros(1, np.bool_)
+    no_f = np.zeros(0, np.float32)
+    for t in nb.prange(nthreads):
+        bd = np.empty(ef, np.float32)
+        bi = np.empty(ef, np.int64)
+        bexp = np.empty(ef, np.bool_)
+        keep = np.empty(m, np.int64)
+        vis = visited[t]
+        for b in range(t, nb_nodes, nthreads):
+            node = nodes[b]
+            q = x[node]
+            cur = entry
+            curd = _exact(x, cur, q, code)
+            top = min(levels[b], max_level)
+            for level in range(max_level, top, -1):
+                cur, curd = _greedy(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, curd, level,
+                                    up, up_off)
+            for level in range(top, -1, -1):
+                tag = _next_tag(vis)
+                size = _beam_search(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, level, links,
+                                    up, up_off, vis, tag, bd, bi, bexp, dummy, False)
+                kept = _select_heuristic(x, bi, bd, size, m, code, keep)
+                nbr = links if level == 0 else up
+                r = node if level == 0 else up_off[node] + level - 1
+                row = cand_off[b] + level
+                for j in range(kept):
+                    nbr[r, 1 + j] = keep[j]
+                    sel_ids[row, j] = keep[j]
+                nbr[r, 0] = kept
+                sel_cnt[row] = kept
+                cur = bi[0]
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
+def link_reverse(x, nodes, levels, links, up, up_off, max_level, m, code, cand_off, sel_ids, sel_cnt, chunks):
+    """Phase 2 of a batch insert, in parallel: link every chosen neighbour back to its new node, pruning
+    full lists with the heuristic. The reverse edges are grouped by the row they change and each group
+    is applied in batch order by one thread, so every row sees the same sequence of changes as a serial
+    pass would (rows are independent): the graph does not depend on the thread count. ``chunks`` ranges
+    of groups balance the threads."""
+    n = x.shape[0]
+    total = 0
+    for row in range(sel_cnt.shape[0]):
+        total += sel_cnt[row]
+    key = np.empty(total, np.int64)  # level * n + target row, in batch order
+    src = np.empty(total, np.int64)
+    i = 0
     for b in range(nodes.shape[0]):
-        node = nodes[b]
-        top = min(levels[b], max_level)
-        for level in range(top, -1, -1):
-            row_c = cand_off[b] + level
-            n = cand_cnt[row_c]
-            kept = _select_heuristic(x, cand_ids[row_c], cand_d[row_c], n, m, code, sel)
-            nbr = links if level == 0 else up
-            r = node if level == 0 else up_off[node] + level - 1
-            for j in range(kept):
-                nbr[r, 1 + j] = sel[j]
-            nbr[r, 0] = kept
-            chosen = sel[:kept].copy()
-            for j in range(kept):
-                e = chosen[j]
+        for level in range(min(levels[b], max_level), -1, -1):
+            row = cand_off[b] + level
+            for j in range(sel_cnt[row]):
+                key[i] = level * n + sel_ids[row, j]
+                src[i] = nodes[b]
+                i += 1
+    order = np.argsort(key, kind="mergesort")  # stable: batch order within a group
+    starts = np.empty(total + 1, np.int64)
+    groups = 0
+    for p in range(total):
+        if p == 0 or key[order[p]] != key[order[p - 1]]:
+            starts[groups] = p
+            groups += 1
+    starts[groups] = total
+    m0 = 2 * m
+    chunks = min(groups, chunks)
+    for c in nb.prange(chunks):
+        tmp_ids = np.empty(m0 + 1, np.int64)
+        tmp_d = np.empty(m0 + 1, np.float32)
+        sel = np.empty(m0 + 1, np.int64)
+        for g in range(c * groups // chunks, (c + 1) * groups // chunks):
+            for p in range(starts[g], starts[g + 1]):
+                i = order[p]
+                level = key[i] // n
+                e = key[i] - level * n
+                node = src[i]
                 d_en = _exact_rows(x, e, node, code)
                 if level == 0:
                     _add_reverse(x, e, node, d_en, links, e, m0, code, tmp_ids, tmp_d, sel)
                 else:
                     _add_reverse(x, e, node, d_en, up, up_off[e] + level - 1, m, code, tmp_ids, tmp_d, sel)
+
+
+@nb.njit(cache=True, nogil=True)
+def bfs_order(links, n, entry):
+    """Rows [0, n) in breadth-first order over level-0 links from ``entry`` (rows it never reaches
+    follow, each starting its own search), so a node's neighbours mostly sit a few rows away."""
+    order = np.empty(n, np.int64)
+    seen = np.zeros(n, np.bool_)
+    tail = 0
+    head = 0
+    for start in range(-1, n):
+        root = entry if start < 0 else start
+        if seen[root]:
+            continue
+        seen[root] = True
+        order[tail] = root
+        tail += 1
+        while head < tail:
+            u = order[head]
+            head += 1
+            for e in range(links[u, 0]):
+                v = links[u, 1 + e]
+                if not seen[v]:
+                    seen[v] = True
+                    order[tail] = v
+                    tail += 1
+    return order
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def renumber_links(nbr, rows, inv):
+    """Map the neighbour ids of ``nbr[:rows]`` (count in column 0) through ``inv``."""
+    for r in nb.prange(rows):
+        for e in range(nbr[r, 0]):
+            nbr[r, 1 + e] = inv[nbr[r, 1 + e]]
