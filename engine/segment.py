@@ -175,6 +175,7 @@ class Segment:
             mask[rows] = True
             count = int(rows.size)
         if self.sealed and key is not None:
+            mask.flags.writeable = False  # shared by every search of this filter (indices may cache on it)
             self._masks[key] = [self._version, mask, count, rows, rows is not None]
             if len(self._masks) > MASK_CACHE:
                 self._masks.popitem(last=False)

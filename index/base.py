@@ -306,6 +306,8 @@ class LabelTable:
         #: mask is already row-indexed and ``row_mask`` needs no gather.
         self._identity = bool(np.array_equal(self.labels, np.arange(self._size)))
         self._live: np.ndarray | None = None  # ~deleted[:size], kept until the next change
+        #: (allowed, live, rows) of the last frozen mask mapped onto rows (see ``row_mask``).
+        self._mapped: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def size(self) -> int:
@@ -355,7 +357,15 @@ class LabelTable:
             head = allowed[: self._size]
             if head.shape[0] == self._size:
                 return live & head
-        return live & allowed_rows(allowed, self.labels[: self._size])
+        frozen = not allowed.flags.writeable  # a mask its owner promises not to change (a filter cache's)
+        hit = self._mapped
+        if frozen and hit is not None and hit[0] is allowed and hit[1] is live:
+            return hit[2]
+        rows = live & allowed_rows(allowed, self.labels[: self._size])
+        if frozen:  # rows no longer equal labels (a reordered graph): map a repeated filter's mask once
+            rows.flags.writeable = False
+            self._mapped = (allowed, live, rows)
+        return rows
 
     def _reserve(self, n: int) -> None:
         cap = self.labels.shape[0]

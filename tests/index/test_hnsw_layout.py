@@ -139,3 +139,28 @@ def test_searches_beside_adds_that_renumber(data, monkeypatch):
         w.join()
     assert not errors, errors[0]
     assert index._ordered == 4000 and len(index) == x.shape[0]
+
+
+def test_a_frozen_filter_mask_is_mapped_onto_renumbered_rows_once(data, monkeypatch):
+    """After renumbering, an id-indexed mask must be gathered onto rows (O(n)); the engine's filter
+    cache hands read-only masks, so a repeated filter maps once. A writeable mask is mapped per call
+    (its owner may change it in place), and a delete invalidates the mapping."""
+    x, q = data
+    index = _build(x, 1000, monkeypatch)
+    assert not index._table._identity  # the rows were renumbered
+    table = index._table
+    frozen = np.arange(x.shape[0]) % 3 == 0
+    frozen.flags.writeable = False
+    first = table.row_mask(frozen)
+    assert table.row_mask(frozen) is first
+    np.testing.assert_array_equal(first, frozen[table.labels[: table.size]])
+    writeable = frozen.copy()
+    a = table.row_mask(writeable)
+    writeable[:] = ~writeable
+    np.testing.assert_array_equal(table.row_mask(writeable), writeable[table.labels[: table.size]])
+    np.testing.assert_array_equal(a, first)
+    index.remove([0])
+    after = table.row_mask(frozen) if index._table is table else index._table.row_mask(frozen)
+    assert after is not first and not after[np.flatnonzero(index._table.labels[: index._table.size] == 0)].any()
+    _, ids = index.search(q, 5, allowed=frozen)
+    assert np.all(ids[ids >= 0] % 3 == 0) and 0 not in ids
