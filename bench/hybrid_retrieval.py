@@ -31,7 +31,6 @@ import hashlib
 import importlib
 import inspect
 import io
-import json
 import os
 import re
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import best_seconds
+from .metrics import best_seconds, emit_json
 
 #: Packages walked (with every importable submodule) besides the standard library's top-level modules.
 PACKAGES = ("numpy", "scipy", "sklearn")
@@ -298,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         report["speed"] = speed(paragraphs(docs), [s for _, s, _ in pairs][: args.speed_queries], args.k, args.repeat,
                                 1.2, 0.75, args.threads)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    emit_json(report, args.json)
     return 0
 
 

@@ -78,3 +78,13 @@ def report(header: str, results: dict[str, float], args: Any, json_path: str | N
     if json_path:
         with open(json_path, "w") as fh:
             json.dump({"args": vars(args), "results": results}, fh, indent=2)
+
+
+def emit_json(report: dict[str, Any], path: str | None) -> None:
+    """Print a benchmark's nested report as JSON, and save it to ``path`` when given."""
+    import json
+
+    print(json.dumps(report, indent=2))
+    if path:
+        with open(path, "w") as fh:
+            json.dump(report, fh, indent=2)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
-import json
 import os
 import re
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import best_seconds
+from .metrics import best_seconds, emit_json
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -140,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.docs, args.queries, args.doc_words, args.k, args.candidates, args.M, args.ef_search,
                  args.repeat, args.seed)
     report["threads"] = args.threads
-    print(json.dumps(report, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    emit_json(report, args.json)
     return 0
 
 
