@@ -90,7 +90,7 @@ SEGMENT_THREADS_ENV = "SHOAL_SEGMENT_THREADS"
 
 @functools.lru_cache(maxsize=1)
 def segment_pool() -> ThreadPoolExecutor | None:
-    """Threads that search a shard's segments side by side (None on one core).
+    """Threads that search a shard's segments side by side (None unless SHOAL_SEGMENT_THREADS turns them on).
 
     A one-query search runs its kernels on the calling thread (see ``threads_for_batch``), so a
     shard with several indexed segments walks them one after another on one core. The search
