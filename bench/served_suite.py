@@ -143,10 +143,18 @@ def _searcher(engine: str, client: Any, k: int, setting: dict[str, Any]) -> Any:
         col = client.get_collection(NAME)
         return lambda v: col.search(v, k, params=setting, include=()).ids
     col = client.get_collection(NAME, embedding_function=None)
-    ef = setting.get("ef_search")
-    if ef is not None and col.configuration.get("hnsw", {}).get("ef_search") != ef:
-        col.modify(configuration={"hnsw": {"ef_search": int(ef)}})
     return lambda v: [int(i) for i in col.query(query_embeddings=v[None, :], n_results=k, include=[])["ids"][0]]
+
+
+def _configure(engine: str, target: str, setting: dict[str, Any]) -> None:
+    """Set a Chroma collection's ef_search once, before the clients start: it is a collection
+    setting, and several clients modifying it at once met "database is locked" in the server."""
+    ef = setting.get("ef_search")
+    if engine == "shoal" or ef is None:
+        return
+    col = _client(engine, target).get_collection(NAME, embedding_function=None)
+    if col.configuration.get("hnsw", {}).get("ef_search") != ef:
+        col.modify(configuration={"hnsw": {"ef_search": int(ef)}})
 
 
 def client_worker(engine: str, target: str, k: int, setting: dict[str, Any], q: np.ndarray, part: int,
@@ -169,6 +177,7 @@ def client_worker(engine: str, target: str, k: int, setting: dict[str, Any], q: 
 def run_clients(engine: str, target: str, cfg: ServedConfig, setting: dict[str, Any], q: np.ndarray,
                 truth: np.ndarray, n_clients: int) -> dict[str, Any]:
     """``n_clients`` processes over ``q`` split among them: aggregate QPS, latency, recall."""
+    _configure(engine, target, setting)
     ctx = mp.get_context("spawn")
     ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     parts = np.array_split(np.arange(q.shape[0]), n_clients)
