@@ -2,68 +2,75 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 
 class RWLock:
     """Writer-preferring: a waiting writer blocks new readers so writes cannot starve.
 
     ``read()`` and ``write()`` return small context objects rather than generator-based
-    context managers: a one-query search takes the read lock once, and the generator
-    machinery cost more than the lock itself.
+    context managers: a one-query search takes two read locks (collection and index), so an
+    uncontended read is one mutex acquire and release each way, and a reader's release wakes
+    the condition only when a writer waits.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
-        self._read = _Held(self._acquire_read, self._release_read)
-        self._write = _Held(self._acquire_write, self._release_write)
+        self._read = _Read(self)
+        self._write = _Write(self)
 
-    def read(self) -> "_Held":
+    def read(self) -> "_Read":
         return self._read
 
-    def write(self) -> "_Held":
+    def write(self) -> "_Write":
         return self._write
 
-    def _acquire_read(self) -> None:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+class _Read:
+    """``with lock.read():`` (stateless beyond its lock, so shared by threads)."""
 
-    def _acquire_write(self) -> None:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
+    __slots__ = ("_lock",)
 
-    def _release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
-
-
-class _Held:
-    """``with lock.read():`` — acquire on entry, release on exit (stateless, so shared by threads)."""
-
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
-        self._acquire = acquire
-        self._release = release
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
 
     def __enter__(self) -> None:
-        self._acquire()
+        lock = self._lock
+        with lock._mutex:
+            while lock._writer or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._release()
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if not lock._readers and lock._writers_waiting:  # only writers wait for readers to leave
+                lock._cond.notify_all()
+
+
+class _Write:
+    """``with lock.write():``"""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._writers_waiting += 1
+            while lock._writer or lock._readers:
+                lock._cond.wait()
+            lock._writers_waiting -= 1
+            lock._writer = True
+
+    def __exit__(self, *exc: object) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._writer = False
+            lock._cond.notify_all()
