@@ -400,7 +400,20 @@ def keyed_filter(spec: Any) -> tuple[Node | None, str | None]:
     if spec is None:
         return None, None
     node = compile_filter(spec)
-    return node, json.dumps(spec, sort_keys=True, default=repr)
+    return node, json.dumps(spec, sort_keys=True, default=_key_value)
+
+
+def _key_value(value: Any) -> Any:
+    """JSON for what json.dumps cannot write in a valid filter: a numpy scalar is the number it
+    compiles to, another mapping a dict, a compiled node its repr, so equal filters share a key. (``repr`` made
+    ``np.int64(5)`` and the string ``"np.int64(5)"`` one key, and one cached mask.)"""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Node):  # a compiled part: its fields, under a key no filter may use
+        return {"$node": repr(value)}
+    raise TypeError(f"{type(value).__name__} in a compiled filter")  # compile_filter admits no other type
 
 
 def compile_filter(spec: Any) -> Node:

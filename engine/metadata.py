@@ -26,6 +26,7 @@ import numpy as np
 
 from .echo import shorten
 from .errors import InvalidArgumentError
+from .small_arrays import all_are, all_same
 
 JSONScalar = (str, int, float, bool, type(None))
 #: Deepest nesting of dicts and lists inside one payload (the payload itself is level 1). It keeps
@@ -159,7 +160,7 @@ class Column:
         """The stored values at ``rows`` as they were written (None where the field is missing)."""
         kinds = self.kind[rows]
         first = int(kinds[0]) if kinds.size else MISSING
-        if first in (INT, FLOAT, STR) and (kinds == first).all():  # the common case: one kind, no per-row test
+        if first in (INT, FLOAT, STR) and all_are(kinds, first):  # the common case: one kind, no per-row test
             if first == STR:
                 vocab = self.vocab
                 return [vocab[c] for c in self.str_code[rows].tolist()]
@@ -272,8 +273,14 @@ class MetadataStore:
     def payloads(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """New dicts of these rows' payloads, keys in their written order (a gather per field)."""
         rows = np.asarray(rows, np.int64)
-        codes = self.shape[rows].tolist()
-        shapes = [self.shapes[c] for c in codes]
+        shape = self.shape[rows]
+        if all_same(shape) and shape.size:  # the common case: every hit has the same keys
+            out: list[dict[str, Any]] = [{} for _ in range(rows.size)]
+            for key in self.shapes[int(shape[0])]:  # column by column: no dict() call per row
+                for payload, value in zip(out, self.columns[key].values(rows)):
+                    payload[key] = value
+            return out
+        shapes = [self.shapes[c] for c in shape.tolist()]
         fields = {key for keys in set(shapes) for key in keys}
         values = {key: self.columns[key].values(rows) for key in fields}
         return [{key: values[key][i] for key in keys} for i, keys in enumerate(shapes)]

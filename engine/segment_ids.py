@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .id_tracker import split_ids
+from .small_arrays import all_are
 
 DEAD, INT, OTHER = 0, 1, 2
 
@@ -30,7 +31,7 @@ class SegmentIds:
     def values(self, rows: np.ndarray) -> list[Any]:
         """The ids of ``rows`` (None for deleted ones): one gather when all are int ids."""
         kinds = self.kind[rows]
-        if (kinds == INT).all():
+        if all_are(kinds, INT):
             return self.value[rows].tolist()
         others = self.others
         return [v if k == INT else (others[r] if k == OTHER else None)

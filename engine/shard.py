@@ -37,6 +37,7 @@ from .payload_index import PayloadIndexConfig, attach_payload_indexes
 from .optimizer import ADD_CHUNK, Merge, Optimizer, OptimizerConfig, choose_merge
 from .planner import PlannerConfig, SegmentPlan, plan_segment, run_plans
 from .segment import ROW_MASK, SLOT_BITS, Segment
+from .small_arrays import all_same
 from .stores import payload_indexes_of, rows_of
 
 
@@ -426,7 +427,7 @@ class Shard:
         are ``slice(None)`` when every id is in one segment."""
         slots = internal >> SLOT_BITS
         rows = internal & ROW_MASK
-        if internal.size and (slots == slots[0]).all():  # positions: all of them, in order
+        if internal.size and all_same(slots):  # positions: all of them, in order
             return [(self._by_slot[int(slots[0])], slice(None), rows)]
         out = []
         for slot in np.unique(slots).tolist():

@@ -253,3 +253,15 @@ def test_replacing_the_very_first_record_retires_its_row(rng: np.random.Generato
     col.upsert([5], x[2:])
     assert len(col) == 2 and sum(s["live"] for s in col.describe()["segment_list"]) == 2
     assert col.search(x[0], k=3).ids == [6, 5] and col.get([5]).vectors[0].tolist() == x[2].tolist()
+
+
+def test_a_numpy_scalar_filter_and_its_repr_as_a_string_are_different_filters(rng: np.random.Generator) -> None:
+    """Sealed segments cache masks by the filter's canonical text: ``np.int64(5)`` is the number 5
+    there, never the string "np.int64(5)" (one key for both returned the number's rows for the string)."""
+    col = Collection("k", DIM, "l2", "flat", optimizer={"background": False}, _flush_rows=4)
+    x = rng.standard_normal((8, DIM)).astype(np.float32)
+    col.upsert(list(range(8)), x, [{"g": 5 if i < 4 else "np.int64(5)"} for i in range(8)])
+    assert all(s["state"] != "growing" for s in col.describe()["segment_list"] if s["rows"])  # masks cached
+    for value, rows in ((np.int64(5), {0, 1, 2, 3}), ("np.int64(5)", {4, 5, 6, 7}), (5, {0, 1, 2, 3})):
+        assert set(col.search(x[0], k=8, filter={"g": value}).ids) == rows
+        assert col.count({"g": value}) == 4
