@@ -23,36 +23,15 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic, overload
+from numba.core import types
+from numba.extending import overload
+
+from .prefetch_numba import prefetch as _prefetch
 
 #: Visited marks are uint16 epochs, as in hnswlib: half the cache footprint of int32 for the one
 #: random write per evaluated node; a row is cleared once every 65,535 searches (one pass over n).
 VISITED_DTYPE = np.uint16
 _TAG_LIMIT = 65_535
-
-
-@intrinsic
-def _prefetch(typingctx, arr, i, j):
-    """Hint the cache to load ``arr[i, j]`` (``arr[i]`` for 1-D; j ignored): LLVM's ``llvm.prefetch``,
-    read, high locality. A walk step prefetches every neighbour's code and visited slot before it
-    evaluates the first, as hnswlib does with ``_mm_prefetch``."""
-
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [args[1], args[2]][: aryty.ndim]
-        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(idx, sig.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [i8p, i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return types.void(arr, i, j), codegen
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
