@@ -75,9 +75,11 @@ def test_readers_answer_reads_themselves(tmp_path) -> None:
         with fresh_client(srv.target) as c:
             c.create_collection("p", dim=4).upsert([7], np.ones((1, 4)))
         os.kill(srv.proc.pid, signal.SIGSTOP)
-        answered = 0
+        answered, deadline = 0, time.monotonic() + 90
         try:
-            for _ in range(12):  # new connections: the kernel gives each to one of the three processes
+            # new connections: the kernel gives each to one of the three processes; a reader's first
+            # answer opens the collection, which can take seconds on a loaded machine
+            while not answered and time.monotonic() < deadline:
                 channel = grpc.insecure_channel(srv.target)
                 try:
                     count = service_pb2_grpc.PointsStub(channel).Count(points_pb2.CountRequest(collection="p"),
