@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.database import Database
-from ..engine.errors import ShoalError
+from ..engine.errors import LockedError, ShoalError
 from ..engine.id_tracker import IdTracker
 from ..engine.results import GetResult
 from ..engine.stores import remove_tree_durably
@@ -116,11 +116,14 @@ class ShardReplica:
         """Open (or create) this replica's database; damaged data is set aside and refetched from a peer."""
         spec = self.spec
         spec.directory.mkdir(parents=True, exist_ok=True)
+        fsync = spec.storage.get("sync", "always") == "always"
         try:
-            self._open_db()
-            self.position = PositionFile(spec.directory / "POSITION", fsync=spec.storage.get("sync", "always") == "always")
+            self._open_db_when_free()
+            self.position = PositionFile(spec.directory / "POSITION", fsync=fsync)
             self.epoch, self.seq = self.position.read()
             self.known = True
+        except LockedError:
+            raise  # a live process still has the directory: that is not damage, and the data stays
         except ShoalError as exc:
             log.warning("%s: local data cannot be used (%s); it is moved aside and fetched from a peer", spec.name, exc)
             self._close_db()
@@ -128,10 +131,24 @@ class ShardReplica:
             os.replace(spec.directory, aside)
             spec.directory.mkdir(parents=True)
             self._open_db()
-            self.position = PositionFile(spec.directory / "POSITION")
+            self.position = PositionFile(spec.directory / "POSITION", fsync=fsync)
             self.epoch, self.seq = 0, 0
             self.known = False  # must take a snapshot: the data says nothing about what it holds
         self._reset_tail()
+
+    def _open_db_when_free(self) -> None:
+        """``_open_db``, waiting up to ``call_timeout`` for the directory lock: Ray starts a replica's
+        new process as soon as the old one is marked dead (on an idle worker: within milliseconds), and
+        the old one may still be exiting with the lock. Without the wait, the data would be taken for
+        damaged and moved aside, and with every replica of a shard restarted at once, lost."""
+        deadline = time.monotonic() + self.spec.call_timeout
+        while True:
+            try:
+                return self._open_db()
+            except LockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _open_db(self) -> None:
         spec = self.spec

@@ -193,3 +193,22 @@ def test_entries_apply_in_order_only(shard):
 
     with pytest.raises(Behind):
         follower.replicate(leader.term, 0, [later])
+
+
+def test_restart_waits_for_the_old_process_to_release_the_directory(shard, tmp_path):
+    """The new process opens while the old one still holds the directory lock (Ray placed it on an idle
+    worker at once): it waits for the lock and keeps its data, instead of taking it for damaged."""
+    import shoal
+
+    bus, start = shard
+    leader, follower = _two_serving(bus, start)
+    _write(leader, [1, 2, 3])
+    directory = follower.spec.directory
+    follower.close()
+    old_process = shoal.Database(directory / "db")  # still exiting: holds the lock
+    threading.Timer(0.5, old_process.close).start()
+    restarted = start(1)
+    assert restarted.known and restarted.seq == leader.seq and len(restarted.col) == 3
+    assert not list(directory.parent.glob("*.damaged-*"))
+    wait_for(_serving(restarted), timeout=30, what="the rejoin")
+    assert restarted.catchup == {"snapshots": 0, "entries": 0}
