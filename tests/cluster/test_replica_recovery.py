@@ -168,8 +168,9 @@ def test_demote_that_lands_while_a_recovery_finishes_starts_the_next_one(shard):
     assert follower.seq == leader.seq and len(follower.col) == 3
 
 
-def test_takeover_demotes_a_follower_it_cannot_install(shard):
-    """A follower of the old leader that the new one cannot bring along stops serving (no stale reads)."""
+def test_demote_ends_only_the_current_membership(shard):
+    """A demote naming another membership or an older leader is ignored; the current one stops the
+    follower serving (no stale reads), and it rejoins under a new membership."""
     bus, start = shard
     leader, follower = _two_serving(bus, start)
     _write(leader, [1])
