@@ -300,7 +300,8 @@ class ShardReplica:
         """Leader (holding its lock): make ``replica`` a serving follower with the last ``entries``."""
         token = uuid.uuid4().hex
         try:
-            remote.get(self._peer(replica).install.remote(self.term, self.index, entries, token), self.spec.call_timeout)
+            ref = self._peer(replica).install.remote(self.term, self.index, entries, token)
+            remote.get(ref, self.spec.call_timeout)
         except BaseException:
             self._demote(replica, token)  # it may have installed before the call failed: it must not serve
             raise
