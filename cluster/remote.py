@@ -38,6 +38,13 @@ def get(ref: Any, timeout: float | None) -> Any:
         raise Unreachable(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
+def node_id() -> str:
+    """The Ray node this process runs on (a replica reports it in ``info``)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def actor(name: str) -> Any:
     """The handle of a named actor, or Unreachable when none is alive under that name."""
     import ray

@@ -22,6 +22,13 @@ Replication (primary-backup with leader epochs, after Raft's log matching):
 Calls between replicas never hold the caller's lock on a follower: followers call the
 leader only from their recovery thread without their own lock, so the leader (which holds
 its lock while it forwards) cannot deadlock with them.
+
+Messages can outlive the replica they were meant for: Ray keeps a restarted actor's id, so a
+call sent to the old process (a ``demote`` after a failed forward) can run in the new one after
+it rejoined. Each join therefore gets a **membership** token, and ``demote`` names the one it
+ends; a stale demote is ignored. One recovery thread per replica lives as long as the replica
+and wakes whenever the replica stops serving, so a demote that lands while it finishes a
+recovery is never lost.
 """
 from __future__ import annotations
 
@@ -31,13 +38,14 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..engine.database import Database
-from ..engine.errors import ShoalError
+from ..engine.errors import LockedError, ShoalError
 from ..engine.id_tracker import IdTracker
 from ..engine.results import GetResult
 from ..engine.stores import remove_tree_durably
@@ -90,13 +98,17 @@ class ShardReplica:
         self.state = RECOVERING
         self.leader: int | None = None
         self.term = 0
-        self.members: set[int] = set()
+        #: Leader: the serving followers, each with the membership token of its join.
+        self.members: dict[int, str] = {}
+        #: Follower: the token of the join that made it the leader's member (None while not a member).
+        self.membership: str | None = None
         self._done: OrderedDict[str, tuple[Entry, Any]] = OrderedDict()
         self._stopping = False
         #: How this replica caught up since it started: snapshots installed, log entries replayed from a peer.
         self.catchup = {"snapshots": 0, "entries": 0}
         self._open_local()
-        self._recovery = threading.Thread(target=self._recover_loop, name=f"recover {spec.name}", daemon=True)
+        self._wake = threading.Condition()  # notified when the replica stops serving (or closes)
+        self._recovery = threading.Thread(target=self._recovery_thread, name=f"recover {spec.name}", daemon=True)
         self._recovery.start()
 
     # ------------------------------------------------------------ local data
@@ -104,11 +116,14 @@ class ShardReplica:
         """Open (or create) this replica's database; damaged data is set aside and refetched from a peer."""
         spec = self.spec
         spec.directory.mkdir(parents=True, exist_ok=True)
+        fsync = spec.storage.get("sync", "always") == "always"
         try:
-            self._open_db()
-            self.position = PositionFile(spec.directory / "POSITION", fsync=spec.storage.get("sync", "always") == "always")
+            self._open_db_when_free()
+            self.position = PositionFile(spec.directory / "POSITION", fsync=fsync)
             self.epoch, self.seq = self.position.read()
             self.known = True
+        except LockedError:
+            raise  # a live process still has the directory: that is not damage, and the data stays
         except ShoalError as exc:
             log.warning("%s: local data cannot be used (%s); it is moved aside and fetched from a peer", spec.name, exc)
             self._close_db()
@@ -116,10 +131,24 @@ class ShardReplica:
             os.replace(spec.directory, aside)
             spec.directory.mkdir(parents=True)
             self._open_db()
-            self.position = PositionFile(spec.directory / "POSITION")
+            self.position = PositionFile(spec.directory / "POSITION", fsync=fsync)
             self.epoch, self.seq = 0, 0
             self.known = False  # must take a snapshot: the data says nothing about what it holds
         self._reset_tail()
+
+    def _open_db_when_free(self) -> None:
+        """``_open_db``, waiting up to ``call_timeout`` for the directory lock: Ray starts a replica's
+        new process as soon as the old one is marked dead (on an idle worker: within milliseconds), and
+        the old one may still be exiting with the lock. Without the wait, the data would be taken for
+        damaged and moved aside, and with every replica of a shard restarted at once, lost."""
+        deadline = time.monotonic() + self.spec.call_timeout
+        while True:
+            try:
+                return self._open_db()
+            except LockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _open_db(self) -> None:
         spec = self.spec
@@ -174,14 +203,12 @@ class ShardReplica:
     # --------------------------------------------------------------- status
     def info(self) -> dict[str, Any]:
         """State for routers, peers and ``describe`` (takes no lock: peers call it while holding theirs)."""
-        import ray
-
         return {"replica": self.index, "name": self.spec.name, "state": self.state, "leader": self.leader,
                 "term": self.term, "epoch": self.epoch, "seq": self.seq, "position_known": self.known,
-                "members": sorted(self.members), "catchup": dict(self.catchup),
+                "members": sorted(self.members), "membership": self.membership, "catchup": dict(self.catchup),
                 "tail_from": self._base[1], "count": len(self.col),
                 "segments": len(self.col._shard.segments),
-                "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+                "pid": os.getpid(), "node": remote.node_id()}
 
     def _peers(self) -> list[int]:
         return [r for r in range(self.spec.replicas) if r != self.index]
@@ -253,16 +280,32 @@ class ShardReplica:
         """A follower follows a newer leader: this one stops, unacknowledged, and recovers. Its last write
         is not in the new leader's history, so recovery replaces its data by a snapshot."""
         log.warning("%s: a newer leader exists; stepping down", self.spec.name)
-        self.state, self.leader, self.members = RECOVERING, None, set()
-        self._start_recovery()
+        self.leader, self.members = None, {}
+        self._stop_serving()
 
     def _drop_member(self, m: int, why: Exception) -> None:
         log.warning("%s: replica %d left the shard's members (%s: %s)", self.spec.name, m, type(why).__name__, why)
-        self.members.discard(m)
+        token = self.members.pop(m, None)
+        if token is not None:
+            self._demote(m, token)
+
+    def _demote(self, replica: int, membership: str | None) -> None:
+        """Best effort: a live but lagging follower stops serving reads (a stale one ignores it)."""
         try:
-            self._peer(m).demote.remote(self.term)  # best effort: a live but lagging follower stops serving reads
+            self._peer(replica).demote.remote(self.term, membership)
         except remote.Unreachable:
             pass
+
+    def _add_member(self, replica: int, entries: list[Entry]) -> None:
+        """Leader (holding its lock): make ``replica`` a serving follower with the last ``entries``."""
+        token = uuid.uuid4().hex
+        try:
+            ref = self._peer(replica).install.remote(self.term, self.index, entries, token)
+            remote.get(ref, self.spec.call_timeout)
+        except BaseException:
+            self._demote(replica, token)  # it may have installed before the call failed: it must not serve
+            raise
+        self.members[replica] = token
 
     def _position_of(self, seq: int) -> tuple[int, int]:
         """``(epoch, seq)`` of an entry this replica holds (for a follower that reported its last seq)."""
@@ -284,23 +327,33 @@ class ShardReplica:
             self._apply_entries(entries)
             return self.seq
 
-    def install(self, term: int, leader: int, entries: list[Entry]) -> int:
-        """From the leader (join or take-over): apply the last entries and serve as its follower."""
+    def install(self, term: int, leader: int, entries: list[Entry], membership: str) -> int:
+        """From the leader (join or take-over): apply the last entries and serve as its follower;
+        ``membership`` is the token a later ``demote`` of this membership names."""
         with self.lock:
             if term < self.term:
                 raise StaleEpoch(f"{self.spec.name} follows epoch {self.term}, not {term}")
             self.catchup["entries"] += self._apply_entries(entries)
-            self.term, self.leader, self.members = term, leader, set()
+            self.term, self.leader, self.members, self.membership = term, leader, {}, membership
             self.state, self.known = SERVING, True
             return self.seq
 
-    def demote(self, term: int) -> None:
-        """The leader dropped this replica: stop serving and catch up again."""
+    def demote(self, term: int, membership: str | None) -> bool:
+        """The leader dropped this replica from its members: stop serving and catch up again. A demote
+        of an earlier membership (sent to this replica's previous process, or before it rejoined) is
+        ignored. Returns whether it took effect."""
         with self.lock:
-            if term < self.term or self.state != SERVING or self.leader == self.index:
-                return
-            self.state = RECOVERING
-        self._start_recovery()
+            if (term < self.term or self.state != SERVING or self.leader == self.index or membership is None
+                    or membership != self.membership):
+                return False
+            self._stop_serving()
+            return True
+
+    def _stop_serving(self) -> None:
+        """Stop answering reads and writes (caller holds ``lock``); the recovery thread catches up."""
+        self.state, self.membership = RECOVERING, None
+        with self._wake:
+            self._wake.notify_all()
 
     # --------------------------------------------------------- catching up
     def _since(self, epoch: int, seq: int, limit: int | None = None) -> tuple[list[Entry], bool] | None:
@@ -346,8 +399,7 @@ class ShardReplica:
             entries, complete = got
             if not complete:
                 return "more"
-            remote.get(self._peer(replica).install.remote(self.term, self.index, entries), self.spec.call_timeout)
-            self.members.add(replica)
+            self._add_member(replica, entries)
             return "joined"
 
     def snapshot_files(self) -> tuple[int, int, dict[str, bytes]]:
@@ -385,20 +437,27 @@ class ShardReplica:
             self.catchup["snapshots"] += 1
         log.info("%s: installed a snapshot at epoch %d seq %d (%d files)", self.spec.name, epoch, seq, len(files))
 
-    def _start_recovery(self) -> None:
-        if self._recovery.is_alive():
-            return
-        self._recovery = threading.Thread(target=self._recover_loop, name=f"recover {self.spec.name}", daemon=True)
-        self._recovery.start()
+    def _recovery_thread(self) -> None:
+        """For the replica's lifetime: whenever it does not serve, catch up until it does.
 
-    def _recover_loop(self) -> None:
+        The state is checked under ``_wake``, which ``_stop_serving`` notifies after changing it, so
+        a demote that lands just as a recovery finishes starts the next one instead of being lost."""
+        while True:
+            with self._wake:
+                while self.state == SERVING and not self._stopping:
+                    self._wake.wait()
+            if self._stopping:
+                return
+            self._recover()
+
+    def _recover(self) -> None:
         started = time.monotonic()
         while not self._stopping and self.state != SERVING:
             try:
                 if self._recover_once(started):
                     log.info("%s: serving (epoch %d, seq %d, leader %s)", self.spec.name, self.epoch, self.seq,
                              self.leader)
-                    return
+                    continue  # (a demote may already have ended it again: the loop checks)
             except Exception as exc:  # a peer died meanwhile, a snapshot failed: try again
                 log.warning("%s: recovery step failed: %s: %s", self.spec.name, type(exc).__name__, exc)
             time.sleep(0.1)
@@ -426,7 +485,7 @@ class ShardReplica:
             return False  # it becomes leader; this replica joins it next round
         with self.lock:
             self.term = max([self.term, self.epoch] + [i["term"] for i in answered.values()]) + 1
-            self.leader, self.members, self.state, self.known = self.index, set(), SERVING, True
+            self.leader, self.members, self.state, self.known = self.index, {}, SERVING, True
         return True
 
     def _join(self, leader: int) -> bool:
@@ -468,16 +527,16 @@ class ShardReplica:
             if best != self.index:
                 raise NotLeader(best, "a more advanced replica takes over")
             self.term = max([self.term] + [i["term"] for i in infos.values() if i is not None]) + 1
-            self.leader, self.members = self.index, set()
+            self.leader, self.members, self.membership = self.index, {}, None
             for r, i in serving.items():
                 got = self._since(i["epoch"], i["seq"])
                 try:
                     if got is None:
                         raise Behind(i["seq"])
-                    remote.get(self._peer(r).install.remote(self.term, self.index, got[0]), self.spec.call_timeout)
-                    self.members.add(r)
+                    self._add_member(r, got[0])
                 except (remote.Unreachable, ShoalError, Behind, StaleEpoch) as exc:
-                    self._drop_member(r, exc)
+                    log.warning("%s: replica %d not taken over (%s: %s)", self.spec.name, r, type(exc).__name__, exc)
+                    self._demote(r, i["membership"])  # the old leader's membership it reported
             log.info("%s: took over as leader (epoch %d, members %s)", self.spec.name, self.term, sorted(self.members))
             return self.index
 
@@ -513,7 +572,7 @@ class ShardReplica:
         """Stop recovering, close the database (``remove``: delete this replica's directory too)."""
         self._stopping = True
         with self.lock:
-            self.state = RECOVERING
+            self._stop_serving()  # (wakes the recovery thread, which sees _stopping and ends)
             self._close_db()
             self.position.close()
             if remove:

@@ -360,9 +360,8 @@ def _same_on_every_replica(col, q, k=10):
     return infos
 
 
-#: In two fresh-clone CI runs on the quiet machine (5a54f49) the restarted replica never got back to SERVING
-#: within 120 s (ShardUnavailableError); an earlier run (4556c62) passed. Slow until the catch-up is fixed (issue 20).
-@pytest.mark.slow
+#: Failed in two fresh-clone CI runs (5a54f49): a demote sent to the killed follower's old process ran in
+#: its restarted one just after it rejoined, and the recovery it asked for was lost (test_replica_recovery.py).
 def test_kill_replicas_during_ingest(replicated):
     db, col = replicated
     rng = np.random.default_rng(5)
@@ -390,6 +389,7 @@ def test_kill_replicas_during_ingest(replicated):
             res = col.search(x[:3], k=5)
             assert all(len(r) == 5 for r in res)
             searched += 1
+        time.sleep(0.01)  # (a busy loop here took CPU from the writer and the restarts on 2 cores)
     writer.join()
     assert not kills and searched > 0 and not failures, failures
     db.wait_ready(col.name, timeout=120)
@@ -405,9 +405,6 @@ def test_kill_replicas_during_ingest(replicated):
     assert infos
 
 
-#: In two fresh-clone CI runs on the quiet machine (5a54f49) the restarted replica never got back to SERVING
-#: within 120 s (ShardUnavailableError); an earlier run (4556c62) passed. Slow until the catch-up is fixed (issue 20).
-@pytest.mark.slow
 def test_kill_every_replica_of_a_shard(replicated):
     db, col = replicated
     x = np.random.default_rng(5).normal(size=(3000, DIM)).astype(np.float32)
