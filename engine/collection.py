@@ -248,20 +248,22 @@ class Collection(RecordAPI, SearchModes):
         if group_by is not None:
             return self._grouped_search(queries, k, filter, params, tuple(include), check_threshold(
                 score_threshold, "score_threshold"), group_by, group_size)
-        threshold = check_threshold(score_threshold, "score_threshold")
-        single = np.ndim(queries) == 1
+        threshold = None if score_threshold is None else check_threshold(score_threshold, "score_threshold")
+        single = (queries.ndim if isinstance(queries, np.ndarray) else np.ndim(queries)) == 1
         q = as_queries(queries, self.dim, normalize=self.metric == "cosine")
         k = check_k(k)
         node, key = _filter(filter)
-        include = check_include(include, INCLUDE_FIELDS)
+        if include is not DEFAULT_INCLUDE:  # the default is valid: one-query calls skip the check
+            include = check_include(include, INCLUDE_FIELDS)
         params = self._template.check_params(params)
         want_meta, want_vectors = "metadata" in include, "vector" in include
         shard = self._shard
         with shard.lock.read():
             shard.check_open()
             d, internal, plans = shard.search(q, k, node, key, params)
-            rows = [apply_threshold(self._result_row(d[i], internal[i], want_meta, want_vectors), threshold)
-                    for i in range(q.shape[0])]
+            rows = [self._result_row(d[i], internal[i], want_meta, want_vectors) for i in range(q.shape[0])]
+        if threshold is not None:
+            rows = [apply_threshold(r, threshold) for r in rows]
         if explain:
             described = [p.describe() for p in plans]
             for r in rows:
