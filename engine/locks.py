@@ -29,13 +29,19 @@ class RWLock:
         return self._write
 
 
-class _Read:
-    """``with lock.read():`` (stateless beyond its lock, so shared by threads)."""
+class _Side:
+    """One side of the lock as a context object (stateless beyond its lock, so shared by threads)."""
 
     __slots__ = ("_lock",)
 
     def __init__(self, lock: RWLock) -> None:
         self._lock = lock
+
+
+class _Read(_Side):
+    """``with lock.read():``"""
+
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lock = self._lock
@@ -52,13 +58,10 @@ class _Read:
                 lock._cond.notify_all()
 
 
-class _Write:
+class _Write(_Side):
     """``with lock.write():``"""
 
-    __slots__ = ("_lock",)
-
-    def __init__(self, lock: RWLock) -> None:
-        self._lock = lock
+    __slots__ = ()
 
     def __enter__(self) -> None:
         lock = self._lock
