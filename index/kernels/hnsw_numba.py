@@ -31,13 +31,14 @@ from numba.extending import intrinsic, overload
 #: random write per evaluated node; a row is cleared once every 65,535 searches (one pass over n).
 VISITED_DTYPE = np.uint16
 _TAG_LIMIT = 65_535
+_LINE_BYTES = 64
 
 
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
     """Hint the cache to load ``arr[i, j]`` (``arr[i]`` for 1-D; j ignored): LLVM's ``llvm.prefetch``,
-    read, high locality. A walk step prefetches every neighbour's code and visited slot before it
-    evaluates the first, as hnswlib does with ``_mm_prefetch``."""
+    read, high locality. A walk step prefetches every neighbour's visited slot and every cache line of
+    its code or vector before it evaluates the first (hnswlib prefetches one line per neighbour)."""
 
     def codegen(context, builder, sig, args):
         aryty = sig.args[0]
@@ -101,10 +102,11 @@ def _coded(codes, a, c0, qa, scale, base, code):
 def _dist(x, codes, c0, v, q, qa, scale, base, code):
     """Walk distance to node v: on its SQ8 code when ``codes`` is the uint8 graph, else exact (the
     float walk passes ``codes = x``). Chosen by type at compile time: a run-time flag in this inner
-    loop made the float walk 5x slower (measured on 5,000 50-d rows)."""
+    loop made the float walk 5x slower (measured on 5,000 50-d rows). The overload is inlined: as a
+    call it cost 12% of a one-query search (400k GloVe-50, ef 64: 71 -> 62 µs)."""
 
 
-@overload(_dist, fastmath=True)
+@overload(_dist, fastmath=True, inline="always")
 def _dist_impl(x, codes, c0, v, q, qa, scale, base, code):
     if codes.dtype == types.uint8:
         return lambda x, codes, c0, v, q, qa, scale, base, code: _coded(codes, v, c0, qa, scale, base, code)
@@ -115,7 +117,7 @@ def _on_codes(codes):
     """Whether a walk over ``codes`` is on SQ8 codes (a compile-time constant)."""
 
 
-@overload(_on_codes)
+@overload(_on_codes, inline="always")
 def _on_codes_impl(codes):
     coded = codes.dtype == types.uint8
     return lambda codes: coded
@@ -205,10 +207,12 @@ def _expand(x, codes, c0, q, qa, scale, base, code, u, level, links, up, up_off,
         nbr = up
         row = up_off[u] + level - 1
     cnt = nbr[row, 0]
-    for e in range(cnt):
+    step = _LINE_BYTES // codes.itemsize
+    for e in range(cnt):  # every line of each payload: 50-d floats span 4; prefetching one cost 1.9x (400k GloVe)
         v = nbr[row, 1 + e]
         _prefetch(vis, v, 0)
-        _prefetch(codes, v, c0)
+        for j in range(c0, c0 + q.shape[0], step):
+            _prefetch(codes, v, j)
     for e in range(cnt):
         v = nbr[row, 1 + e]
         if vis[v] == tag:
