@@ -124,6 +124,12 @@ class HNSWIndex(Index):
         #: Visited scratch lent to one call at a time: one-row arrays (serial) and pool-wide ones (batch).
         self._scratch: dict[int, list[np.ndarray]] = {1: [], numba.config.NUMBA_NUM_THREADS: []}
 
+    @property
+    def walks_codes(self) -> bool:
+        """Whether searches walk SQ8 codes (``codes="sq8"``, or ``"auto"`` from ``AUTO_SQ8_MIN_DIM``) and read
+        the full vectors only to re-rank; a float walk reads them at every step."""
+        return self._quant
+
     def _set_g0(self, g0: np.ndarray) -> None:
         self._g0 = g0
         self._links = g0.view(np.int32)  # (rows, row_bytes / 4): column 0 count, then the links
