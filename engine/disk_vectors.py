@@ -37,13 +37,13 @@ def check_vectors_on_disk(value: Any, template: Index, durable: bool) -> bool:
     if not durable:
         raise InvalidArgumentError("vectors_on_disk needs a durable database (shoal.Database(path)): an in-memory "
                                    "collection has no file to keep its vectors in")
-    walks_codes = (isinstance(template, HNSWIndex) and template.codes != "none") or (
+    walks_codes = (isinstance(template, HNSWIndex) and template.walks_codes) or (
         isinstance(template, QuantizedIndex) and template.keep_vectors and template.code_size < 4 * template.dim)
     if not walks_codes:
         raise InvalidArgumentError(
             f"vectors_on_disk needs an index that searches compact codes and re-scores on the full vectors "
             f"(HNSW with codes='sq8', SQ8, PQ<m>, IVF<n>,SQ8 or IVF<n>,PQ<m>), not {type(template).__name__}"
-            + (" with codes='none'" if isinstance(template, HNSWIndex) else ""))
+            + (f" with codes={template.codes!r} (a float walk at {template.dim}-d)" if isinstance(template, HNSWIndex) else ""))
     return True
 
 

@@ -64,11 +64,12 @@ GRAPH_MAX_EF = 2048
 #: GloVe-50, 400k rows, M=16, 2 cores: an unfiltered walk at ef=64 took 118 µs, an exact scan
 #: 4.9 ns per row, so 118 µs / 4.9 ns / (64 · 16) ≈ 24 (random access and heap upkeep per step).
 GRAPH_ROW_COST = 24.0
-#: ``codes="auto"`` walks on SQ8 codes from this dimension up. Measured (CPU time, 2 threads, same run as
-#: hnswlib): GloVe-50 100k rows, recall@10 0.95, the SQ8 walk did 1.32-1.43x hnswlib's batch QPS against
-#: 0.86-0.92x for the float walk, and 0.87-1.01x vs 0.73-0.80x one query per call; but on 3k in-cache rows
-#: (64-d) it was 0.6x the float walk. Not measured below 50-d.
-AUTO_SQ8_MIN_DIM = 32
+#: ``codes="auto"`` walks on SQ8 codes from this dimension up. At 50-d the float walk wins since it
+#: prefetches whole vectors: 400k GloVe-50, same graph, same run as hnswlib (CPU time), one query per
+#: call 1.66-1.82x hnswlib against 0.99-1.07x for SQ8, batch (2 threads) 1.81-2.07x against 1.15-1.27x.
+#: Codes read a quarter of the lines, which should pay once a float vector spans many lines; 128 is a
+#: guess between the 50-d loss and that, not a measured crossover (384-d was not measured since).
+AUTO_SQ8_MIN_DIM = 128
 #: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
 #: since the last renumbering (O(n·M) each time, amortised by the doubling).
 REORDER_MIN_ROWS = 10_000
@@ -86,7 +87,7 @@ class HNSWIndex(Index):
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
     OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
                "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED,
-               # default "none": the SQ8 walk is faster on large graphs (100k+) but slower in cache (issue 21)
+               # default "none": the float walk is ahead of the SQ8 walk at 50-d, in cache or not (issue 21)
                "codes": Option(str, "none", choices=("auto", "sq8", "none"))}
     M: int
     ef_construction: int
@@ -122,6 +123,12 @@ class HNSWIndex(Index):
         self._ordered = 0  # rows at the last renumbering
         #: Visited scratch lent to one call at a time: one-row arrays (serial) and pool-wide ones (batch).
         self._scratch: dict[int, list[np.ndarray]] = {1: [], numba.config.NUMBA_NUM_THREADS: []}
+
+    @property
+    def walks_codes(self) -> bool:
+        """Whether searches walk SQ8 codes (``codes="sq8"``, or ``"auto"`` from ``AUTO_SQ8_MIN_DIM``) and read
+        the full vectors only to re-rank; a float walk reads them at every step."""
+        return self._quant
 
     def _set_g0(self, g0: np.ndarray) -> None:
         self._g0 = g0
