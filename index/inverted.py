@@ -22,15 +22,18 @@ Stored in a segment's ``postings.bin`` (``storage.arrayfile``, kind POSTINGS).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..storage.arrayfile import read_arrays, write_arrays
+from .impacts import ImpactCache
 from .kernels.bm25_numba import BLOCK
 
 KIND, VERSION = "POSTINGS", 1
+_CACHE_LOCK = threading.Lock()
 
 _ARRAYS = ("keys", "offsets", "rows", "values", "blk_off", "blk_last", "blk_max", "blk_min", "blk_mindl",
            "doclen", "present")
@@ -51,6 +54,7 @@ class InvertedIndex:
     blk_mindl: np.ndarray
     doclen: np.ndarray
     present: np.ndarray
+    _impacts: ImpactCache | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, keys: np.ndarray, key_of_posting: np.ndarray, rows: np.ndarray, values: np.ndarray,
@@ -104,6 +108,14 @@ class InvertedIndex:
             return np.full(keys.size, -1, np.int64)
         pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
         return np.where(self.keys[pos] == keys, pos, -1)
+
+    def impacts(self) -> ImpactCache:
+        """The scoring data the kernels read (``index.impacts``), made on first use."""
+        if self._impacts is None:
+            with _CACHE_LOCK:
+                if self._impacts is None:
+                    self._impacts = ImpactCache(self.offsets, self.rows, self.values, self.doclen)
+        return self._impacts
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _ARRAYS}

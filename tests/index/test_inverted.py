@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from shoal.engine.errors import InvalidArgumentError
+from shoal.index.impacts import ImpactCache
 from shoal.index.inverted import InvertedIndex, PostingsBuilder, load_postings, merge_indexes, save_postings
 from shoal.index.kernels import bm25_numba, bm25_numpy
 from shoal.index.tokenizer import Tokenizer, TokenizerConfig
@@ -45,16 +46,18 @@ def random_postings(rng, n_docs, vocab, sparse=False, positive=False):
 
 
 def run_topk(kernels, index, queries, allowed, mode, k):
+    """``kernels.topk`` with the impacts its own backend computed (a fresh cache per call)."""
     q_terms, q_weights, q_off = [], [], [0]
     for keys, weights in queries:
         local = index.lookup(np.asarray(keys))
         q_terms.append(local[local >= 0])
         q_weights.append(np.asarray(weights, np.float64)[local >= 0])
         q_off.append(q_off[-1] + int((local >= 0).sum()))
-    return kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last, index.blk_max,
-                        index.blk_min, index.blk_mindl, index.doclen, np.asarray(q_off, np.int64),
-                        np.concatenate(q_terms).astype(np.int64), np.concatenate(q_weights), allowed, mode,
-                        1.2, 0.75, float(max(index.doclen.mean(), 1e-9)), k)
+    terms = np.concatenate(q_terms).astype(np.int64)
+    bm25 = (1.2, 0.75, float(max(index.doclen.mean(), 1e-9))) if mode == 0 else None
+    cache = ImpactCache(index.offsets, index.rows, index.values, index.doclen)
+    return kernels.topk(index.offsets, index.rows, *cache.prepare(terms, bm25, kernels), np.asarray(q_off, np.int64),
+                        terms, np.concatenate(q_weights), allowed, k)
 
 
 @pytest.mark.parametrize("sparse", [False, True, "positive"])
