@@ -261,7 +261,10 @@ def search_postings(config: LexicalConfig, segments: list["Segment"], query: Lex
     key_off = np.zeros(nq + 1, np.int64)
     np.cumsum([q.size for q in query.keys], out=key_off[1:])
     empty = np.zeros(0, TEXT_KEYS if query.bm25 else SPARSE_KEYS)
-    keys, inverse = np.unique(np.concatenate(query.keys) if nq else empty, return_inverse=True)
+    if nq == 1:  # a query's keys are distinct already (text_query counts them, parse_sparse checks)
+        keys, inverse = query.keys[0], np.arange(query.keys[0].size)
+    else:
+        keys, inverse = np.unique(np.concatenate(query.keys) if nq else empty, return_inverse=True)
     weights = np.concatenate(query.weights) if nq else np.zeros(0)
     locals_ = [seg.postings.index(query.field).lookup(keys) for seg in segments]
     avgdl, k1, b = 1.0, config.k1, config.b

@@ -56,8 +56,9 @@ class ImpactCache:
                 if self._params != bm25:
                     self._valid[:] = False
                     self._params = bm25
-                need = np.unique(terms[~self._valid[terms]])
-                if need.size:
+                stale = ~self._valid[terms]
+                if stale.any():
+                    need = np.unique(terms[stale])
                     kernels.bm25_impacts(self._offsets, self._rows, self._values, self._doclen, need, *bm25,
                                          self._impacts, self._max, self._min)
                     self._valid[need] = True
@@ -67,9 +68,10 @@ class ImpactCache:
     def _add_dense(self, terms: np.ndarray, kernels: Any) -> None:
         n = self._doclen.shape[0]
         df = self._offsets[terms + 1] - self._offsets[terms]
-        new = np.unique(terms[(df * DENSE_FRACTION >= n) & (self._slot[terms] < 0)])
-        if not new.size:
+        missing = (df * DENSE_FRACTION >= n) & (self._slot[terms] < 0)
+        if not missing.any():
             return
+        new = np.unique(terms[missing])
         first = self._dense.shape[0]
         dense = np.empty((first + new.size, n), np.int32)
         dense[:first] = self._dense
