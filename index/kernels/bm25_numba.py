@@ -314,11 +314,12 @@ def _bounds(offsets, impacts, t, imp_max, imp_min):
     imp_min[t] = lo if offsets[t + 1] > offsets[t] else 0.0
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def bm25_impacts(offsets, rows, values, doclen, terms, k1, b, avgdl, impacts, imp_max, imp_min):
     """Fill ``impacts`` (tf / (tf + k1 (1 - b + b dl / avgdl)), float64) and the per-list max/min
-    for the lists of ``terms`` (distinct)."""
-    for j in nb.prange(terms.shape[0]):
+    for the lists of ``terms`` (distinct). Serial: it runs once per list and write, on the calling
+    thread (a parallel region here would cost more to compile and wake than the pass itself)."""
+    for j in range(terms.shape[0]):
         t = terms[j]
         for p in range(offsets[t], offsets[t + 1]):
             v = np.float64(values[p])
