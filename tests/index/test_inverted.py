@@ -128,3 +128,45 @@ def test_lookup_and_empty_index():
     idx = b.freeze()
     assert idx.keys.tolist() == ["a", "b"] and idx.present.tolist() == [True, False]
     assert idx.lookup(np.array(["b", "c", "a"])).tolist() == [1, -1, 0]
+
+
+def test_impact_cache_follows_the_bm25_parameters_and_keeps_handed_out_arrays(rng):
+    builder, docs = random_postings(rng, 400, 80)
+    index = builder.freeze()
+    cache = index.impacts()
+    assert index.impacts() is cache  # one cache per (immutable) index
+    terms = np.arange(index.keys.size)
+    for avgdl in (7.5, 11.0, 7.5):  # a write that moves avgdl recomputes the lists a search reads
+        impacts, imp_max, imp_min, slot, dense = cache.prepare(terms[:5], (1.2, 0.75, avgdl), bm25_numba)
+        for t in range(5):
+            p = slice(index.offsets[t], index.offsets[t + 1])
+            tf, dl = index.values[p].astype(np.float64), index.doclen[index.rows[p]].astype(np.float64)
+            np.testing.assert_array_equal(impacts[p], tf / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl)))
+            assert imp_max[t] == impacts[p].max() and imp_min[t] == impacts[p].min()
+            if slot[t] >= 0:  # a common term's dense map: row -> position in its list
+                assert index.offsets[t + 1] - index.offsets[t] >= index.n / 8
+                found = np.flatnonzero(dense[slot[t]] >= 0)
+                np.testing.assert_array_equal(found, index.rows[p])
+                np.testing.assert_array_equal(dense[slot[t]][found], np.arange(found.size))
+    old_slot, old_dense = slot.copy(), dense
+    _, _, _, slot2, dense2 = cache.prepare(terms, (1.2, 0.75, 7.5), bm25_numba)
+    np.testing.assert_array_equal(slot, old_slot)  # a kernel still reading the old pair sees it unchanged
+    assert dense is old_dense and (slot2 >= 0).sum() >= (slot >= 0).sum()
+    sparse = ImpactCache(index.offsets, index.rows, index.values, index.doclen)
+    values, vmax, _, _, _ = sparse.prepare(terms, None, bm25_numba)
+    np.testing.assert_array_equal(values, index.values.astype(np.float64))
+    assert vmax[0] == index.values[index.offsets[0]:index.offsets[1]].max()
+
+
+def test_scratch_reuse_across_indexes_of_different_sizes(rng):
+    """One-query calls reuse a thread's scratch sized for the largest index seen: results stay exact."""
+    big, _ = random_postings(rng, 5000, 300)
+    small, _ = random_postings(rng, 200, 300)
+    for index in (big.freeze(), small.freeze(), big.freeze()):
+        for terms in ([f"w{t}" for t in range(6)], ["w0", "w7", "w19"], ["w3"]):
+            query = [(terms, np.ones(len(terms)))]
+            allowed = rng.random(index.n) < 0.8
+            d, i = run_topk(bm25_numba, index, query, allowed, 0, 10)
+            ref_d, ref_i = run_topk(bm25_numpy, index, query, allowed, 0, 10)
+            finite = np.isfinite(ref_d)
+            assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
