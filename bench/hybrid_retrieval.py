@@ -20,7 +20,11 @@ Speed (every distinct docstring paragraph of 5+ words as a document, ~41k here;
 the first ``--speed-queries`` summaries as queries): BM25 indexing rows/s and query QPS of the
 collection path (``upsert`` + ``flush``; ``search(text=[...])`` in one batch and one
 query per call) against bm25s (``method="lucene"``, same k1/b, tokens from the same
-tokenizer; numpy and numba backends), same process, same data, same threads.
+tokenizer; numpy and numba backends; batch on all threads and one tokenised query per
+call on one thread, as Shoal runs a one-query call), same process, same data, same
+threads, query passes interleaved, best of ``--repeat`` rounds. ``--speed-corpus sources``
+takes every docstring paragraph of the ``.py`` files of the standard library and
+site-packages instead (~265k, read with ``ast``).
 Run: ``python -m shoal.bench.hybrid_retrieval [--json out.json]``.
 """
 from __future__ import annotations

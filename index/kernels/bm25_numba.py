@@ -11,17 +11,27 @@ live collection (bm25s fixes idf and avgdl at index time).
 Per query the terms are taken in decreasing order of their upper bound ``w * max
 impact`` and each list is added into a dense accumulator (phase 1), until the k-th
 best partial score ``theta`` passes the sum of the remaining terms' bounds (MaxScore,
-Turtle & Flood 1995, in its term-at-a-time form): no document outside the
-accumulator can then enter the top k, nor one whose partial score plus that sum stays
-below ``theta``. The remaining terms, the common low-idf ones with the long lists,
-are only looked up for the surviving candidates (phase 2): in O(1) through a dense
-row -> posting map for terms in at least 1/8 of the rows (``index.impacts``), by a
-galloping merge otherwise; after each term the candidates that can no longer reach
-``theta`` are dropped. Pruning is exact (comparisons are strict, with a relative
-slack of 1e-9 for float64 rounding of the sums), so results equal exhaustive scoring
-(``bm25_numpy``), ties to the lower row. It needs every contribution >= 0 (so scores
-only grow and ``theta`` is a lower bound of the final k-th score): always true of BM25;
-a sparse query with a contribution of either sign scores every list (exhaustive).
+Turtle & Flood 1995, in its term-at-a-time form): no row outside the accumulator can
+then enter the top k, nor one whose partial score plus that sum stays below ``theta``.
+``theta`` costs nothing extra: while a list is added, a k-slot min-heap keeps the k best
+partial scores among its (distinct) allowed rows, a lower bound of the final k-th score.
+The surviving candidates are taken in row order from a bitmap; the remaining terms
+(the common, low-idf ones with the long lists) are only looked up for them (phase 2):
+in O(1) through a dense row -> posting map for lists in at least 1/8 of the rows
+(``index.impacts``), by a galloping merge otherwise; before each term ``theta`` is
+raised to the candidates' k-th partial score and those that can no longer reach it
+are dropped. Pruning is exact (comparisons are strict, with a relative slack of 1e-9
+for float64 rounding of the sums), so results equal exhaustive scoring (``bm25_numpy``),
+ties to the lower row. It needs every contribution >= 0 (so scores only grow and
+``theta`` is a lower bound): always true of BM25; a sparse query with a contribution of
+either sign scores every list (exhaustive). The hot loops avoid data-dependent branches
+and loop-carried dependencies (measured: a branchy candidate test and an appended
+touched list cost 2x).
+
+Measured on 41k docstring paragraphs with 2,000 docstring summaries as queries (~37k
+postings per query; issue 22): phase 1 adds ~4.1k postings, ~1.9k candidates, ~2.1k
+lookups; ~50 us of CPU per query, like bm25s's numba backend summing all 37k
+precomputed scores; the document-at-a-time block-max kernel this replaced took ~340.
 """
 from __future__ import annotations
 
@@ -33,7 +43,6 @@ import numpy as np
 from ...engine.threads import SERIAL_BATCH
 from .heap_numba import heap_push, heap_sort
 
-BLOCK = 128
 #: Relative slack of the pruning tests: far above float64 rounding of a sum of a few terms.
 _SLACK = 1.0 + 1e-9
 

@@ -170,3 +170,17 @@ def test_scratch_reuse_across_indexes_of_different_sizes(rng):
             ref_d, ref_i = run_topk(bm25_numpy, index, query, allowed, 0, 10)
             finite = np.isfinite(ref_d)
             assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
+
+
+def test_version_1_postings_files_still_load(rng, tmp_path):
+    """Version 1 also stored per-block bounds (of the document-at-a-time kernel): they are ignored."""
+    from shoal.index.inverted import KIND
+    from shoal.storage.arrayfile import write_arrays
+
+    index = random_postings(rng, 300, 50)[0].freeze()
+    old = {f"0.{name}": arr for name, arr in index.to_arrays().items()}
+    old.update({f"0.blk_{name}": np.zeros(3, np.float32) for name in ("off", "last", "max", "min", "mindl")})
+    write_arrays(tmp_path / "p.bin", KIND, 1, old, {"fields": ["text"]})
+    loaded = load_postings(tmp_path / "p.bin")["text"]
+    for name, arr in index.to_arrays().items():
+        np.testing.assert_array_equal(getattr(loaded, name), arr)
