@@ -18,6 +18,7 @@ live set).
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,6 @@ from .backend import Backend, load_kernels
 from .echo import shorten
 from .errors import InvalidArgumentError
 from .filters import Node
-from .threads import threads_for_batch
 
 if TYPE_CHECKING:
     from .segment import Segment
@@ -251,52 +251,62 @@ def sparse_query(name: str, vectors: list[tuple[np.ndarray, np.ndarray]]) -> Lex
 
 def search_postings(config: LexicalConfig, segments: list["Segment"], query: LexicalQuery, k: int,
                     node: Node | None, filter_key: str | None, backend: Backend) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k ``(scores, internal ids)`` of a batch over all segments (-1 / -inf padded), best first."""
-    kernels = load_kernels("shoal.index.kernels", "bm25", backend)
+    """Top-k ``(scores, internal ids)`` of a batch over all segments (-1 / -inf padded), best first.
+
+    The batch's distinct keys are looked up once per segment; one kernel call per segment scores
+    every query (a one-query call spends ~100 us here besides the kernel, measured in issue 22)."""
+    kernels = _kernels(backend)
     nq = len(query.keys)
     segments = [s for s in segments if s.n and s.live_count]
-    key_off = np.concatenate([[0], np.cumsum([q.size for q in query.keys])]).astype(np.int64)
-    all_keys = np.concatenate(query.keys) if nq else np.zeros(0, TEXT_KEYS if query.bm25 else SPARSE_KEYS)
-    all_weights = np.concatenate(query.weights).astype(np.float64) if nq else np.zeros(0)
+    key_off = np.zeros(nq + 1, np.int64)
+    np.cumsum([q.size for q in query.keys], out=key_off[1:])
+    empty = np.zeros(0, TEXT_KEYS if query.bm25 else SPARSE_KEYS)
+    if nq == 1:  # a query's keys are distinct already (text_query counts them, parse_sparse checks)
+        keys, inverse = query.keys[0], np.arange(query.keys[0].size)
+    else:
+        keys, inverse = np.unique(np.concatenate(query.keys) if nq else empty, return_inverse=True)
+    weights = np.concatenate(query.weights) if nq else np.zeros(0)
+    locals_ = [seg.postings.index(query.field).lookup(keys) for seg in segments]
     avgdl, k1, b = 1.0, config.k1, config.b
     if query.bm25:
         # collection-wide statistics: N, avgdl and df summed over segments (live rows only)
-        terms = np.unique(all_keys)
-        df = np.zeros(terms.size, np.int64)
+        df = np.zeros(keys.size, np.int64)
         docs, length = 0, 0.0
-        for seg in segments:
+        for seg, local in zip(segments, locals_):
             n_seg, len_seg, df_seg = seg.postings.text_stats(query.field, seg, kernels)
             docs, length = docs + n_seg, length + len_seg
-            local = seg.postings.index(query.field).lookup(terms)
             df += np.where(local >= 0, df_seg[np.maximum(local, 0)], 0)
         if docs == 0:
             segments = []
         else:
             avgdl = max(length / docs, 1e-9)
-            idf = np.log1p((docs - df + 0.5) / (df + 0.5))
-            all_weights = all_weights * idf[np.searchsorted(terms, all_keys)]
-    best_d = np.full((nq, k), np.inf)
-    best_i = np.full((nq, k), -1, np.int64)
-    for seg in segments:
-        index = seg.postings.index(query.field)
+            weights = weights * np.log1p((docs - df + 0.5) / (df + 0.5))[inverse]
+    best_d = best_i = None
+    for seg, local in zip(segments, locals_):
         mask, count = seg.match(node, filter_key)
-        if not count:
-            continue
-        allowed = seg.live[: seg.n] if mask is None else mask
-        # the whole batch's terms looked up at once (one searchsorted, not one per query)
-        local = index.lookup(all_keys)
+        local = local[inverse]
         hit = local >= 0
-        q_off = np.concatenate([[0], np.cumsum(hit)])[key_off]
-        if q_off[-1] == 0:
+        if not count or not hit.any():
             continue
-        with threads_for_batch(nq):  # one query gains nothing from waking the pool (engine.threads)
-            d, rows = kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last,
-                                   index.blk_max, index.blk_min, index.blk_mindl, index.doclen,
-                                   q_off.astype(np.int64), local[hit], all_weights[hit],
-                                   allowed, 0 if query.bm25 else 1, k1, b, avgdl, k)
+        index = seg.postings.index(query.field)
+        allowed = seg.live[: seg.n] if mask is None else mask
+        terms = local[hit]
+        q_off = np.concatenate([[0], np.cumsum(hit)])[key_off]
+        impacts = index.impacts().prepare(terms, (k1, b, avgdl) if query.bm25 else None, kernels)
+        d, rows = kernels.topk(index.offsets, index.rows, *impacts, q_off, terms, weights[hit], allowed[: index.n], k)
         ids = np.where(rows >= 0, rows + seg.base, -1)
+        if best_d is None:
+            best_d, best_i = d, ids
+            continue
         d, ids = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, ids], axis=1)
         tie = np.where(ids < 0, np.iinfo(np.int64).max, ids)
         order = np.lexsort((tie, d), axis=1)[:, :k]
         best_d, best_i = np.take_along_axis(d, order, 1), np.take_along_axis(ids, order, 1)
+    if best_d is None:
+        return np.full((nq, k), -np.inf), np.full((nq, k), -1, np.int64)
     return np.where(best_i >= 0, -best_d, -np.inf), best_i
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(backend: Backend) -> Any:
+    return load_kernels("shoal.index.kernels", "bm25", backend)

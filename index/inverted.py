@@ -9,7 +9,6 @@ dimensions, values the stored weights, dot-product scoring); the kernels
     offsets   int64[T+1]   postings of key t are [offsets[t], offsets[t+1])
     rows      int32[P]     segment rows, ascending within each key
     values    float32[P]   tf or weight
-    blk_*     per block of 128 postings: last row, max / min value, min doc length
     doclen    float32[n]   tokens per row (text; 0 for sparse)
     present   bool[n]      the row has the field (counts toward BM25's N)
 
@@ -18,22 +17,25 @@ searched (cached until the next append); a seal freezes it for good; a merge
 remaps the sources' postings to the merged rows (:func:`merge_indexes`) without
 re-tokenising. Deletes are not applied here: searches pass the segment's live
 mask, and BM25's document frequencies are counted over live rows (``live_df``).
-Stored in a segment's ``postings.bin`` (``storage.arrayfile``, kind POSTINGS).
+Stored in a segment's ``postings.bin`` (``storage.arrayfile``, kind POSTINGS; version 1 also held
+per-block bounds for a document-at-a-time kernel, ignored on load). What scoring derives from the
+postings (impacts under the live avgdl, list bounds, dense maps) is cached per index by ``index.impacts``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..storage.arrayfile import read_arrays, write_arrays
-from .kernels.bm25_numba import BLOCK
+from .impacts import ImpactCache
 
-KIND, VERSION = "POSTINGS", 1
+KIND, VERSION = "POSTINGS", 2
+_CACHE_LOCK = threading.Lock()
 
-_ARRAYS = ("keys", "offsets", "rows", "values", "blk_off", "blk_last", "blk_max", "blk_min", "blk_mindl",
-           "doclen", "present")
+_ARRAYS = ("keys", "offsets", "rows", "values", "doclen", "present")
 
 
 @dataclass
@@ -44,13 +46,9 @@ class InvertedIndex:
     offsets: np.ndarray
     rows: np.ndarray
     values: np.ndarray
-    blk_off: np.ndarray
-    blk_last: np.ndarray
-    blk_max: np.ndarray
-    blk_min: np.ndarray
-    blk_mindl: np.ndarray
     doclen: np.ndarray
     present: np.ndarray
+    _impacts: ImpactCache | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, keys: np.ndarray, key_of_posting: np.ndarray, rows: np.ndarray, values: np.ndarray,
@@ -66,28 +64,8 @@ class InvertedIndex:
         counts = np.bincount(term, minlength=keys.size)
         offsets = np.zeros(keys.size + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls._with_blocks(keys, offsets, rows[perm].astype(np.int32), values[perm].astype(np.float32),
-                                doclen.astype(np.float32), present.astype(bool))
-
-    @classmethod
-    def _with_blocks(cls, keys, offsets, rows, values, doclen, present) -> "InvertedIndex":
-        nblocks = -(-np.diff(offsets) // BLOCK)
-        blk_off = np.zeros(keys.size + 1, np.int64)
-        np.cumsum(nblocks, out=blk_off[1:])
-        total = int(blk_off[-1])
-        if total:
-            blk_term = np.repeat(np.arange(keys.size), nblocks)
-            start = offsets[blk_term] + (np.arange(total) - blk_off[blk_term]) * BLOCK
-            last = np.minimum(start + BLOCK, offsets[blk_term + 1]) - 1
-            blk_max = np.maximum.reduceat(values, start)
-            blk_min = np.minimum.reduceat(values, start)
-            blk_mindl = np.minimum.reduceat(doclen[rows], start)
-            blk_last = rows[last]
-        else:
-            blk_max = blk_min = blk_mindl = np.zeros(0, np.float32)
-            blk_last = np.zeros(0, np.int32)
-        return cls(keys, offsets, rows, values, blk_off, blk_last.astype(np.int32), blk_max, blk_min, blk_mindl,
-                   doclen, present)
+        return cls(keys, offsets, rows[perm].astype(np.int32), values[perm].astype(np.float32),
+                   doclen.astype(np.float32), present.astype(bool))
 
     @classmethod
     def empty(cls, key_dtype: Any, n: int = 0) -> "InvertedIndex":
@@ -104,6 +82,14 @@ class InvertedIndex:
             return np.full(keys.size, -1, np.int64)
         pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
         return np.where(self.keys[pos] == keys, pos, -1)
+
+    def impacts(self) -> ImpactCache:
+        """The scoring data the kernels read (``index.impacts``), made on first use."""
+        if self._impacts is None:
+            with _CACHE_LOCK:
+                if self._impacts is None:
+                    self._impacts = ImpactCache(self.offsets, self.rows, self.values, self.doclen)
+        return self._impacts
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in _ARRAYS}
@@ -189,6 +175,6 @@ def save_postings(path: Any, fields: dict[str, InvertedIndex]) -> None:
 
 
 def load_postings(path: Any, verify: bool = True) -> dict[str, InvertedIndex]:
-    _, meta, arrays = read_arrays(path, KIND, VERSION, mmap=False, verify=verify)
+    _, meta, arrays = read_arrays(path, KIND, (1, VERSION), mmap=False, verify=verify)
     return {name: InvertedIndex.from_arrays({key: arrays[f"{i}.{key}"] for key in _ARRAYS})
             for i, name in enumerate(meta["fields"])}

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from shoal.engine.errors import InvalidArgumentError
+from shoal.index.impacts import ImpactCache
 from shoal.index.inverted import InvertedIndex, PostingsBuilder, load_postings, merge_indexes, save_postings
 from shoal.index.kernels import bm25_numba, bm25_numpy
 from shoal.index.tokenizer import Tokenizer, TokenizerConfig
@@ -45,16 +46,18 @@ def random_postings(rng, n_docs, vocab, sparse=False, positive=False):
 
 
 def run_topk(kernels, index, queries, allowed, mode, k):
+    """``kernels.topk`` with the impacts its own backend computed (a fresh cache per call)."""
     q_terms, q_weights, q_off = [], [], [0]
     for keys, weights in queries:
         local = index.lookup(np.asarray(keys))
         q_terms.append(local[local >= 0])
         q_weights.append(np.asarray(weights, np.float64)[local >= 0])
         q_off.append(q_off[-1] + int((local >= 0).sum()))
-    return kernels.topk(index.offsets, index.rows, index.values, index.blk_off, index.blk_last, index.blk_max,
-                        index.blk_min, index.blk_mindl, index.doclen, np.asarray(q_off, np.int64),
-                        np.concatenate(q_terms).astype(np.int64), np.concatenate(q_weights), allowed, mode,
-                        1.2, 0.75, float(max(index.doclen.mean(), 1e-9)), k)
+    terms = np.concatenate(q_terms).astype(np.int64)
+    bm25 = (1.2, 0.75, float(max(index.doclen.mean(), 1e-9))) if mode == 0 else None
+    cache = ImpactCache(index.offsets, index.rows, index.values, index.doclen)
+    return kernels.topk(index.offsets, index.rows, *cache.prepare(terms, bm25, kernels), np.asarray(q_off, np.int64),
+                        terms, np.concatenate(q_weights), allowed, k)
 
 
 @pytest.mark.parametrize("sparse", [False, True, "positive"])
@@ -125,3 +128,59 @@ def test_lookup_and_empty_index():
     idx = b.freeze()
     assert idx.keys.tolist() == ["a", "b"] and idx.present.tolist() == [True, False]
     assert idx.lookup(np.array(["b", "c", "a"])).tolist() == [1, -1, 0]
+
+
+def test_impact_cache_follows_the_bm25_parameters_and_keeps_handed_out_arrays(rng):
+    builder, docs = random_postings(rng, 400, 80)
+    index = builder.freeze()
+    cache = index.impacts()
+    assert index.impacts() is cache  # one cache per (immutable) index
+    terms = np.arange(index.keys.size)
+    for avgdl in (7.5, 11.0, 7.5):  # a write that moves avgdl recomputes the lists a search reads
+        impacts, imp_max, imp_min, slot, dense = cache.prepare(terms[:5], (1.2, 0.75, avgdl), bm25_numba)
+        for t in range(5):
+            p = slice(index.offsets[t], index.offsets[t + 1])
+            tf, dl = index.values[p].astype(np.float64), index.doclen[index.rows[p]].astype(np.float64)
+            np.testing.assert_array_equal(impacts[p], tf / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl)))
+            assert imp_max[t] == impacts[p].max() and imp_min[t] == impacts[p].min()
+            if slot[t] >= 0:  # a common term's dense map: row -> position in its list
+                assert index.offsets[t + 1] - index.offsets[t] >= index.n / 8
+                found = np.flatnonzero(dense[slot[t]] >= 0)
+                np.testing.assert_array_equal(found, index.rows[p])
+                np.testing.assert_array_equal(dense[slot[t]][found], np.arange(found.size))
+    old_slot, old_dense = slot.copy(), dense
+    _, _, _, slot2, dense2 = cache.prepare(terms, (1.2, 0.75, 7.5), bm25_numba)
+    np.testing.assert_array_equal(slot, old_slot)  # a kernel still reading the old pair sees it unchanged
+    assert dense is old_dense and (slot2 >= 0).sum() >= (slot >= 0).sum()
+    sparse = ImpactCache(index.offsets, index.rows, index.values, index.doclen)
+    values, vmax, _, _, _ = sparse.prepare(terms, None, bm25_numba)
+    np.testing.assert_array_equal(values, index.values.astype(np.float64))
+    assert vmax[0] == index.values[index.offsets[0]:index.offsets[1]].max()
+
+
+def test_scratch_reuse_across_indexes_of_different_sizes(rng):
+    """One-query calls reuse a thread's scratch sized for the largest index seen: results stay exact."""
+    big, _ = random_postings(rng, 5000, 300)
+    small, _ = random_postings(rng, 200, 300)
+    for index in (big.freeze(), small.freeze(), big.freeze()):
+        for terms in ([f"w{t}" for t in range(6)], ["w0", "w7", "w19"], ["w3"]):
+            query = [(terms, np.ones(len(terms)))]
+            allowed = rng.random(index.n) < 0.8
+            d, i = run_topk(bm25_numba, index, query, allowed, 0, 10)
+            ref_d, ref_i = run_topk(bm25_numpy, index, query, allowed, 0, 10)
+            finite = np.isfinite(ref_d)
+            assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
+
+
+def test_version_1_postings_files_still_load(rng, tmp_path):
+    """Version 1 also stored per-block bounds (of the document-at-a-time kernel): they are ignored."""
+    from shoal.index.inverted import KIND
+    from shoal.storage.arrayfile import write_arrays
+
+    index = random_postings(rng, 300, 50)[0].freeze()
+    old = {f"0.{name}": arr for name, arr in index.to_arrays().items()}
+    old.update({f"0.blk_{name}": np.zeros(3, np.float32) for name in ("off", "last", "max", "min", "mindl")})
+    write_arrays(tmp_path / "p.bin", KIND, 1, old, {"fields": ["text"]})
+    loaded = load_postings(tmp_path / "p.bin")["text"]
+    for name, arr in index.to_arrays().items():
+        np.testing.assert_array_equal(getattr(loaded, name), arr)
