@@ -223,8 +223,31 @@ def test_compiled_filters_are_immutable_values():
     """Compiled nodes are shared (cached per filter text by segments): they cannot be changed."""
     import dataclasses
 
-    node = compile_filter({"a": {"$gte": 1}, "$or": [{"b": "x"}, {"$not": {"c": None}}]})
-    for part in (node, *node.children, node.children[1].children[1]):
+    node = compile_filter({"a": {"$gte": 1}, "$or": [{"b": "x"}, {"$not": {"c": None}}], "d": {"$exists": True}})
+    parts, todo = [], [node]
+    while todo:  # every node of the tree: And, Range, Or, In, Not, Exists
+        part = todo.pop()
+        parts.append(part)
+        todo += getattr(part, "children", ()) or ([part.child] if hasattr(part, "child") else [])
+    assert {type(p).__name__ for p in parts} >= {"And", "Or", "Not", "In", "Range", "Exists"}
+    for part in parts:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(part, next(iter(dataclasses.fields(part))).name, None)
     assert compile_filter({"a": 1}) == compile_filter({"a": {"$eq": 1}})  # equal as values
+
+
+def test_keyed_filter_compiles_and_keys_by_canonical_text():
+    """Segments cache masks under the key: None is no filter; equal filters written in another key
+    order share a key; different filters never do."""
+    from shoal.engine.filters import keyed_filter
+
+    assert keyed_filter(None) == (None, None)
+    node, key = keyed_filter({"b": {"$in": ["x", "y"]}, "a": 1})
+    assert node == compile_filter({"b": {"$in": ["x", "y"]}, "a": 1})
+    assert key == keyed_filter({"a": 1, "b": {"$in": ["x", "y"]}})[1]
+    assert key != keyed_filter({"a": 2, "b": {"$in": ["x", "y"]}})[1]
+    store = MetadataStore()
+    store.append([{"a": 1, "b": "x"}, {"a": 1, "b": "z"}, {"a": 2, "b": "y"}])
+    assert node.mask(store).tolist() == [True, False, False]
+    with pytest.raises(FilterError):
+        keyed_filter({"a": {"$nope": 1}})

@@ -107,6 +107,12 @@ TARGETS = (
 #: ``(text of the mutated line, end of the operator's name, why)``; matched on the line's text, not
 #: its number, so the list survives edits elsewhere. The report counts them apart from the others.
 _NEVER_USED = "a default no caller uses: the one caller ({}) always passes it"
+_SCRATCH_ROWS = ("the kernels run as many walkers as the scratch has rows (search_batch's prange is over "
+                 "visited.shape[0], search_serial reads row 0; a NUMBA_BOUNDSCHECK=1 run of the HNSW tests passes), "
+                 "so a batch given one row walks every query on one thread and the serial walk leaves rows unused: "
+                 "the same results, other parallelism (speed is measured in bench/, not tested)")
+_FULL_AT_LABEL_0 = ("a query whose k-th slot holds label 0 becomes a candidate, but the second filter "
+                    "(found < min(k, allowed)) counts it full and drops it")
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "wal": [
         ("sync_interval_ms: float =", "NumberReplacer", _NEVER_USED.format("engine/stores.py")),
@@ -126,6 +132,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("with threads_for_batch(q.shape[", "", "the exact fallback's thread limit: same results, other threads"),
         ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
          "codes (the float walk is given 0, 1 or -1 and ignores it)"),
+        ("self._visited(1 if not serial", "AddNot", _SCRATCH_ROWS),
+        ("self._visited( 2 if serial", "NumberReplacer", _SCRATCH_ROWS),
+        ("out_ids[:, k - 1] < 1)", "NumberReplacer", _FULL_AT_LABEL_0),
+        ("out_ids[:, k - 1] <= 0)", "Lt_LtE", _FULL_AT_LABEL_0),
+        ("if rows.size == -1:", "NumberReplacer", "an exact search over no rows pads by itself "
+         "(test_an_exact_answer_over_no_rows_is_padding passes under this mutant)"),
     ],
     "id_tracker": [
         ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),

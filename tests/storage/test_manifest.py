@@ -176,6 +176,24 @@ def test_a_failed_write_leaves_no_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "seg-9").exists()
 
 
+def test_a_failed_cleanup_never_hides_the_writes_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second fault (the partial directory cannot be removed either) leaves the directory behind,
+    but the caller still sees the write's own error, not the cleanup's OSError."""
+    import os
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise PermissionError("read-only file system")
+
+    data = _data()
+    data.row_meta["x"] = object()
+    monkeypatch.setattr(os, "rmdir", refuse)
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(TypeError):
+        write_segment(tmp_path / "seg-9", data, generation=1)
+    monkeypatch.undo()
+    assert (tmp_path / "seg-9").is_dir()  # the store removes unlisted directories when it next opens
+
+
 def test_npy_that_is_not_an_array_is_corruption(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     path.write_bytes(b"\x93NUMPY garbage")
