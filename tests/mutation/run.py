@@ -111,6 +111,13 @@ _SCRATCH_ROWS = ("the kernels run as many walkers as the scratch has rows (searc
                  "visited.shape[0], search_serial reads row 0; a NUMBA_BOUNDSCHECK=1 run of the HNSW tests passes), "
                  "so a batch given one row walks every query on one thread and the serial walk leaves rows unused: "
                  "the same results, other parallelism (speed is measured in bench/, not tested)")
+_EMPTY_ARRAYS = ("a new segment's arrays hold 1 row instead of 0: capacity is read from the vectors (0 rows), so "
+                 "the first append replaces them all, and every read takes [:n]")
+_VERSION_STAMP = ("the delete counter is only compared for equality with the stamps cached under it: any start and "
+                  "any step make a delete invalidate the cached masks")
+_ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
+              "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
+              "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
 _FULL_AT_LABEL_0 = ("a query whose k-th slot holds label 0 becomes a candidate, but the second filter "
                     "(found < min(k, allowed)) counts it full and drops it")
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
@@ -162,6 +169,18 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("with threads_for_batch(q.shape[", "", "the exact scan's thread limit: same results, other threads"),
         ("if self.sealed and key is None:", "IsNot_Is", "turns the mask cache off (filters always come with "
          "their key): every search computes its mask again, with the same result"),
+        ("MASK_CACHE = 3", "NumberReplacer", "the cache's size: one mask more or fewer kept, the same masks served "
+         "(test_a_sealed_segment_caches_read_only_masks_least_recently_used_first checks the eviction order)"),
+        ("self.norms = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
+        ("self.live = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
+        ("self._version = -1", "NumberReplacer", _VERSION_STAMP),
+        ("self._version += 2", "NumberReplacer", _VERSION_STAMP),
+        ("if self.sealed or key is not None:", "ReplaceAndWithOr", "a growing segment also stores the masks it "
+         "computes, but never reads them (_cached reads only on sealed segments): the same masks"),
+        ("if not hit[3] is None:", "AddNot", _ROWS_HINT),
+        ("gather = mask is None and count", "IsNot_Is", _ROWS_HINT),
+        ("gather = mask is not None and count < GATHER", "LtE_Lt", _ROWS_HINT),
+        ("rows = self.matching_rows(mask, key) if not gather", "AddNot", _ROWS_HINT),
     ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
