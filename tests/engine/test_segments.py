@@ -313,3 +313,11 @@ def test_explain_says_whether_a_payload_index_found_the_rows(rng: np.random.Gene
     for flt, source in (({"g": "t3"}, "payload index"), ({"h": "t3"}, "scan"), ({"g": "t3"}, "payload index")):
         (plan,) = col.explain(q, filter=flt)
         assert (plan["rows"], plan["matched"], plan["filter_source"]) == (400, 10, source), flt
+    want = list(range(3, 400, 40))
+    for flt in ({"g": "t3"}, {"h": "t3"}):  # the index's rows and the scan's give the same records
+        assert sorted(col.search(q[None], k=20, filter=flt)[0].ids) == want and col.count(flt) == 10
+    col.delete([43])  # after a delete the cached matches are stale, whatever found them
+    for flt in ({"g": "t3"}, {"h": "t3"}):
+        assert sorted(col.search(q[None], k=20, filter=flt)[0].ids) == [i for i in want if i != 43], flt
+        assert col.count(flt) == 9
+    assert col.delete(filter={"g": "t3"}) == 9 and col.count({"h": "t3"}) == 0 and len(col) == 390

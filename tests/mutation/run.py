@@ -173,13 +173,13 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "(test_a_sealed_segment_caches_read_only_masks_least_recently_used_first checks the eviction order)"),
         ("self.norms = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
         ("self.live = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
-        ("self._version = -1", "NumberReplacer", _VERSION_STAMP),
+        ("self._version = ", "NumberReplacer", _VERSION_STAMP),
         ("self._version += 2", "NumberReplacer", _VERSION_STAMP),
         ("if self.sealed or key is not None:", "ReplaceAndWithOr", "a growing segment also stores the masks it "
          "computes, but never reads them (_cached reads only on sealed segments): the same masks"),
+        ("if hit[", "", _ROWS_HINT),  # matching_rows' test of its cached positions (any mutant of it)
         ("if not hit[3] is None:", "AddNot", _ROWS_HINT),
-        ("gather = mask is None and count", "IsNot_Is", _ROWS_HINT),
-        ("gather = mask is not None and count < GATHER", "LtE_Lt", _ROWS_HINT),
+        ("gather = mask", "", _ROWS_HINT),  # search_exact's choice to pass the positions (any mutant of it)
         ("rows = self.matching_rows(mask, key) if not gather", "AddNot", _ROWS_HINT),
     ],
     "shard": [
