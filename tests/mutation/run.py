@@ -84,8 +84,9 @@ _PLANNER_TESTS = "tests/engine/test_plan_segment.py tests/engine/test_planner.py
 #: The multi-segment model tests first (seconds), then the planner's per-family index paths.
 _SHARD_TESTS = "tests/engine/test_segments.py tests/engine/test_planner.py -k 'not PQ'"
 TARGETS = (
-    Target("filters", "engine/filters.py",
-           "tests/engine/test_filters.py tests/engine/test_records.py -k 'test_filters or nested'"),
+    Target("filters", "engine/filters.py",  # the payload-index paths (estimate, index_rows, mask_at) too
+           "tests/engine/test_filters.py tests/engine/test_payload_index.py tests/engine/test_records.py "
+           "-k 'test_filters or test_payload_index or nested'"),
     Target("planner", "engine/planner.py", _PLANNER_TESTS),
     Target("id_tracker", "engine/id_tracker.py", "tests/engine/test_id_tracker.py tests/engine/test_segments.py"),
     Target("status", "rpc/status.py", "tests/rpc/test_status.py"),
@@ -160,6 +161,11 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("out = np.full(len(ids), ", "", "every position is overwritten (int ids by the table's "
          "lookup, the others by dict.get(..., -1)): the fill value is never read"),
     ],
+    "planner": [
+        ("len(heavy) < 1 or", "NumberReplacer", "one heavy plan through the pool path submits nothing to the pool "
+         "(heavy[1:] is empty) and runs every plan on the caller, as the serial path does "
+         "(test_heavy_plans_of_a_small_batch_run_side_by_side passes under this mutant)"),
+    ],
     "status": [
         ("@functools.wraps(method)", "RemoveDecorator",
          "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
@@ -203,14 +209,17 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
         ("parts[0][ -1], plans", "NumberReplacer", "a part is (distances, ids): [-1] is [1]"),
         ("parts[ -1][1], plans", "NumberReplacer", "a list of one part: [-1] is [0]"),
+        ("keep[pos] = False if mask is None", "ReplaceTrueWithFalse", "_select reaches it with a filter, and "
+         "Segment.match returns a mask for every filter (None only for no filter): the branch is never taken"),
     ],
     "segment_files": [
         ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
         ("_CHUNK = 1 << 23", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
         ("_CHUNK = 1 << 21", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
-        ("load_index(paths[INDEX], mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families copy "
-         "an array before changing it: removing rows works and never reaches the file "
-         "(test_a_read_index_is_the_segments_own_copy)"),
+        ("load_index(seg_dir / INDEX, mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families "
+         "copy an array before changing it: removing rows works and never reaches the file "
+         "(test_a_read_index_is_the_segments_own_copy), and mapped arrays are checked the same way "
+         "(test_an_index_read_into_memory_is_checked_array_by_array passes under this mutant)"),
         ('_load_npy(paths[entry["tomb"]], True)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked into "
          "a new array at once: mapped or read, the result is the same"),
     ],
