@@ -161,6 +161,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("out = np.full(len(ids), ", "", "every position is overwritten (int ids by the table's "
          "lookup, the others by dict.get(..., -1)): the fill value is never read"),
     ],
+    "filters": [
+        ("bounds) if len(at) > 0 else None", "NumberReplacer", "one range on a field through indexes.range is the "
+         "child's own estimate (Range.estimate makes the same call), which never beats it (strict <): the same "
+         "driver, the same rows"),
+        ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
+    ],
     "planner": [
         ("len(heavy) < 1 or", "NumberReplacer", "one heavy plan through the pool path submits nothing to the pool "
          "(heavy[1:] is empty) and runs every plan on the caller, as the serial path does "
