@@ -141,6 +141,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
          "codes (the float walk is given 0, 1 or -1 and ignores it)"),
         ("self._visited(1 if not serial", "AddNot", _SCRATCH_ROWS),
+        ("kernel = kernels.search_serial if not serial", "AddNot", "the kernels swapped: the serial one walks every "
+         "query on row 0 of the batch's scratch, the batch one runs one walker on the serial call's single row: "
+         "the same walk per query, so the same results"),
         ("self._visited( 2 if serial", "NumberReplacer", _SCRATCH_ROWS),
         ("out_ids[:, k - 1] < 1)", "NumberReplacer", _FULL_AT_LABEL_0),
         ("out_ids[:, k - 1] <= 0)", "Lt_LtE", _FULL_AT_LABEL_0),
@@ -168,6 +171,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
     ],
     "planner": [
+        ("PARALLEL_EXACT_ROWS = ", "NumberReplacer", "the size from which an exact plan gets a pool thread of its "
+         "own, one row more or fewer: which thread scans, not what it finds (the boundary itself is tested with "
+         "the constant)"),
         ("len(heavy) < 1 or", "NumberReplacer", "one heavy plan through the pool path submits nothing to the pool "
          "(heavy[1:] is empty) and runs every plan on the caller, as the serial path does "
          "(test_heavy_plans_of_a_small_batch_run_side_by_side passes under this mutant)"),
