@@ -140,6 +140,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("with threads_for_batch(q.shape[", "", "the exact fallback's thread limit: same results, other threads"),
         ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
          "codes (the float walk is given 0, 1 or -1 and ignores it)"),
+        ("use_filter = allowed is not None or live <= n", "Lt_LtE", "with no filter and no deleted row the walk "
+         "is given the live mask, which allows every row: the same walk, one mask read per node more"),
         ("self._visited(1 if not serial", "AddNot", _SCRATCH_ROWS),
         ("kernel = kernels.search_serial if not serial", "AddNot", "the kernels swapped: the serial one walks every "
          "query on row 0 of the batch's scratch, the batch one runs one walker on the serial call's single row: "
@@ -195,6 +197,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("self._version += 2", "NumberReplacer", _VERSION_STAMP),
         ("if self.sealed or key is not None:", "ReplaceAndWithOr", "a growing segment also stores the masks it "
          "computes, but never reads them (_cached reads only on sealed segments): the same masks"),
+        ("if self.sealed or key is not None else None", "ReplaceAndWithOr", "_cached would read a growing "
+         "segment's cache too, but match stores masks only on sealed segments: it finds nothing there"),
         ("if hit[", "", _ROWS_HINT),  # matching_rows' test of its cached positions (any mutant of it)
         ("if not hit[3] is None:", "AddNot", _ROWS_HINT),
         ("gather = mask", "", _ROWS_HINT),  # search_exact's choice to pass the positions (any mutant of it)
