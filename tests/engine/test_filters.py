@@ -223,8 +223,62 @@ def test_compiled_filters_are_immutable_values():
     """Compiled nodes are shared (cached per filter text by segments): they cannot be changed."""
     import dataclasses
 
-    node = compile_filter({"a": {"$gte": 1}, "$or": [{"b": "x"}, {"$not": {"c": None}}]})
-    for part in (node, *node.children, node.children[1].children[1]):
+    node = compile_filter({"a": {"$gte": 1}, "$or": [{"b": "x"}, {"$not": {"c": None}}], "d": {"$exists": True}})
+    parts, todo = [], [node]
+    while todo:  # every node of the tree: And, Range, Or, In, Not, Exists
+        part = todo.pop()
+        parts.append(part)
+        todo += getattr(part, "children", ()) or ([part.child] if hasattr(part, "child") else [])
+    assert {type(p).__name__ for p in parts} >= {"And", "Or", "Not", "In", "Range", "Exists"}
+    for part in parts:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(part, next(iter(dataclasses.fields(part))).name, None)
     assert compile_filter({"a": 1}) == compile_filter({"a": {"$eq": 1}})  # equal as values
+
+
+def test_keyed_filter_compiles_and_keys_by_canonical_text():
+    """Segments cache masks under the key: None is no filter; equal filters written in another key
+    order share a key; different filters never do."""
+    from shoal.engine.filters import keyed_filter
+
+    assert keyed_filter(None) == (None, None)
+    node, key = keyed_filter({"b": {"$in": ["x", "y"]}, "a": 1})
+    assert node == compile_filter({"b": {"$in": ["x", "y"]}, "a": 1})
+    assert key == keyed_filter({"a": 1, "b": {"$in": ["x", "y"]}})[1]
+    assert key != keyed_filter({"a": 2, "b": {"$in": ["x", "y"]}})[1]
+    store = MetadataStore()
+    store.append([{"a": 1, "b": "x"}, {"a": 1, "b": "z"}, {"a": 2, "b": "y"}])
+    assert node.mask(store).tolist() == [True, False, False]
+    with pytest.raises(FilterError):
+        keyed_filter({"a": {"$nope": 1}})
+
+
+def test_mask_at_rows_before_a_complex_valued_last_row():
+    """``mask_at`` over a selection that stops before the column's complex (list/dict) rows: those
+    rows are looked up in the selection and skipped, never read past its end."""
+    store = MetadataStore()
+    store.append([{"a": "x"}, {"a": 1}, {"a": "y"}, {"a": "x"}, {"a": ["x", 2]}, {"a": {"b": "x"}}])
+    for spec in ({"a": "x"}, {"a": {"$in": ["x", 2]}}, {"a.b": "x"}, {"a": {"$gte": 1}}):
+        node = compile_filter(spec)
+        full = node.mask(store)
+        for rows in ([0, 1, 2], [3], [0, 4], [5], [], [1, 3, 5]):
+            sel = np.array(rows, np.int64)
+            assert node.mask_at(store, sel).tolist() == full[sel].tolist(), (spec, rows)
+
+
+def test_an_index_estimate_counts_the_complex_valued_rows_too():
+    """A keyword index holds the string rows; list values that contain the word are found beside it,
+    so the estimate (an upper bound) and the rows include them."""
+    from shoal.engine.payload_index import PayloadIndexConfig, PayloadIndexes
+
+    store = MetadataStore()
+    payloads = [{"tag": "t3" if i % 40 == 3 else f"u{i % 7}"} for i in range(400)]
+    for i in range(0, 400, 25):
+        payloads[i] = {"tag": ["t3", "x"]}  # 16 list values holding t3
+    store.append(payloads)
+    indexes = PayloadIndexes.build(PayloadIndexConfig((("tag", "keyword"),)), store, len(store))
+    node = compile_filter({"tag": "t3"})
+    want = np.flatnonzero(node.mask(store))
+    assert want.size == 10 + 16
+    assert node.estimate(store, indexes) == want.size
+    np.testing.assert_array_equal(node.index_rows(store, indexes), want)

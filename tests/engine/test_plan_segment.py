@@ -153,3 +153,59 @@ def test_the_config_is_an_immutable_value() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.exact_max_rows = 6  # type: ignore[misc]
     assert cfg == PlannerConfig(5) and hash(cfg) == hash(PlannerConfig(5))
+
+
+# ------------------------------------------------------------------ run_plans: segments side by side
+
+def _plans(*specs: tuple[str, int]) -> list[SegmentPlan]:
+    return [SegmentPlan(segment=s, rows=50_000, live=50_000, matched=matched, path=path, reason="", mask=None,
+                        params={}) for s, (path, matched) in enumerate(specs)]
+
+
+@pytest.fixture()
+def on_threads(monkeypatch: pytest.MonkeyPatch):
+    """run_plans with a segment pool: returns ``run(plans, nq, pool=True, safe=True)`` -> the thread
+    that ran each segment's plan (each plan's result carries its segment and thread)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoal.engine import planner
+
+    pool = ThreadPoolExecutor(2, thread_name_prefix="seg-pool")
+    main = threading.current_thread().name
+
+    def fake_run_plan(seg: Any, q: np.ndarray, k: int, p: SegmentPlan):
+        return p.segment, threading.current_thread().name
+
+    def run(plans: list[SegmentPlan], nq: int, with_pool: bool = True, safe: bool = True) -> dict[int, str]:
+        monkeypatch.setattr(planner, "run_plan", fake_run_plan)
+        monkeypatch.setattr(planner, "segment_pool", lambda: pool if with_pool else None)
+        monkeypatch.setattr(planner, "concurrent_kernels_safe", lambda: safe)
+        out = planner.run_plans({p.segment: object() for p in plans}, np.zeros((nq, 4), np.float32), 5, plans)
+        ran = dict(out)
+        assert len(out) == len(ran) == sum(p.path != "skip" for p in plans)  # each plan once, skipped ones never
+        return {s: ("caller" if name == main else "pool") for s, name in ran.items()}
+
+    yield run
+    pool.shutdown()
+
+
+def test_heavy_plans_of_a_small_batch_run_side_by_side(on_threads) -> None:
+    from shoal.engine.planner import PARALLEL_EXACT_ROWS
+    from shoal.engine.threads import SERIAL_BATCH
+
+    plans = _plans(("index", 10), ("exact", PARALLEL_EXACT_ROWS), ("exact", PARALLEL_EXACT_ROWS - 1),
+                   ("skip", 0), ("index", 10))
+    # the first heavy plan and the light one on the caller, the other heavy ones (an exact scan of
+    # PARALLEL_EXACT_ROWS rows is heavy) on the pool
+    want = {0: "caller", 1: "pool", 2: "caller", 4: "pool"}
+    assert on_threads(plans, 1) == want
+    assert on_threads(plans, SERIAL_BATCH - 1) == want
+    everything_here = {0: "caller", 1: "caller", 2: "caller", 4: "caller"}
+    assert on_threads(plans, SERIAL_BATCH) == everything_here  # a batch parallelises inside its kernels
+    assert on_threads(plans, 1, with_pool=False) == everything_here  # SHOAL_SEGMENT_THREADS off
+    assert on_threads(plans, 1, safe=False) == everything_here  # Numba's workqueue layer: never concurrently
+    two = _plans(("index", 10), ("exact", PARALLEL_EXACT_ROWS), ("exact", 5))
+    assert on_threads(two, 1) == {0: "caller", 1: "pool", 2: "caller"}
+    one_heavy = _plans(("index", 10), ("exact", PARALLEL_EXACT_ROWS - 1), ("exact", 5))
+    assert on_threads(one_heavy, 1) == {0: "caller", 1: "caller", 2: "caller"}  # nothing to run beside it

@@ -265,3 +265,71 @@ def test_a_numpy_scalar_filter_and_its_repr_as_a_string_are_different_filters(rn
     for value, rows in ((np.int64(5), {0, 1, 2, 3}), ("np.int64(5)", {4, 5, 6, 7}), (5, {0, 1, 2, 3})):
         assert set(col.search(x[0], k=8, filter={"g": value}).ids) == rows
         assert col.count({"g": value}) == 4
+
+
+def test_restore_without_an_index_is_an_exact_segment(rng: np.random.Generator) -> None:
+    from shoal.engine.segment import Segment
+
+    seg, x = _segment(rng)
+    live = np.ones(40, bool)
+    live[5] = False
+    back = Segment.restore(seg.slot, DIM, seg.exact, x, seg.norms[:40], live, seg.ids, seg.meta, None)
+    assert back.sealed and back.index is None and back.live_count == 39
+    d, i = back.search_exact(x[[5, 6]], 1, *back.match(None, None), None)
+    assert i[0, 0] != back.base + 5 and i[1, 0] == back.base + 6
+
+
+# ------------------------------------------------------------------ the filter-mask cache
+
+def test_a_growing_segment_never_serves_a_mask_from_before_an_append(rng: np.random.Generator) -> None:
+    from shoal.engine.filters import keyed_filter
+
+    seg, x = _segment(rng)
+    node, key = keyed_filter({"g": 1})
+    assert seg.match(node, key)[1] == 20
+    seg.append(x[:4], [100, 101, 102, 103], [{"g": 1}] * 4)
+    mask, count = seg.match(node, key)
+    assert count == 24 and mask.shape == (44,) and mask[40:].all()
+
+
+def test_a_sealed_segment_caches_read_only_masks_least_recently_used_first(rng: np.random.Generator) -> None:
+    from shoal.engine.filters import keyed_filter
+    from shoal.engine.segment import MASK_CACHE
+
+    seg, _ = _segment(rng)
+    seg.seal()
+    keys = [keyed_filter({"g": {"$in": [1, 100 + i]}}) for i in range(MASK_CACHE + 1)]
+    first, count = seg.match(*keys[0])
+    assert count == 20 and not first.flags.writeable  # shared by every search of the filter
+    with pytest.raises(ValueError):
+        first[0] = True
+    for node, key in keys[1:MASK_CACHE]:
+        seg.match(node, key)
+    assert seg.match(*keys[0])[0] is first  # served from the cache, and now the most recent
+    seg.match(*keys[MASK_CACHE])  # one too many: the least recently used (keys[1]) goes
+    assert seg._cached(keys[1][1]) is None
+    assert seg._cached(keys[0][1]) is not None and seg._cached(keys[MASK_CACHE][1]) is not None
+    seg.delete(np.array([1]))  # a delete makes every cached mask stale
+    mask, count = seg.match(*keys[0])
+    assert mask is not first and count == 19
+
+
+def test_explain_says_whether_a_payload_index_found_the_rows(rng: np.random.Generator) -> None:
+    """The planner reports the filter's source from the segment's cached match: the keyword index
+    for an indexed field (first search and repeated), the column scan for another field."""
+    col = Collection("p", DIM, "l2", optimizer={"background": False}, _flush_rows=50,
+                     payload_indexes={"g": "keyword"})
+    col.upsert(list(range(400)), rng.standard_normal((400, DIM)).astype(np.float32),
+               [{"g": f"t{i % 40}", "h": f"t{i % 40}"} for i in range(400)])
+    q = np.zeros(DIM, np.float32)
+    for flt, source in (({"g": "t3"}, "payload index"), ({"h": "t3"}, "scan"), ({"g": "t3"}, "payload index")):
+        (plan,) = col.explain(q, filter=flt)
+        assert (plan["rows"], plan["matched"], plan["filter_source"]) == (400, 10, source), flt
+    want = list(range(3, 400, 40))
+    for flt in ({"g": "t3"}, {"h": "t3"}):  # the index's rows and the scan's give the same records
+        assert sorted(col.search(q[None], k=20, filter=flt)[0].ids) == want and col.count(flt) == 10
+    col.delete([43])  # after a delete the cached matches are stale, whatever found them
+    for flt in ({"g": "t3"}, {"h": "t3"}):
+        assert sorted(col.search(q[None], k=20, filter=flt)[0].ids) == [i for i in want if i != 43], flt
+        assert col.count(flt) == 9
+    assert col.delete(filter={"g": "t3"}) == 9 and col.count({"h": "t3"}) == 0 and len(col) == 390

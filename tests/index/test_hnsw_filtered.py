@@ -186,3 +186,46 @@ def test_no_allowed_row_pads_every_query(built: tuple) -> None:
     for ef in (16, GRAPH_MAX_EF + 1):
         d, i = index.search(q[:3], K, params={"ef_search": ef}, allowed=allowed_mask(np.array([], np.int64)))
         assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))
+
+
+def test_the_fallback_reruns_exactly_the_queries_that_came_up_short(built: tuple) -> None:
+    """``_fall_back`` given a walk's output: a query is answered again exactly when it found fewer
+    than min(k, allowed rows) rows, even when only its last slot is empty; the others keep the walk's
+    answer, and the report counts exactly the queries re-run (added to an earlier count)."""
+    index, x, q, metric = built
+    rows = np.arange(5, N, 40)  # 50 allowed rows (>= k)
+    mask = index._table.row_mask(allowed_mask(rows))
+    walk_d = np.tile(np.arange(K, dtype=np.float32), (4, 1))  # a stand-in walk result (never exact)
+    walk_i = np.tile(np.arange(K, dtype=np.int64) + 5000, (4, 1))
+    walk_i[1, K - 1] = -1  # k - 1 rows found
+    walk_i[2, 3:] = -1  # 3 rows found
+    walk_i[3, :] = -1  # none found
+    out_d, out_i = walk_d.copy(), walk_i.copy()
+    report = {"fallback_queries": 2}
+    index._fall_back(q[:4], K, mask, out_d, out_i, report)
+    assert report["fallback_queries"] == 2 + 3
+    np.testing.assert_array_equal(out_i[0], walk_i[0])  # a full answer is kept as it is
+    np.testing.assert_array_equal(out_d[0], walk_d[0])
+    assert_knn_equal(out_d[1:], out_i[1:], *reference(x, q[1:4], rows, metric), atol=1e-4)
+    # fewer than k rows allowed: a walk that found all of them stands; one that missed any is re-run
+    few = rows[:6]
+    mask = index._table.row_mask(allowed_mask(few))
+    out_d, out_i = walk_d.copy(), walk_i.copy()
+    out_i[:, 6:] = -1
+    out_i[1, 5] = -1  # 5 of the 6 allowed rows
+    report = {}
+    index._fall_back(q[:4], K, mask, out_d, out_i, report)
+    assert report == {"fallback_queries": 3}
+    np.testing.assert_array_equal(out_i[0, :6], walk_i[0, :6])
+    assert_knn_equal(out_d[1:, :6], out_i[1:, :6], *reference(x, q[1:4], few, metric, k=6), atol=1e-4)
+    out_i = walk_i.copy()
+    out_i[1:] = np.tile(np.arange(K) + 5000, (3, 1))  # every slot filled: nothing to re-run, nothing counted
+    report = {}
+    index._fall_back(q[:4], K, index._table.row_mask(allowed_mask(rows)), walk_d.copy(), out_i, report)
+    assert report == {} and np.all(out_i == np.arange(K) + 5000)
+
+
+def test_an_exact_answer_over_no_rows_is_padding(built: tuple) -> None:
+    index, _, q, _ = built
+    d, i = index._exact(q[:3], K, np.zeros(index._table.size, bool))
+    assert i.shape == d.shape == (3, K) and np.all(i == -1) and np.all(np.isinf(d))

@@ -84,8 +84,9 @@ _PLANNER_TESTS = "tests/engine/test_plan_segment.py tests/engine/test_planner.py
 #: The multi-segment model tests first (seconds), then the planner's per-family index paths.
 _SHARD_TESTS = "tests/engine/test_segments.py tests/engine/test_planner.py -k 'not PQ'"
 TARGETS = (
-    Target("filters", "engine/filters.py",
-           "tests/engine/test_filters.py tests/engine/test_records.py -k 'test_filters or nested'"),
+    Target("filters", "engine/filters.py",  # the payload-index paths (estimate, index_rows, mask_at) too
+           "tests/engine/test_filters.py tests/engine/test_payload_index.py tests/engine/test_records.py "
+           "-k 'test_filters or test_payload_index or nested'"),
     Target("planner", "engine/planner.py", _PLANNER_TESTS),
     Target("id_tracker", "engine/id_tracker.py", "tests/engine/test_id_tracker.py tests/engine/test_segments.py"),
     Target("status", "rpc/status.py", "tests/rpc/test_status.py"),
@@ -107,6 +108,19 @@ TARGETS = (
 #: ``(text of the mutated line, end of the operator's name, why)``; matched on the line's text, not
 #: its number, so the list survives edits elsewhere. The report counts them apart from the others.
 _NEVER_USED = "a default no caller uses: the one caller ({}) always passes it"
+_SCRATCH_ROWS = ("the kernels run as many walkers as the scratch has rows (search_batch's prange is over "
+                 "visited.shape[0], search_serial reads row 0; a NUMBA_BOUNDSCHECK=1 run of the HNSW tests passes), "
+                 "so a batch given one row walks every query on one thread and the serial walk leaves rows unused: "
+                 "the same results, other parallelism (speed is measured in bench/, not tested)")
+_EMPTY_ARRAYS = ("a new segment's arrays hold 1 row instead of 0: capacity is read from the vectors (0 rows), so "
+                 "the first append replaces them all, and every read takes [:n]")
+_VERSION_STAMP = ("the delete counter is only compared for equality with the stamps cached under it: any start and "
+                  "any step make a delete invalidate the cached masks")
+_ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
+              "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
+              "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
+_FULL_AT_LABEL_0 = ("a query whose k-th slot holds label 0 becomes a candidate, but the second filter "
+                    "(found < min(k, allowed)) counts it full and drops it")
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
     "wal": [
         ("sync_interval_ms: float =", "NumberReplacer", _NEVER_USED.format("engine/stores.py")),
@@ -126,6 +140,17 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("with threads_for_batch(q.shape[", "", "the exact fallback's thread limit: same results, other threads"),
         ("self._c0 if self._quant else", "NumberReplacer", "the codes' offset in a row, read only by a walk on "
          "codes (the float walk is given 0, 1 or -1 and ignores it)"),
+        ("use_filter = allowed is not None or live <= n", "Lt_LtE", "with no filter and no deleted row the walk "
+         "is given the live mask, which allows every row: the same walk, one mask read per node more"),
+        ("self._visited(1 if not serial", "AddNot", _SCRATCH_ROWS),
+        ("kernel = kernels.search_serial if not serial", "AddNot", "the kernels swapped: the serial one walks every "
+         "query on row 0 of the batch's scratch, the batch one runs one walker on the serial call's single row: "
+         "the same walk per query, so the same results"),
+        ("self._visited( 2 if serial", "NumberReplacer", _SCRATCH_ROWS),
+        ("out_ids[:, k - 1] < 1)", "NumberReplacer", _FULL_AT_LABEL_0),
+        ("out_ids[:, k - 1] <= 0)", "Lt_LtE", _FULL_AT_LABEL_0),
+        ("if rows.size == -1:", "NumberReplacer", "an exact search over no rows pads by itself "
+         "(test_an_exact_answer_over_no_rows_is_padding passes under this mutant)"),
     ],
     "id_tracker": [
         ("keys.shape[ -1]", "NumberReplacer", "keys is 1-D: shape[-1] is shape[0]"),
@@ -141,6 +166,20 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("out = np.full(len(ids), ", "", "every position is overwritten (int ids by the table's "
          "lookup, the others by dict.get(..., -1)): the fill value is never read"),
     ],
+    "filters": [
+        ("bounds) if len(at) > 0 else None", "NumberReplacer", "one range on a field through indexes.range is the "
+         "child's own estimate (Range.estimate makes the same call), which never beats it (strict <): the same "
+         "driver, the same rows"),
+        ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
+    ],
+    "planner": [
+        ("PARALLEL_EXACT_ROWS = ", "NumberReplacer", "the size from which an exact plan gets a pool thread of its "
+         "own, one row more or fewer: which thread scans, not what it finds (the boundary itself is tested with "
+         "the constant)"),
+        ("len(heavy) < 1 or", "NumberReplacer", "one heavy plan through the pool path submits nothing to the pool "
+         "(heavy[1:] is empty) and runs every plan on the caller, as the serial path does "
+         "(test_heavy_plans_of_a_small_batch_run_side_by_side passes under this mutant)"),
+    ],
     "status": [
         ("@functools.wraps(method)", "RemoveDecorator",
          "functools.wraps only copies the method's name and docstring onto the wrapper: nothing reads them "
@@ -150,6 +189,20 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("with threads_for_batch(q.shape[", "", "the exact scan's thread limit: same results, other threads"),
         ("if self.sealed and key is None:", "IsNot_Is", "turns the mask cache off (filters always come with "
          "their key): every search computes its mask again, with the same result"),
+        ("MASK_CACHE = 3", "NumberReplacer", "the cache's size: one mask more or fewer kept, the same masks served "
+         "(test_a_sealed_segment_caches_read_only_masks_least_recently_used_first checks the eviction order)"),
+        ("self.norms = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
+        ("self.live = np.zeros( 1,", "NumberReplacer", _EMPTY_ARRAYS),
+        ("self._version = ", "NumberReplacer", _VERSION_STAMP),
+        ("self._version += 2", "NumberReplacer", _VERSION_STAMP),
+        ("if self.sealed or key is not None:", "ReplaceAndWithOr", "a growing segment also stores the masks it "
+         "computes, but never reads them (_cached reads only on sealed segments): the same masks"),
+        ("if self.sealed or key is not None else None", "ReplaceAndWithOr", "_cached would read a growing "
+         "segment's cache too, but match stores masks only on sealed segments: it finds nothing there"),
+        ("if hit[", "", _ROWS_HINT),  # matching_rows' test of its cached positions (any mutant of it)
+        ("if not hit[3] is None:", "AddNot", _ROWS_HINT),
+        ("gather = mask", "", _ROWS_HINT),  # search_exact's choice to pass the positions (any mutant of it)
+        ("rows = self.matching_rows(mask, key) if not gather", "AddNot", _ROWS_HINT),
     ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
@@ -172,14 +225,17 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("return parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
         ("parts[0][ -1], plans", "NumberReplacer", "a part is (distances, ids): [-1] is [1]"),
         ("parts[ -1][1], plans", "NumberReplacer", "a list of one part: [-1] is [0]"),
+        ("keep[pos] = False if mask is None", "ReplaceTrueWithFalse", "_select reaches it with a filter, and "
+         "Segment.match returns a mask for every filter (None only for no filter): the branch is never taken"),
     ],
     "segment_files": [
         ("_CHUNK = 2 << 22", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
         ("_CHUNK = 1 << 23", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
         ("_CHUNK = 1 << 21", "NumberReplacer", "file_crc's read size: any positive size gives the same CRC"),
-        ("load_index(paths[INDEX], mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families copy "
-         "an array before changing it: removing rows works and never reaches the file "
-         "(test_a_read_index_is_the_segments_own_copy)"),
+        ("load_index(seg_dir / INDEX, mmap=True", "ReplaceFalseWithTrue", "read or mapped, the index families "
+         "copy an array before changing it: removing rows works and never reaches the file "
+         "(test_a_read_index_is_the_segments_own_copy), and mapped arrays are checked the same way "
+         "(test_an_index_read_into_memory_is_checked_array_by_array passes under this mutant)"),
         ('_load_npy(paths[entry["tomb"]], True)', "ReplaceFalseWithTrue", "the tombstone bitmap is unpacked into "
          "a new array at once: mapped or read, the result is the same"),
     ],

@@ -176,6 +176,24 @@ def test_a_failed_write_leaves_no_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "seg-9").exists()
 
 
+def test_a_failed_cleanup_never_hides_the_writes_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second fault (the partial directory cannot be removed either) leaves the directory behind,
+    but the caller still sees the write's own error, not the cleanup's OSError."""
+    import os
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise PermissionError("read-only file system")
+
+    data = _data()
+    data.row_meta["x"] = object()
+    monkeypatch.setattr(os, "rmdir", refuse)
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(TypeError):
+        write_segment(tmp_path / "seg-9", data, generation=1)
+    monkeypatch.undo()
+    assert (tmp_path / "seg-9").is_dir()  # the store removes unlisted directories when it next opens
+
+
 def test_npy_that_is_not_an_array_is_corruption(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     path.write_bytes(b"\x93NUMPY garbage")
@@ -289,3 +307,24 @@ def test_a_read_index_is_the_segments_own_copy(tmp_path: Path, spec: str) -> Non
     assert got.index.contains(np.array([0, 1, 3])).tolist() == [False, True, False]
     got.index.add(data.vectors[:1] + 1, np.array([0]))
     assert (tmp_path / "seg-1" / "index.bin").read_bytes() == before
+
+
+def test_an_index_read_into_memory_is_checked_array_by_array(tmp_path: Path) -> None:
+    """Without the whole-file check (verify=False) an index read into memory still verifies each
+    array's checksum; with arrays left on disk (memory-mapped) that pass is skipped, and with
+    verify=True the manifest's file CRC catches the damage first."""
+    from shoal.index.factory import make_index
+
+    data = _data(n=64)
+    data.index = make_index("HNSW", 4, "l2")
+    data.index.add(data.vectors, np.arange(64))
+    entry = write_segment(tmp_path / "seg-1", data, generation=1)
+    path = tmp_path / "seg-1" / "index.bin"
+    damaged = bytearray(path.read_bytes())
+    damaged[-60] ^= 1  # inside the last array ('deleted')
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptionError, match="array 'deleted' checksum mismatch"):
+        read_segment(tmp_path, entry, 4, None, verify=False)
+    assert read_segment(tmp_path, entry, 4, None, verify=False, index_on_disk=("vectors",)).index is not None
+    with pytest.raises(CorruptionError, match="index.bin: checksum mismatch"):
+        read_segment(tmp_path, entry, 4, None)

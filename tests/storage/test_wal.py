@@ -311,3 +311,23 @@ def test_bytes_past_a_records_content_are_counted(tmp_path: Path) -> None:
         f.write(_frame(struct.pack("<BQI", OP_DELETE, 1, 11) + b'{"ids":[1]}' + b"\x00\x00\x00"))
     with pytest.raises(CorruptionError, match=r"offset 20: 3 bytes past the record's content"):
         read_log(path)
+
+
+def test_a_follower_parses_from_where_it_stopped_and_never_repairs(tmp_path: Path, rng: np.random.Generator) -> None:
+    """``parse_records`` from an earlier ``valid_end`` (a read-only follower's catch-up) returns only
+    what was appended since, and by default raises on damage instead of skipping it."""
+    from shoal.storage.wal import parse_records
+
+    path = tmp_path / "wal.log"
+    _log(path, 5, rng)
+    data = path.read_bytes()
+    _, records, end, _ = read_log(path)
+    later, later_end, damaged = parse_records(data, records[3].offset, path)
+    assert [r.seq for r in later] == [4, 5, 6] and later_end == end and not damaged
+    assert parse_records(data, end, path) == ([], end, [])
+    bad = bytearray(data)
+    bad[records[4].offset + 30] ^= 0x40
+    with pytest.raises(CorruptionError, match=rf"record at offset {records[4].offset}"):
+        parse_records(bytes(bad), records[3].offset, path)
+    kept, _, damaged = parse_records(bytes(bad), records[3].offset, path, repair=True)
+    assert [r.seq for r in kept] == [4, 6] and damaged == [records[4].offset]
