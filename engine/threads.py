@@ -31,6 +31,10 @@ def _blas_controllers() -> tuple[Any, ...]:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # threadpoolctl is a core dependency; stay usable without it
         return ()
+    try:  # SciPy's own OpenBLAS (scipy.linalg, Numba's compiled np.dot) loads late: load it before the one scan
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        pass
     return tuple(lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas")
 
 
