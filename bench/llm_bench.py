@@ -155,20 +155,26 @@ def measure_vs_llama_cpp(args: argparse.Namespace) -> dict[str, Any] | None:
             llm.eval([tok])
             tok = greedy()
 
-    def shoal(n: int) -> None:
-        engine.submit(prompt, SamplingParams(max_new_tokens=n)).wait()
+    def shoal() -> tuple[float, float, float, float]:
+        """(prefill wall, CPU, decode wall, CPU) seconds of one request, timed at its first and last
+        token (with two threads on the loaded machine, a full request minus a one-token one, the
+        earlier way, went negative)."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        first = None
+        for _ in engine.submit(prompt, SamplingParams(max_new_tokens=args.tokens)):
+            first = first or (time.perf_counter(), time.process_time())
+        t1, c1 = time.perf_counter(), time.process_time()
+        return first[0] - t0, first[1] - c0, t1 - first[0], c1 - first[1]
 
     passes = []
     try:
-        shoal(2)
+        shoal()
         llama_prefill()
         llama_decode()  # warm-up: kernels compiled, pages touched
         for _ in range(args.passes):
-            sp_wall, sp_cpu = _timed(lambda: shoal(1))
-            st_wall, st_cpu = _timed(lambda: shoal(args.tokens))
+            sp_wall, sp_cpu, sd_wall, sd_cpu = shoal()
             lp_wall, lp_cpu = _timed(llama_prefill)
             ld_wall, ld_cpu = _timed(llama_decode)
-            sd_wall, sd_cpu = st_wall - sp_wall, st_cpu - sp_cpu  # decode = full request minus its prefill
             n = args.tokens - 1
             row = {
                 "shoal_decode_tok_s": round(n / sd_wall, 1), "llama_cpp_decode_tok_s": round(n / ld_wall, 1),

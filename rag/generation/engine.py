@@ -26,11 +26,13 @@ import queue
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ...engine.errors import FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError, ShoalError
+from ...engine.threads import single_threaded_blas
 from ..models.kv_cache import SequenceCache
 from ..models.llama import LlamaModel
 from ..models.ops import to_numpy
@@ -262,6 +264,11 @@ class GenerationEngine:
             numba.set_num_threads(min(self.num_threads, numba.config.NUMBA_NUM_THREADS))  # thread-local
         except ImportError:
             pass
+        # On the numba backend the threads are Numba's, and BLAS (prefill GEMMs, small attention) stays on
+        # one: with OpenBLAS's default two threads, a 128-token SmolLM2 prefill on the 2 shared cores
+        # (load ~12) took 8-14 s wall, with one ~1 s (engine.threads: set from this thread, only one
+        # OpenBLAS call limits it).
+        blas = single_threaded_blas if self.model.backend.name == "numba" else nullcontext
         while True:
             with self._cv:
                 while not self._closed and not self._waiting and not self._running:
@@ -275,7 +282,8 @@ class GenerationEngine:
                     return
                 self._admit()
             try:
-                self._step()
+                with blas():
+                    self._step()
             except Exception as exc:  # a failed step ends its requests, never the engine
                 log.exception("generation step failed")
                 err = exc if isinstance(exc, ShoalError) else ShoalError(f"generation failed: {exc}")

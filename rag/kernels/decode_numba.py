@@ -166,10 +166,10 @@ class FusedDecoder:
 
     @classmethod
     def applies(cls, layers: Sequence[dict[str, Any]]) -> bool:
-        """Every layer's matrices are single block matrices, each kind of one type in every layer."""
+        """Every layer's matrices are single Q4_1 or Q8_0 block matrices, each kind of one type in every layer."""
         for kind in cls.KINDS:
             lins = [layer[kind] for layer in layers]
-            if not all(isinstance(lin, BlockLinear) and len(lin.parts) == 1 for lin in lins):
+            if not all(isinstance(lin, BlockLinear) and len(lin.parts) == 1 and lin.parts[0].width == QK for lin in lins):
                 return False
             if len({(lin.parts[0].qtype, lin.parts[0].qs.shape) for lin in lins}) != 1:
                 return False

@@ -96,7 +96,9 @@ def dequant_q5_k(b: np.ndarray) -> np.ndarray:
     return (q * (d * sc)[:, :, None] - (dmin * mn)[:, :, None]).reshape(-1, QK_K)
 
 
-def dequant_q6_k(b: np.ndarray) -> np.ndarray:
+def q6_k_parts(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q6_K blocks (n, 210) as (codes q - 32, (n, 16, 16) int8; scales d*sc_i, (n, 16) float32):
+    w = scale * code per 16-weight sub-block, the float32 product ggml's dequantiser forms."""
     ql = b[:, 0:128].reshape(-1, 2, 64)  # per 128-weight half: 64 bytes of low nibbles
     qh = b[:, 128:192].reshape(-1, 2, 32)  # per half: 32 bytes of 2-bit pairs
     sc = np.ascontiguousarray(b[:, 192:208]).view(np.int8).astype(np.float32)  # (n, 16), one per 16 weights
@@ -104,8 +106,13 @@ def dequant_q6_k(b: np.ndarray) -> np.ndarray:
     # within a half, weights l, l+32, l+64, l+96 (l < 32) use ql[l] low, ql[l+32] low, ql[l] high, ql[l+32] high
     low = np.concatenate([ql[:, :, :32] & 15, ql[:, :, 32:] & 15, ql[:, :, :32] >> 4, ql[:, :, 32:] >> 4], axis=2)
     high = np.concatenate([(qh >> s) & 3 for s in (0, 2, 4, 6)], axis=2)
-    q = (low | (high << 4)).astype(np.float32) - 32.0  # (n, 2, 128)
-    return (q.reshape(-1, 16, 16) * (d * sc)[:, :, None]).reshape(-1, QK_K)
+    codes = (low | (high << 4)).astype(np.int16) - 32  # (n, 2, 128), -32..31
+    return codes.astype(np.int8).reshape(-1, 16, 16), d * sc
+
+
+def dequant_q6_k(b: np.ndarray) -> np.ndarray:
+    codes, scales = q6_k_parts(b)
+    return (codes.astype(np.float32) * scales[:, :, None]).reshape(-1, QK_K)
 
 
 # qtype -> (weights per block, bytes per block, routine)

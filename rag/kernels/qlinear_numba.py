@@ -1,5 +1,5 @@
 """Linear layers that multiply the GGUF blocks themselves (Q4_1, Q8_0, and Q5_0 / Q4_K
-converted losslessly to those two layouts at load), in Numba.
+converted losslessly to those two layouts at load, Q6_K to int8 blocks of 16), in Numba.
 
 Why: a decode step is a chain of matrix-vector products, so its speed is the
 speed of reading the weights. Dequantised to float32, SmolLM2-135M's matrices
@@ -16,7 +16,7 @@ whose accumulators (ROWS x lanes) stay in registers while the group's blocks
 stream by; ``prange`` runs the groups on the Numba thread pool. Decode and
 speculative verification (a few tokens) take this kernel token by token;
 prefill chunks (``GEMM_TOKENS`` or more) unpack the matrix once to float32 and
-use one BLAS GEMM. Weights of any other type (float arrays, Q5_K, Q6_K) stay
+use one BLAS GEMM. Weights of any other type (float arrays, Q5_K) stay
 dense float32 (qlinear_numpy). Rows are stored in groups of ROWS, each
 group's blocks contiguous, so one kernel task reads one memory stream.
 
@@ -40,8 +40,9 @@ Array = Any
 
 QK = 32  # weights per quantisation block
 GGML_Q4_1, GGML_Q8_0 = 3, 8  # gguf.GGMLQuantizationType values
-# what the two kernels multiply, exactly (Q5_0 and Q4_K converted at load: kernel_blocks)
-BLOCK_KERNEL_QTYPES = {GGML_Q4_1: QK, GGML_Q8_0: QK, dq.Q5_0: QK, dq.Q4_K: dq.QK_K}
+Q8_16 = -16  # not a GGUF type: int8 codes in blocks of 16 with one float32 scale each (Q6_K, converted)
+# what the kernels multiply, exactly (Q5_0, Q4_K and Q6_K converted at load: kernel_blocks)
+BLOCK_KERNEL_QTYPES = {GGML_Q4_1: QK, GGML_Q8_0: QK, dq.Q5_0: QK, dq.Q4_K: dq.QK_K, dq.Q6_K: dq.QK_K}
 ROWS = 8  # output rows per group
 # From this many tokens on (prefill chunks), unpacking the matrix to float32 once and one BLAS
 # GEMM beat the per-token kernel: 3072x576, one thread, 16 tokens 1.4 ms kernel vs 2.3 ms
@@ -114,6 +115,27 @@ def q8_0_matvec(qs: np.ndarray, d: np.ndarray, x: np.ndarray, out: np.ndarray) -
                 out[t, g * ROWS + k] = total
 
 
+@njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def q8_matvec_any_width(qs: np.ndarray, d: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """q8_0_matvec for int8 blocks of any width W (Q8_16: Q6_K's 16-weight sub-blocks); qs (groups, nb, ROWS, W),
+    x (T, nb, W). Not used for W = 32: with the width a run-time value it ran at 19 against 26 GMAC per
+    CPU-second for q8_0_matvec (2048x640, one thread); at W = 16 it ran at 21."""
+    groups, nb, width = d.shape[0], d.shape[1], qs.shape[3]
+    for t in range(x.shape[0]):
+        for g in prange(groups):
+            acc = np.zeros((ROWS, width), np.float32)
+            for b in range(nb):
+                for j in range(width):
+                    xv = x[t, b, j]
+                    for k in range(ROWS):
+                        acc[k, j] += d[g, b, k] * (np.float32(qs[g, b, k, j]) * xv)
+            for k in range(ROWS):
+                total = np.float32(0.0)
+                for j in range(width):
+                    total += acc[k, j]
+                out[t, g * ROWS + k] = total
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def q4_1_rows(qs: np.ndarray, d: np.ndarray, m: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
     """Dequantise rows ``ids`` (an embedding lookup, or every row before a prefill GEMM): d*q + m."""
@@ -127,12 +149,14 @@ def q4_1_rows(qs: np.ndarray, d: np.ndarray, m: np.ndarray, ids: np.ndarray, out
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def q8_0_rows(qs: np.ndarray, d: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
+def q8_rows(qs: np.ndarray, d: np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
+    """Rows of int8 blocks of any width (Q8_0, Q8_16): d*q."""
+    width = qs.shape[3]
     for i in prange(ids.shape[0]):
         g, k = ids[i] // ROWS, ids[i] % ROWS
         for b in range(d.shape[1]):
-            for j in range(QK):
-                out[i, b * QK + j] = d[g, b, k] * np.float32(qs[g, b, k, j])
+            for j in range(width):
+                out[i, b * width + j] = d[g, b, k] * np.float32(qs[g, b, k, j])
 
 
 def _grouped(a: np.ndarray, rows: int) -> np.ndarray:
@@ -151,9 +175,14 @@ def kernel_blocks(qtype: int, raw: np.ndarray, rows: int, cols: int) -> tuple[in
     Q4_1 / Q8_0 as stored. Q5_0 (w = d (q - 16)) becomes Q8_0 blocks with codes q - 16. Q4_K
     (w = d sc_i q - dmin m_i per 32-weight sub-block) becomes Q4_1 blocks with d' = d sc_i and
     m' = -dmin m_i, the float32 products ggml's own dequantiser forms, codes repacked to Q4_1's
-    nibble order. d, m (rows, nb) float32; codes (rows, nb, 16) uint8 or (rows, nb, 32) int8.
+    nibble order. Q6_K (w = d sc_i (q - 32) per 16 weights) becomes Q8_16 blocks, d' = d sc_i and
+    codes q - 32 (dequant_numpy.q6_k_parts). d, m (rows, nb) float32; codes (rows, nb, 16) uint8
+    (Q4_1), (rows, nb, 32) int8 (Q8_0) or (rows, nb, 16) int8 (Q8_16).
     """
     nb = cols // QK
+    if qtype == dq.Q6_K:
+        codes, scales = dq.q6_k_parts(np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 210))
+        return Q8_16, scales.reshape(rows, 2 * nb), None, np.ascontiguousarray(codes.reshape(rows, 2 * nb, 16))
     if qtype == dq.Q4_K:
         b = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1, 144)
         sc, mn = dq.k_scales(b[:, 4:16])
@@ -178,7 +207,8 @@ class BlockMatrix:
         """Kernel type and ungrouped (rows, nb, ...) arrays, as kernel_blocks returns them."""
         out, nb = d.shape
         self.qtype = qtype
-        self.out_features, self.in_features = out, nb * QK
+        self.width = QK if qtype == GGML_Q4_1 else codes.shape[2]  # weights per block
+        self.out_features, self.in_features = out, nb * self.width
         self.d = _grouped(d, out)
         self.m = None if m is None else _grouped(m, out)
         self.qs = _grouped(codes, out)
@@ -188,11 +218,13 @@ class BlockMatrix:
         return self.d.shape[0] * ROWS
 
     def matvec_into(self, xb: np.ndarray, out: np.ndarray) -> None:
-        """out (T, padded_rows) = xb (T, nb, 32) times this matrix, by the block kernel."""
+        """out (T, padded_rows) = xb (T, nb, width) times this matrix, by the block kernel."""
         if self.qtype == GGML_Q4_1:
             q4_1_matvec(self.qs, self.d, self.m, xb, out)
-        else:
+        elif self.qtype == GGML_Q8_0:
             q8_0_matvec(self.qs, self.d, xb, out)
+        else:
+            q8_matvec_any_width(self.qs, self.d, xb, out)
 
     def matmul(self, x: np.ndarray) -> np.ndarray:
         t = x.shape[0]
@@ -202,7 +234,7 @@ class BlockMatrix:
                 hi = min(lo + GEMM_ROW_CHUNK, self.out_features)
                 out[:, lo:hi] = x @ self.rows(np.arange(lo, hi)).T
             return out
-        xb = np.ascontiguousarray(x, dtype=np.float32).reshape(t, self.in_features // QK, QK)
+        xb = np.ascontiguousarray(x, dtype=np.float32).reshape(t, self.in_features // self.width, self.width)
         out = np.empty((t, self.padded_rows), np.float32)
         self.matvec_into(xb, out)
         return out[:, : self.out_features]
@@ -213,7 +245,7 @@ class BlockMatrix:
         if self.qtype == GGML_Q4_1:
             q4_1_rows(self.qs, self.d, self.m, ids, out)
         else:
-            q8_0_rows(self.qs, self.d, ids, out)
+            q8_rows(self.qs, self.d, ids, out)
         return out
 
     @property
@@ -270,7 +302,7 @@ def block_kernel_applies(weights: Sequence[Any]) -> bool:
 
 
 def make_linear(weights: Sequence[Any], xp: ModuleType) -> BlockLinear | DenseLinear:
-    """Quantised-block layer for Q4_1/Q8_0 weights, dense float32 for anything else."""
+    """Quantised-block layer for weights of BLOCK_KERNEL_QTYPES, dense float32 for anything else."""
     if block_kernel_applies(weights):
         return BlockLinear(weights)
     return DenseLinear(weights, xp)

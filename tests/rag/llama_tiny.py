@@ -1,5 +1,6 @@
 """Shared by the model and generation tests: a tiny random Llama (GGUF tensor
-names), a naive float64 reference forward pass, and the one-BLAS-thread fixture."""
+names), a naive float64 reference forward pass, the one-BLAS-thread fixture,
+and the check of a real model's greedy tokens against a llama.cpp reference."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -7,8 +8,8 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from shoal.rag.models.kv_cache import SequenceCache
 from shoal.rag.models.llama import LlamaConfig, LlamaModel, random_llama_tensors
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -125,3 +126,27 @@ def random_gguf_blocks(qtype: int, rows: int, cols: int, seed: int) -> np.ndarra
     for off in _HALF_FIELDS[int(qtype)]:
         raw[:, off : off + 2] = rng.uniform(-2.0, 2.0, (len(raw), 1)).astype(np.float16).view(np.uint8)
     return raw.reshape(rows, -1)
+
+
+def greedy_agreement(model: LlamaModel, cases: list[dict], near: float = 0.3) -> tuple[int, int]:
+    """Teacher-force each case's llama.cpp greedy continuation (reference files made by
+    data/make_llama_reference.py) in one prefill; (matched argmaxes, tokens).
+
+    llama.cpp quantises activations to Q8 in its CPU matmuls, so its logits differ from
+    float32 ones: where our argmax differs, one of the two must have been nearly tied,
+    llama.cpp's token within ``near`` of our best logit, or llama.cpp's own best two
+    within ``near`` of each other (Gemma 3, "capital of France" step 7: 0.66 for us,
+    0.013 for llama.cpp).
+    """
+    matched = total = 0
+    for case in cases:
+        feed = case["prompt_ids"] + case["greedy_ids"][:-1]
+        seq = SequenceCache(model.new_cache(-(-len(feed) // 16), 16))
+        seq.reserve(len(feed))
+        mine = model.forward([(seq, feed)], all_logits=True)[0][len(case["prompt_ids"]) - 1:]
+        for row, want, their_gap in zip(mine, case["greedy_ids"], case["top2_gaps"]):
+            got = int(np.argmax(row))
+            total += 1
+            matched += got == want
+            assert got == want or row[got] - row[want] < near or their_gap < near, (case["prompt"], got, want, row[got] - row[want])
+    return matched, total

@@ -1,10 +1,13 @@
 """Gemma 3 in the model code: a tiny random Gemma against a textbook float64 forward pass
 (sliding-window layers with a window shorter than the prompt) and decode against prefill; the
 real Gemma 3 270M (Q4_K_M, when its package is installed): its tokenizer against llama.cpp's
-SentencePiece algorithm, its loss on real text, its blocks against gguf-py."""
+SentencePiece algorithm and against llama.cpp's own ids, its greedy tokens against llama.cpp's
+(data/gemma3_llamacpp_reference.json, made by data/make_llama_reference.py), its loss on real
+text, its blocks against gguf-py."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -20,6 +23,7 @@ _spec = importlib.util.spec_from_file_location("llama_tiny", Path(__file__).with
 llama_tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(llama_tiny)
 one_blas_thread = llama_tiny.one_blas_thread
+REF = Path(__file__).parent / "data" / "gemma3_llamacpp_reference.json"
 
 # The real model: reading its 262k-token vocabulary with gguf-py takes ~30 s before any test runs
 # (165 s at load average 25), past the default run's budget; `make test-all` runs them.
@@ -227,6 +231,26 @@ def test_gemma_predicts_real_text(gemma, gemma_model) -> None:  # noqa: ANN001
     steps.reserve(8)
     one_by_one = np.concatenate([gemma_model.forward([(steps, [t])])[0] for t in ids[:8]])
     np.testing.assert_allclose(one_by_one, logits[:8], rtol=1e-4, atol=1e-4 * np.abs(logits[:8]).max())
+
+
+@SLOW
+def test_gemma_token_ids_equal_llama_cpp(gemma) -> None:  # noqa: ANN001
+    """Texts and chat prompts (Gemma's turn markers, BOS first) tokenize to llama.cpp's ids."""
+    ref = json.loads(REF.read_text(encoding="utf-8"))
+    tok = gemma.tokenizer
+    for case in ref["tokenize"]:
+        assert tok.encode(case["text"], add_special_tokens=False).ids == case["ids"], case["text"]
+    for case in ref["cases"]:
+        assert [gemma.bos_id] + tok.encode(case["prompt"], add_special_tokens=False).ids == case["prompt_ids"], case["prompt"]
+
+
+@SLOW
+def test_gemma_float32_greedy_tokens_near_llama_cpp(gemma_model) -> None:  # noqa: ANN001
+    """llama.cpp's greedy continuations of 7 prompts (4 chats, 3 raw), teacher-forced: nearly every
+    argmax equal, and every other one a near-tie for us (llama_tiny.greedy_agreement)."""
+    ref = json.loads(REF.read_text(encoding="utf-8"))
+    matched, total = llama_tiny.greedy_agreement(gemma_model, ref["cases"])
+    assert matched >= 0.95 * total, f"{matched}/{total}"
 
 
 @SLOW

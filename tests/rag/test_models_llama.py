@@ -22,6 +22,7 @@ llama_tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(llama_tiny)
 one_blas_thread = llama_tiny.one_blas_thread
 TINY, tiny_model, tiny_tensors, naive_logits = llama_tiny.TINY, llama_tiny.tiny_model, llama_tiny.tiny_tensors, llama_tiny.naive_logits
+greedy_agreement = llama_tiny.greedy_agreement
 
 REF = Path(__file__).parent / "data" / "smollm2_llamacpp_reference.json"
 TOKENS = [3, 17, 5, 22, 9, 31, 0, 12, 7, 39, 2]
@@ -157,24 +158,7 @@ def test_float32_greedy_tokens_near_llama_cpp(gguf_model, reference) -> None:  #
     from shoal.rag.models.llama import LlamaConfig
 
     cfg = LlamaConfig.from_gguf(gguf_model.metadata, gguf_model.architecture, gguf_model.tokenizer.get_vocab_size())
-    model = LlamaModel(cfg, gguf_model.tensors, "numpy")
-    cache = model.new_cache(64, 16)
-    seqs, feeds = [], []
-    for case in reference["cases"]:
-        s = SequenceCache(cache)
-        feed = case["prompt_ids"] + case["greedy_ids"][:-1]
-        s.reserve(len(feed))
-        seqs.append(s)
-        feeds.append(feed)
-    logits = model.forward(list(zip(seqs, feeds)), all_logits=True)
-    matched = total = 0
-    for case, lg in zip(reference["cases"], logits):
-        mine = lg[len(case["prompt_ids"]) - 1:]
-        for row, want in zip(mine, case["greedy_ids"]):
-            got = int(np.argmax(row))
-            total += 1
-            matched += got == want
-            assert got == want or row[got] - row[want] < 0.3, (got, want, row[got] - row[want])
+    matched, total = greedy_agreement(LlamaModel(cfg, gguf_model.tensors, "numpy"), reference["cases"])
     assert matched >= 0.95 * total, f"{matched}/{total}"
 
 

@@ -1,4 +1,4 @@
-"""The Numba kernels over GGUF blocks (Q4_1, Q8_0) against dequantise-then-multiply,
+"""The Numba kernels over GGUF blocks (Q4_1, Q8_0, and Q5_0 / Q4_K / Q6_K converted) against dequantise-then-multiply,
 and the Numba attention kernels against the plain numpy ones."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from shoal.rag.kernels.qlinear_numpy import DenseLinear
 from shoal.rag.models.gguf_model import QuantizedTensor
 
 Q4_1, Q8_0 = GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q8_0
-Q5_0, Q4_K = GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q4_K
+Q5_0, Q4_K, Q6_K = GGMLQuantizationType.Q5_0, GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q6_K
 
 _spec = importlib.util.spec_from_file_location("llama_tiny", Path(__file__).with_name("llama_tiny.py"))
 llama_tiny = importlib.util.module_from_spec(_spec)
@@ -23,17 +23,17 @@ _spec.loader.exec_module(llama_tiny)
 
 
 def qtensor(rows: int, cols: int, qtype: GGMLQuantizationType, seed: int) -> QuantizedTensor:
-    if qtype == Q4_K:  # gguf-py has no K-quant quantiser: random blocks
+    if qtype in (Q4_K, Q6_K):  # gguf-py has no K-quant quantiser: random blocks
         return QuantizedTensor(f"w{seed}", int(qtype), llama_tiny.random_gguf_blocks(int(qtype), rows, cols, seed), (rows, cols))
     w = np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
     return QuantizedTensor(f"w{seed}", int(qtype), quantize(w, qtype), (rows, cols))
 
 
-@pytest.mark.parametrize("qtype", [Q4_1, Q8_0, Q5_0, Q4_K])
+@pytest.mark.parametrize("qtype", [Q4_1, Q8_0, Q5_0, Q4_K, Q6_K])
 @pytest.mark.parametrize("rows", [8, 13, 40])  # whole groups of 8, a tail, several groups
 @pytest.mark.parametrize("tokens", [1, 3, qlinear_numba.GEMM_TOKENS + 2])  # decode, verification, prefill (GEMM)
 def test_block_linear_equals_dequantised_matmul(qtype, rows, tokens) -> None:  # noqa: ANN001
-    w = qtensor(rows, 256 if qtype == Q4_K else 96, qtype, seed=rows)
+    w = qtensor(rows, 256 if qtype in (Q4_K, Q6_K) else 96, qtype, seed=rows)
     lin = qlinear_numba.make_linear([w], np)
     assert isinstance(lin, qlinear_numba.BlockLinear)
     x = np.random.default_rng(1).standard_normal((tokens, w.shape[1])).astype(np.float32)
