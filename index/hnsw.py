@@ -67,8 +67,9 @@ GRAPH_ROW_COST = 24.0
 #: ``codes="auto"`` walks on SQ8 codes from this dimension up. At 50-d the float walk wins since it
 #: prefetches whole vectors: 400k GloVe-50, same graph, same run as hnswlib (CPU time), one query per
 #: call 1.66-1.82x hnswlib against 0.99-1.07x for SQ8, batch (2 threads) 1.81-2.07x against 1.15-1.27x.
-#: Codes read a quarter of the lines, which should pay once a float vector spans many lines; 128 is a
-#: guess between the 50-d loss and that, not a measured crossover (384-d was not measured since).
+#: At 384-d SQ8 wins (60k clustered synthetic rows, 92 MB of vectors, same graph): one query 1.25-1.32x
+#: hnswlib against 1.00-1.07x for the float walk, batch 1.46-1.57x against 1.10-1.13x. The crossover
+#: between 50 and 384 was not located: 128 is a guess.
 AUTO_SQ8_MIN_DIM = 128
 #: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
 #: since the last renumbering (O(n·M) each time, amortised by the doubling).
