@@ -109,6 +109,28 @@ def test_scores_do_not_depend_on_segments_merges_or_deleted_rows(tmp_path):
                                                      for j, s in scores_by_id(fresh, q).items()}, rel=1e-6)
 
 
+def test_concurrent_text_searches_equal_serial_ones_across_writes():
+    """Threads share each segment's impact cache (filled under a lock, never mutated in place) and keep
+    their own kernel scratch: concurrent one-query and batch searches equal serial ones, before and
+    after a write that moves avgdl (the cache then recomputes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = corpus(400)
+    col = make(shoal.Database(), texts, chunk=150)
+    calls = list(QUERIES) + [QUERIES[:3], QUERIES[5:]]  # batches under SERIAL_BATCH: any threading layer
+
+    def run(q):
+        res = col.search(text=q, k=30, include=())
+        return [dict(zip(r.ids, r.scores.tolist())) for r in (res if isinstance(res, list) else [res])]
+
+    for _ in range(2):
+        want = [run(q) for q in calls]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(run, calls * 3))
+        assert got == want * 3
+        col.upsert([10_000], np.zeros((1, 3)), [{"text": " ".join(texts[:3]), "n": -1}])
+
+
 def test_filter_applies_to_text_search():
     col = make(shoal.Database(), corpus(200))
     res = col.search(text="the", k=50, filter={"n": {"$lt": 40}})
