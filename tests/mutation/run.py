@@ -119,6 +119,8 @@ _VERSION_STAMP = ("the delete counter is only compared for equality with the sta
 _ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
               "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
               "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
+_EARLY_RETURN = ("the early return only saves work: narrowing rows by no other child (an And of none allows every "
+                 "row) or narrowing no rows gives the same rows")
 _FULL_AT_LABEL_0 = ("a query whose k-th slot holds label 0 becomes a candidate, but the second filter "
                     "(found < min(k, allowed)) counts it full and drops it")
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
@@ -170,6 +172,15 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("bounds) if len(at) > 0 else None", "NumberReplacer", "one range on a field through indexes.range is the "
          "child's own estimate (Range.estimate makes the same call), which never beats it (strict <): the same "
          "driver, the same rows"),
+        ("bounds) if len(at) >= 1 else None", "Gt_GtE", "one range on a field through indexes.range: the child's "
+         "own estimate, which never beats it (see the > 0 mutant above)"),
+        ("(best is None or est <= best[0])", "Lt_LtE", "on equal estimates a later child drives the conjunction: "
+         "the same rows, the others narrowing them at those rows"),
+        ("if not rest and not rows.size:", "ReplaceOrWithAnd", _EARLY_RETURN),
+        ("return sorted_unique(np.concatenate(parts)) if len(parts) > 0", "NumberReplacer", "one child's rows "
+         "through sorted_unique: they are sorted and unique already (Spans.rows, In.index_rows)"),
+        ("return clauses[0] if len(clauses) == 0 else", "NumberReplacer", "a one-clause filter compiles to an And of "
+         "that one clause: the same mask, estimate and rows"),
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
     ],
     "planner": [
