@@ -119,6 +119,10 @@ _VERSION_STAMP = ("the delete counter is only compared for equality with the sta
 _ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
               "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
               "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
+_ONE_PART = ("one child's rows through sorted_unique: they are sorted and unique already (Spans.rows, "
+             "In.index_rows)")
+_EARLY_RETURN = ("the early return only saves work: narrowing rows by no other child (an And of none allows every "
+                 "row) or narrowing no rows gives the same rows")
 _FULL_AT_LABEL_0 = ("a query whose k-th slot holds label 0 becomes a candidate, but the second filter "
                     "(found < min(k, allowed)) counts it full and drops it")
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
@@ -170,6 +174,19 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("bounds) if len(at) > 0 else None", "NumberReplacer", "one range on a field through indexes.range is the "
          "child's own estimate (Range.estimate makes the same call), which never beats it (strict <): the same "
          "driver, the same rows"),
+        ("bounds) if len(at) >= 1 else None", "Gt_GtE", "one range on a field through indexes.range: the child's "
+         "own estimate, which never beats it (see the > 0 mutant above)"),
+        ("(best is None or est <= best[0])", "Lt_LtE", "on equal estimates a later child drives the conjunction: "
+         "the same rows, the others narrowing them at those rows"),
+        ("if not rest and not rows.size:", "ReplaceOrWithAnd", _EARLY_RETURN),
+        ("np.concatenate(parts)) if len(parts) > 0 else", "NumberReplacer", _ONE_PART),
+        ("np.concatenate(parts)) if len(parts) >= 1 else", "Gt_GtE", _ONE_PART),
+        ("(best is None or spans.count <= best[0])", "Lt_LtE", "on equal estimates the joined span of a field's "
+         "ranges drives instead of one child: the same rows, the others narrowing them at those rows"),
+        ("return clauses[0] if len(clauses) == 0 else", "NumberReplacer", "a one-clause filter compiles to an And of "
+         "that one clause: the same mask, estimate and rows"),
+        ("return ((r, r) for r in rows if r <= n)", "Lt_LtE", "a column's complex rows are always below the "
+         "store's length (MetadataStore.append sets a row's values and counts it together): the same rows"),
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
     ],
     "planner": [
