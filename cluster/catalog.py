@@ -5,6 +5,11 @@ One named actor (``shoal/catalog``) owns the file, so every router (scripts, ``s
 after a whole-cluster restart the catalog reopens it and the replicas reopen their own data.
 A collection's replica actors and directories are named by its ``key`` (its first name), so a
 rename is one catalog write and moves no data.
+
+The actor is restarted by Ray and its calls retried (``max_task_retries=-1``), so a call can run
+twice: once before the actor died, after its file was saved, and again in the restarted actor.
+Each change is therefore recognisable on the second run: ``add`` by the request id stored in the
+spec, ``rename`` and ``remove`` by the collection's key; a retried one answers what the first did.
 """
 from __future__ import annotations
 
@@ -49,7 +54,10 @@ class Catalog:
         named by: the name, or ``name.N`` when a renamed collection still uses the name as its key (a key
         is a valid collection name: each replica's own database holds a collection of that name)."""
         name = spec["name"]
-        if name in self.collections:
+        existing = self.collections.get(name)
+        if existing is not None:
+            if spec.get("request") is not None and existing.get("request") == spec["request"]:
+                return existing  # this very call, retried after the actor restarted: it was saved
             raise CollectionExistsError(f"collection {name!r} already exists")
         taken = {s.get("key", s["name"]) for s in self.collections.values()}
         key = next(k for k in itertools.chain([name], (f"{name[:56]}.{n}" for n in itertools.count(1))) if k not in taken)
@@ -58,8 +66,12 @@ class Catalog:
         self._save()
         return spec
 
-    def rename(self, name: str, new_name: str) -> dict[str, Any]:
-        """Rename in the catalog only (one atomic file replace): the replicas keep their key."""
+    def rename(self, name: str, new_name: str, key: str | None = None) -> dict[str, Any]:
+        """Rename in the catalog only (one atomic file replace): the replicas keep their key (``key``:
+        the one the caller renames, so that a retried rename is recognised)."""
+        moved = self.collections.get(new_name)
+        if name not in self.collections and moved is not None and key is not None and moved.get("key") == key:
+            return moved  # retried after the actor restarted: it was saved
         if name not in self.collections:
             raise CollectionNotFoundError(f"collection {name!r} does not exist")
         if new_name in self.collections:
@@ -69,8 +81,12 @@ class Catalog:
         self._save()
         return spec
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, key: str | None = None) -> None:
+        """Forget a collection (``key``: the one the caller drops; a retried remove finds no collection
+        with it any more and succeeds)."""
         if name not in self.collections:
+            if key is not None and all(s.get("key", s["name"]) != key for s in self.collections.values()):
+                return  # retried after the actor restarted: it was saved
             raise CollectionNotFoundError(f"collection {name!r} does not exist")
         del self.collections[name]
         self._save()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 from ..engine.collection import Collection, config_difference
@@ -135,7 +136,8 @@ class RayDatabase:
         options.pop("backend", None)  # each replica picks its own (its node may have a GPU)
         Collection(name, dim, metric, index, **options)  # every argument checked before anything is created
         spec = {"name": name, "shards": shards, "replicas": replicas, "storage": self.storage,
-                "create": {"dim": int(dim), "metric": metric, "index": index, "options": options}}
+                "create": {"dim": int(dim), "metric": metric, "index": index, "options": options},
+                "request": uuid.uuid4().hex}  # (recognises this call if the catalog runs it twice)
         spec = remote.get(self._catalog.add.remote(spec), self.call_timeout)
         self._collections[name] = self._start(spec)
         self.wait_ready(name, self.call_timeout)
@@ -174,7 +176,7 @@ class RayDatabase:
         self._check_open()
         check_collection_name(new_name)
         old = self.get_collection(name)
-        spec = remote.get(self._catalog.rename.remote(name, new_name), self.call_timeout)
+        spec = remote.get(self._catalog.rename.remote(name, new_name, old.key), self.call_timeout)
         old._retire(f"renamed to {new_name!r}")
         self._collections.pop(name, None)
         col = self._collections[new_name] = RayCollection(self, spec)
@@ -192,7 +194,7 @@ class RayDatabase:
         """Remove a collection: catalog entry, replica actors and their data directories."""
         self._check_open()
         col = self.get_collection(name)
-        remote.get(self._catalog.remove.remote(name), self.call_timeout)
+        remote.get(self._catalog.remove.remote(name, col.key), self.call_timeout)
         self._collections.pop(name, None)
         col._retire("dropped")
         ray = _ray()
