@@ -189,7 +189,7 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "that one clause: the same mask, estimate and rows"),
         ("return ((r, r) for r in rows if r <= n)", "Lt_LtE", _COMPLEX_BELOW_N),
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
-        ("    if rows.size > 0:", "NumberReplacer", "sorted_unique of one row: the neighbour compare keeps it"),
+        ("if rows.size > 0:", "NumberReplacer", "sorted_unique of one row: the neighbour compare keeps it"),
         ("return clauses[ -1] if len(clauses) == 1", "NumberReplacer", "a list of one clause: [-1] is [0]"),
         ("out = np.zeros(kind.shape[ -1], bool)", "NumberReplacer", "kind is 1-D: shape[-1] is shape[0]"),
         ("if r <= len(store) and any(", "Lt_LtE", _COMPLEX_BELOW_N),
