@@ -282,3 +282,18 @@ def test_an_index_estimate_counts_the_complex_valued_rows_too():
     assert want.size == 10 + 16
     assert node.estimate(store, indexes) == want.size
     np.testing.assert_array_equal(node.index_rows(store, indexes), want)
+
+
+def test_sorted_unique_and_an_or_of_overlapping_indexed_children():
+    """Row unions through payload indexes are sorted and unique: an ``$or`` whose children share rows
+    counts each row once."""
+    from shoal.engine.filters import sorted_unique
+    from shoal.engine.payload_index import PayloadIndexConfig, PayloadIndexes
+
+    for rows, want in (([3, 1, 3, 2, 2, 5, 1], [1, 2, 3, 5]), ([4, 4], [4]), ([7], [7]), ([], [])):
+        assert sorted_unique(np.array(rows, np.int64)).tolist() == want
+    store = MetadataStore()
+    store.append([{"tag": f"t{i % 4}", "g": f"u{i % 6}"} for i in range(48)])
+    indexes = PayloadIndexes.build(PayloadIndexConfig((("tag", "keyword"), ("g", "keyword"))), store, len(store))
+    node = compile_filter({"$or": [{"tag": "t1"}, {"g": {"$in": ["u1", "u3"]}}]})  # rows 1 mod 4 and odd mod 6 overlap
+    np.testing.assert_array_equal(node.index_rows(store, indexes), np.flatnonzero(node.mask(store)))

@@ -119,6 +119,8 @@ _VERSION_STAMP = ("the delete counter is only compared for equality with the sta
 _ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
               "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
               "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
+_COMPLEX_BELOW_N = ("a column's complex rows are always below the store's length (MetadataStore.append sets a "
+                    "row's values and counts it together): the same rows")
 _ONE_PART = ("one child's rows through sorted_unique: they are sorted and unique already (Spans.rows, "
              "In.index_rows)")
 _EARLY_RETURN = ("the early return only saves work: narrowing rows by no other child (an And of none allows every "
@@ -185,9 +187,12 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "ranges drives instead of one child: the same rows, the others narrowing them at those rows"),
         ("return clauses[0] if len(clauses) == 0 else", "NumberReplacer", "a one-clause filter compiles to an And of "
          "that one clause: the same mask, estimate and rows"),
-        ("return ((r, r) for r in rows if r <= n)", "Lt_LtE", "a column's complex rows are always below the "
-         "store's length (MetadataStore.append sets a row's values and counts it together): the same rows"),
+        ("return ((r, r) for r in rows if r <= n)", "Lt_LtE", _COMPLEX_BELOW_N),
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
+        ("if rows.size > 0:", "NumberReplacer", "sorted_unique of one row: the neighbour compare keeps it"),
+        ("return clauses[ -1] if len(clauses) == 1", "NumberReplacer", "a list of one clause: [-1] is [0]"),
+        ("out = np.zeros(kind.shape[ -1], bool)", "NumberReplacer", "kind is 1-D: shape[-1] is shape[0]"),
+        ("if r <= len(store) and any(", "Lt_LtE", _COMPLEX_BELOW_N),
     ],
     "planner": [
         ("PARALLEL_EXACT_ROWS = ", "NumberReplacer", "the size from which an exact plan gets a pool thread of its "
