@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from ..index.base import Index
-from ..index.exact import GATHER_FRACTION, ExactSearcher
+from ..index.exact import ExactSearcher
 from ..index.kernels.topk import sq_norms
 from .errors import FailedPreconditionError
 from .filters import Node
 from .metadata import MetadataStore
 from .payload_index import PayloadIndexConfig, PayloadIndexes, ensure_payload_indexes, indexed_rows
 from .segment_ids import SegmentIds
-from .threads import threads_for_batch
 
 SLOT_BITS = 32
 #: The row part of an internal id (``internal & ROW_MASK``).
@@ -205,10 +204,8 @@ class Segment:
 
     def search_exact(self, q: np.ndarray, k: int, mask: np.ndarray | None, count: int,
                      key: str | None) -> tuple[np.ndarray, np.ndarray]:
-        gather = mask is not None and count <= GATHER_FRACTION * self.n
-        rows = self.matching_rows(mask, key) if gather else None
-        with threads_for_batch(q.shape[0]):  # the scan kernels would wake the whole pool for one query
-            d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count, rows)
+        rows_of = None if mask is None else (lambda: self.matching_rows(mask, key))
+        d, rows = self.exact.search(self.vectors[: self.n], self.norms[: self.n], q, k, mask, count, rows_of)
         return d, self._internal(rows)
 
     def search_index(self, q: np.ndarray, k: int, mask: np.ndarray | None, params: dict[str, Any],

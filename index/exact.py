@@ -5,11 +5,13 @@ read (``knn_rows``), so the cost follows the selectivity, not the segment size.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..engine.backend import Backend, load_kernels
+from ..engine.threads import threads_for_batch
 from .base import pad_results
 from .kernels.topk import sq_norms
 
@@ -25,21 +27,24 @@ class ExactSearcher:
         self.kernels = load_kernels("shoal.index.kernels", "flat", backend)
 
     def search(self, x: np.ndarray, norms: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None,
-               n_match: int | None = None, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               n_match: int | None = None, rows_of: Callable[[], np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ``(distances, rows)`` of ``q`` among rows of ``x`` where ``mask`` holds.
 
-        ``n_match`` (the mask's count) and ``rows`` (its true positions), when the caller has
-        them cached, save passes over the mask.
+        ``n_match`` (the mask's count) and ``rows_of`` (returns its true positions, which the
+        caller may have cached), when given, save passes over the mask.
         """
         n = x.shape[0]
         if n_match is None:
             n_match = n if mask is None else int(np.count_nonzero(mask))
         if n_match == 0:
             return pad_results(q.shape[0], k)
-        if n_match <= GATHER_FRACTION * n:
-            return self.kernels.knn_rows(q, x, norms, np.flatnonzero(mask) if rows is None else rows, k, self.metric)
-        rows = np.arange(n, dtype=np.int64)
-        return self.kernels.knn(q, x, norms, rows, None if n_match == n else mask, k, self.metric)
+        if n_match <= GATHER_FRACTION * n:  # a serial kernel below ROWS_IN_PLACE_BELOW queries: no pool to hold back
+            rows = np.flatnonzero(mask) if rows_of is None else rows_of()
+            return self.kernels.knn_rows(q, x, norms, rows, k, self.metric)
+        with threads_for_batch(q.shape[0]):  # the masked scan's merge kernel would wake the whole pool for one query
+            return self.kernels.knn(q, x, norms, np.arange(n, dtype=np.int64), None if n_match == n else mask, k,
+                                    self.metric)
 
 
 def knn_over(kernels: Any, q: np.ndarray, x: np.ndarray, labels: np.ndarray, k: int,

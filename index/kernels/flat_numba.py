@@ -8,7 +8,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .heap_numba import heap_push, heap_sort_rows
+from .heap_numba import heap_push, heap_sort, heap_sort_rows
 from .prefetch_numba import prefetch
 from .topk import METRIC_CODES, blocked_knn, gathered_knn, range_blocks
 
@@ -61,11 +61,18 @@ _LINE_FLOATS = 16
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
-def _knn_rows_kernel(q, qnorm, x, xnorm, rows, code, ahead, out_d, out_i):
-    n = rows.shape[0]
-    for r in range(q.shape[0]):  # a few queries: serial, no pool to wake
+def _knn_rows_kernel(q, x, xnorm, rows, code, k, ahead):
+    """Serial (a few queries: no pool to wake); allocates, scores and sorts in one call."""
+    nq, n = q.shape[0], rows.shape[0]
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    for r in range(nq):
         dr = out_d[r]
         ir = out_i[r]
+        qnorm = np.float32(0.0)
+        if code == 0:
+            for c in range(q.shape[1]):
+                qnorm += q[r, c] * q[r, c]
         for t in range(n):
             if t + ahead < n:
                 for c in range(0, x.shape[1], _LINE_FLOATS):
@@ -75,7 +82,7 @@ def _knn_rows_kernel(q, qnorm, x, xnorm, rows, code, ahead, out_d, out_i):
             for c in range(x.shape[1]):
                 s += q[r, c] * x[j, c]
             if code == 0:
-                d = qnorm[r] + xnorm[j] - np.float32(2.0) * s
+                d = qnorm + xnorm[j] - np.float32(2.0) * s
                 if d < 0.0:
                     d = np.float32(0.0)
             elif code == 1:
@@ -84,6 +91,8 @@ def _knn_rows_kernel(q, qnorm, x, xnorm, rows, code, ahead, out_d, out_i):
                 d = -s
             if d <= dr[0]:
                 heap_push(dr, ir, np.float32(d), j)
+        heap_sort(dr, ir)
+    return out_d, out_i
 
 
 def knn_rows(q, x, xnorm, rows, k, metric):
@@ -93,13 +102,8 @@ def knn_rows(q, x, xnorm, rows, k, metric):
     copies as many bytes as the scan reads, so for one query it doubles the work."""
     if q.shape[0] >= ROWS_IN_PLACE_BELOW:
         return gathered_knn(knn, q, x, xnorm, rows, k, metric)
-    out_d = np.full((q.shape[0], k), np.inf, dtype=np.float32)
-    out_i = np.full((q.shape[0], k), -1, dtype=np.int64)
-    qnorm = np.einsum("ij,ij->i", q, q).astype(np.float32)
     ahead = max(4, PREFETCH_AHEAD_BYTES // max(1, x.shape[1] * x.dtype.itemsize))
-    _knn_rows_kernel(q, qnorm, np.asarray(x), np.asarray(xnorm), rows, METRIC_CODES[metric], ahead, out_d, out_i)
-    heap_sort_rows(out_d, out_i)
-    return out_d, out_i
+    return _knn_rows_kernel(q, np.asarray(x), np.asarray(xnorm), rows, METRIC_CODES[metric], k, ahead)
 
 
 def range_search(q, x, xnorm, labels, rowmask, radius, metric):

@@ -116,9 +116,8 @@ _EMPTY_ARRAYS = ("a new segment's arrays hold 1 row instead of 0: capacity is re
                  "the first append replaces them all, and every read takes [:n]")
 _VERSION_STAMP = ("the delete counter is only compared for equality with the stamps cached under it: any start and "
                   "any step make a delete invalidate the cached masks")
-_ROWS_HINT = ("the matching rows passed to ExactSearcher.search are a hint: it makes the same gather-or-scan "
-              "choice itself (n_match <= GATHER_FRACTION * n) and computes the positions from the mask when not given "
-              "them or ignores them when it scans: the same rows searched, only a cached flatnonzero more or fewer")
+_ROWS_HINT = ("the matching rows offered to ExactSearcher.search are a hint: it computes the positions from the "
+              "mask when not given a way to them: the same rows searched, only a cached flatnonzero more or fewer")
 _COMPLEX_BELOW_N = ("a column's complex rows are always below the store's length (MetadataStore.append sets a "
                     "row's values and counts it together): the same rows")
 _ONE_PART = ("one child's rows through sorted_unique: they are sorted and unique already (Spans.rows, "
@@ -223,8 +222,7 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "segment's cache too, but match stores masks only on sealed segments: it finds nothing there"),
         ("if hit[", "", _ROWS_HINT),  # matching_rows' test of its cached positions (any mutant of it)
         ("if not hit[3] is None:", "AddNot", _ROWS_HINT),
-        ("gather = mask", "", _ROWS_HINT),  # search_exact's choice to pass the positions (any mutant of it)
-        ("rows = self.matching_rows(mask, key) if not gather", "AddNot", _ROWS_HINT),
+        ("rows_of = None if mask is", "", _ROWS_HINT),  # search_exact's offer of the cached positions
     ],
     "shard": [
         ("(slots == slots[ -1]).all()", "NumberReplacer", "all equal to the last is all equal to the first"),
