@@ -297,3 +297,14 @@ def test_sorted_unique_and_an_or_of_overlapping_indexed_children():
     indexes = PayloadIndexes.build(PayloadIndexConfig((("tag", "keyword"), ("g", "keyword"))), store, len(store))
     node = compile_filter({"$or": [{"tag": "t1"}, {"g": {"$in": ["u1", "u3"]}}]})  # rows 1 mod 4 and odd mod 6 overlap
     np.testing.assert_array_equal(node.index_rows(store, indexes), np.flatnonzero(node.mask(store)))
+
+
+def test_ranges_and_numeric_equality_reach_ints_beyond_float_precision():
+    """An int past 2**53 is stored exactly beside its float (BIG_INT): ranges compare it as a number."""
+    rows = [{"n": 2 ** 60}, {"n": 5}, {"n": "x"}, {"n": True}, {"n": None}, {}]
+    store = MetadataStore()
+    store.append(rows)
+    for flt in ({"n": {"$gt": 10}}, {"n": {"$gte": 2 ** 59}}, {"n": {"$lt": 10}}, {"n": {"$in": [5, 2 ** 60]}}):
+        expected = [reference(flt, r) for r in rows]
+        assert compile_filter(flt).mask(store).tolist() == expected, flt
+    assert compile_filter({"n": {"$gt": 10}}).mask(store).tolist() == [True, False, False, False, False, False]

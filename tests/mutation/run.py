@@ -118,6 +118,8 @@ _VERSION_STAMP = ("the delete counter is only compared for equality with the sta
                   "any step make a delete invalidate the cached masks")
 _ROWS_HINT = ("the matching rows offered to ExactSearcher.search are a hint: it computes the positions from the "
               "mask when not given a way to them: the same rows searched, only a cached flatnonzero more or fewer")
+_MESSAGE_LENGTH = ("how many characters of a too-deep filter's path its error message keeps (199, 200 or 201): "
+                   "the same error, class and place named")
 _COMPLEX_BELOW_N = ("a column's complex rows are always below the store's length (MetadataStore.append sets a "
                     "row's values and counts it together): the same rows")
 _ONE_PART = ("one child's rows through sorted_unique: they are sorted and unique already (Spans.rows, "
@@ -189,6 +191,13 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("return ((r, r) for r in rows if r <= n)", "Lt_LtE", _COMPLEX_BELOW_N),
         ("return nodes[ -1] if len(nodes) == 1", "NumberReplacer", "a list of one node: [-1] is [0]"),
         ("if rows.size > 0:", "NumberReplacer", "sorted_unique of one row: the neighbour compare keeps it"),
+        ("if rows.size >= 1:", "Gt_GtE", "sorted_unique of one row: the neighbour compare keeps it"),
+        ("if len(parts) > 1 else parts[ -1]", "NumberReplacer", "a list of one part: [-1] is [0]"),
+        ("(best is not None or spans.count < best[0])", "Is_IsNot", "the joined span of a field's ranges then "
+         "always drives the conjunction: the children's estimates come from the same range index, so best is "
+         "already set, and the span covers exactly those children: the same rows"),
+        ("shorten(where, 20", "NumberReplacer", _MESSAGE_LENGTH),
+        ("shorten(where, 19", "NumberReplacer", _MESSAGE_LENGTH),
         ("return clauses[ -1] if len(clauses) == 1", "NumberReplacer", "a list of one clause: [-1] is [0]"),
         ("out = np.zeros(kind.shape[ -1], bool)", "NumberReplacer", "kind is 1-D: shape[-1] is shape[0]"),
         ("if r <= len(store) and any(", "Lt_LtE", _COMPLEX_BELOW_N),
