@@ -10,7 +10,8 @@ import numpy as np
 
 
 def all_are(kinds: np.ndarray, kind: int) -> bool:
-    """Every entry of a uint8 array equals ``kind`` (true for an empty array)."""
+    """Every entry of a one-byte integer array (the id and payload kind codes, 0-127) equals ``kind``
+    (true for an empty array)."""
     return kinds.tobytes().count(kind) == kinds.size
 
 

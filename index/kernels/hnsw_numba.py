@@ -28,13 +28,12 @@ from numba.extending import overload
 
 # A walk step prefetches every neighbour's visited slot and every cache line of its code or vector
 # before it evaluates the first (hnswlib prefetches one line per neighbour).
-from .prefetch_numba import prefetch as _prefetch
+from .prefetch_numba import LINE_BYTES, prefetch as _prefetch
 
 #: Visited marks are uint16 epochs, as in hnswlib: half the cache footprint of int32 for the one
 #: random write per evaluated node; a row is cleared once every 65,535 searches (one pass over n).
 VISITED_DTYPE = np.uint16
 _TAG_LIMIT = 65_535
-_LINE_BYTES = 64
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
@@ -185,7 +184,7 @@ def _expand(x, codes, c0, q, qa, scale, base, code, u, level, links, up, up_off,
         nbr = up
         row = up_off[u] + level - 1
     cnt = nbr[row, 0]
-    step = _LINE_BYTES // codes.itemsize
+    step = LINE_BYTES // codes.itemsize
     for e in range(cnt):  # every line of each payload: 50-d floats span 4; prefetching one cost 1.9x (400k GloVe)
         v = nbr[row, 1 + e]
         _prefetch(vis, v, 0)

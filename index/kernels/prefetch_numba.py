@@ -7,6 +7,9 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+#: A cache line: a kernel that prefetches a whole row hints once per this many bytes of it.
+LINE_BYTES = 64
+
 
 @intrinsic
 def prefetch(typingctx, arr, i, j):
