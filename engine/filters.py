@@ -405,15 +405,14 @@ def keyed_filter(spec: Any) -> tuple[Node | None, str | None]:
 
 def _key_value(value: Any) -> Any:
     """JSON for what json.dumps cannot write in a valid filter: a numpy scalar is the number it
-    compiles to, another mapping a dict, a compiled node its repr, so equal filters share a key. (``repr`` made
-    ``np.int64(5)`` and the string ``"np.int64(5)"`` one key, and one cached mask.)"""
+    compiles to, another mapping a dict, anything else (a compiled node) its type and repr under a
+    key no filter may use, so equal filters share a key and no two differ only by a repr. (``repr``
+    alone made ``np.int64(5)`` and the string ``"np.int64(5)"`` one key, and one cached mask.)"""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
         return dict(value)
-    if isinstance(value, Node):  # a compiled part: its fields, under a key no filter may use
-        return {"$node": repr(value)}
-    raise TypeError(f"{type(value).__name__} in a compiled filter")  # compile_filter admits no other type
+    return {"$repr": [type(value).__qualname__, repr(value)]}
 
 
 def compile_filter(spec: Any) -> Node:
