@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidArgumentError, ShoalError
+from .heap import release_free_heap
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ class Optimizer:
         finally:
             self.running = None
         if done:
+            release_free_heap()  # the merge's copies are gone; their pages go back too
             self.merges_done += 1
             self.last_error = None
             self.last_merge = {"merged": what, "seconds": seconds}

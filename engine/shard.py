@@ -337,6 +337,7 @@ class Shard:
         ``kept`` is the base's rows and index copy, or the slot of a fresh segment."""
         dim = self.layout.dim
         new = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+        vectors.clear()  # the sources' copies go now: a merge holds at most two copies of its rows at once
         if isinstance(kept, int):
             seg = Segment(kept, dim, self.layout.exact)
             index, first_new = self.layout.new_index(), 0
@@ -351,6 +352,7 @@ class Shard:
             seg.live_count -= int(dead.size)
             first_new = seg.n
         seg.append(new, ids, payloads)
+        del new
         attach_payload_indexes(seg, self.layout.payload_indexes)  # built when the merged segment is sealed
         if self.layout.lexical is not None:  # the sources' postings remapped, not re-tokenised
             seg.postings = merged_postings(self.layout.lexical, merge.base, merge.sources, taken, seg.n)
@@ -359,6 +361,7 @@ class Shard:
             if not index.is_trained and seg.live_count >= self.layout.min_index_rows:
                 index.train(seg.vectors[seg.live_rows()])
             if index.is_trained:
+                index.reserve(seg.n)
                 for start in range(0, rows.size, ADD_CHUNK):
                     if self.optimizer.stopping:
                         raise _Cancelled()

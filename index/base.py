@@ -222,6 +222,11 @@ class Index(abc.ABC):
         self._check_param_values(p)
         return p
 
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` rows in all, before adds whose total the caller knows (the optimizer's
+        merges): growth by doubling would otherwise leave up to twice the memory a merged segment
+        needs. Families that do not grow row arrays ignore it."""
+
     def finish_adds(self) -> None:
         """Rows stop arriving for now (the optimizer finished a merge): do deferred build work here,
         outside any lock, instead of in the first search. Nothing to do for most families."""

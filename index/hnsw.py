@@ -148,11 +148,15 @@ class HNSWIndex(Index):
         u = 1.0 - rng.random(n)  # (0, 1]
         return np.minimum((-np.log(u) / math.log(self.M)).astype(np.int32), 30)
 
-    def _reserve(self, n_rows: int, n_up: int) -> None:
+    def reserve(self, n: int) -> None:
+        with self._adding, self._lock.write():
+            self._reserve(n, self._up_used, exact=True)
+
+    def _reserve(self, n_rows: int, n_up: int, exact: bool = False) -> None:
         def grow(arr: np.ndarray, n: int) -> np.ndarray:
             if n <= arr.shape[0] and arr.flags.writeable:
                 return arr
-            new = np.zeros((max(n, 2 * arr.shape[0], 64),) + arr.shape[1:], arr.dtype)
+            new = np.zeros((n if exact else max(n, 2 * arr.shape[0], 64),) + arr.shape[1:], arr.dtype)
             new[: arr.shape[0]] = arr
             return new
 

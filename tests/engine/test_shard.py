@@ -75,6 +75,20 @@ def test_optimize_keeps_results(spec: str, rng: np.random.Generator) -> None:
         assert np.mean([len(set(a) & set(t)) / 10 for a, t in zip(after, truth.tolist())]) >= 0.9
 
 
+def test_merged_index_holds_exactly_its_rows(rng: np.random.Generator) -> None:
+    """A merge reserves the index's rows up front: growth by doubling would leave up to twice the
+    memory (a base segment's exact-size copy doubled for its first appended chunk)."""
+    col = shoal.Database().create_collection("r", DIM, "l2", "HNSW8", optimizer={"background": False})
+    col._shard.flush_rows = 400
+    x = rng.standard_normal((3000, DIM)).astype(np.float32)
+    for stop in (2000, 3000):  # a fresh merged segment, then small ones appended to it as the base
+        for s in range(stop - 1000 if stop > 2000 else 0, stop, 250):
+            col.upsert(list(range(s, s + 250)), x[s:s + 250])
+        col.optimize()
+        (seg,) = [s for s in col._shard.segments if s.sealed]
+        assert seg.n == stop and seg.index._x.shape[0] == seg.n and seg.index._g0.shape[0] == seg.n
+
+
 class OptimizerMachine(RuleBasedStateMachine):
     """Writes, deletes, merges (with writes landing mid-merge) and searches against a dict model."""
 
