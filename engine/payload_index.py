@@ -17,9 +17,12 @@ Declared, not automatic: which fields are filtered on is the user's knowledge, a
 answer when data changes a field's cardinality (Qdrant and Milvus also take them declared).
 Top-level fields only (a nested path reads its rows from the parent's dict values).
 
-What an index does not hold it leaves to the evaluator: lists and dicts (a row whose value is a
-list matches equality through any element) are matched from the column's few complex rows, and a
-filter on null, missing or booleans, ``$exists``, ``$ne`` / ``$nin`` / ``$not`` is scanned. In a
+List fields: a row whose value is a list of scalars (``engine.list_column``) matches equality
+through any element, never a range, so each index keeps a second part for list elements, used for
+equality and ``$in`` only: a row is in the list of every value it holds. What an index does not
+hold it leaves to the evaluator: dicts and lists of dicts or lists are matched from the column's
+few complex rows, and a filter on null, missing or booleans, ``$exists``, ``$ne`` / ``$nin`` /
+``$not`` is scanned. In a
 conjunction the child with the smallest estimate drives and the others are evaluated at its rows
 only (``filters.And.index_rows``); a union needs every child indexed.
 
@@ -40,7 +43,7 @@ import numpy as np
 
 from .echo import shorten
 from .errors import InvalidArgumentError
-from .filters import _RANGE_OPS
+from .filters import _RANGE_OPS, sorted_unique
 from .metadata import BIG_INT, FLOAT, INT, STR, Column, MetadataStore
 
 if TYPE_CHECKING:
@@ -86,41 +89,83 @@ class PayloadIndexConfig:
 
 
 class Spans:
-    """Rows of a lookup: disjoint slices ``[starts[i], ends[i])`` of one index's row array (the
-    rows of distinct values, so no row is in two of them)."""
+    """Rows of a lookup: slices ``[starts[i], ends[i])`` of an index's row arrays. Slices of the
+    scalar part are the rows of distinct values, so no row is in two of them; a list part's slices
+    may share rows (a row holding two of the values), so its rows are made unique."""
 
-    def __init__(self, rows: np.ndarray, starts: Any = (), ends: Any = (), row_sorted: bool = False) -> None:
-        self._rows = rows
-        self.starts = np.asarray(starts, np.int64)
-        self.ends = np.asarray(ends, np.int64)
+    def __init__(self, rows: np.ndarray, starts: Any = (), ends: Any = (), row_sorted: bool = False,
+                 distinct: bool = True) -> None:
+        self._parts = [(rows, np.asarray(starts, np.int64), np.asarray(ends, np.int64))]
         #: Each slice is already in row order (keyword postings), so one slice needs no sort.
         self._row_sorted = row_sorted
+        self._distinct = distinct
+
+    def plus(self, other: "Spans | None") -> "Spans":
+        """These rows and ``other``'s (a list part), which may overlap."""
+        if other is None or not other.count:
+            return self
+        out = Spans(self._parts[0][0])
+        out._parts, out._distinct = self._parts + other._parts, False
+        return out
 
     @property
     def count(self) -> int:
-        return int((self.ends - self.starts).sum())
+        """Rows found (an upper bound once a list part overlaps)."""
+        return int(sum((ends - starts).sum() for _, starts, ends in self._parts))
 
     def rows(self) -> np.ndarray:
         """The rows, sorted and unique (int64)."""
-        lengths = self.ends - self.starts
-        if self.starts.size == 1:
-            out = self._rows[self.starts[0]:self.ends[0]].astype(np.int64)
-            return out if self._row_sorted else np.sort(out)
-        total = int(lengths.sum())
-        if not total:
-            return np.zeros(0, np.int64)
-        # positions of every slice in one gather: start of its slice + offset within it
-        first = np.repeat(self.starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-        return np.sort(self._rows[first + np.arange(total)]).astype(np.int64)
+        if len(self._parts) == 1 and self._distinct:
+            rows, starts, ends = self._parts[0]
+            if starts.size == 1:
+                out = rows[starts[0]:ends[0]].astype(np.int64)
+                return out if self._row_sorted else np.sort(out)
+            return np.sort(_gather(rows, starts, ends)).astype(np.int64)
+        found = np.concatenate([_gather(*part) for part in self._parts])
+        return sorted_unique(found).astype(np.int64)
+
+
+def _gather(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The rows of every slice in one gather: start of its slice + offset within it."""
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    first = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return rows[first + np.arange(total)]
+
+
+def _list_elements(col: Column | None, kinds: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(element indices, owner rows)`` of a column's list elements of these kinds."""
+    lists = None if col is None else col.lists
+    if lists is None or not lists.e:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    elements = np.flatnonzero(np.isin(lists.kind[: lists.e], kinds))
+    return elements, lists.owners()[elements]
+
+
+def _distinct_pairs(keys: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(key, owner)`` pairs sorted by key then owner, each once (a list may repeat a value)."""
+    order = np.lexsort((owners, keys))
+    keys, owners = keys[order], owners[order]
+    if keys.size > 1:
+        keep = np.concatenate(([True], (keys[1:] != keys[:-1]) | (owners[1:] != owners[:-1])))
+        keys, owners = keys[keep], owners[keep]
+    return keys, owners
 
 
 class KeywordIndex:
     """Rows of each string value (see the module docstring)."""
 
     KIND = "keyword"
+    ARRAYS = ("offsets", "rows", "list_offsets", "list_rows")
 
-    def __init__(self, offsets: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, offsets: np.ndarray, rows: np.ndarray, list_offsets: np.ndarray | None = None,
+                 list_rows: np.ndarray | None = None) -> None:
         self.offsets, self.rows = offsets, rows
+        #: The list part: rows holding each string code in a list (CSR like the scalar part).
+        self.list_offsets = np.zeros(1, np.int64) if list_offsets is None else list_offsets
+        self.list_rows = np.zeros(0, np.int32) if list_rows is None else list_rows
 
     @classmethod
     def build(cls, col: Column | None, n: int) -> "KeywordIndex":
@@ -129,39 +174,55 @@ class KeywordIndex:
         rows = np.flatnonzero(col.kind[:n] == STR)
         codes = col.str_code[rows]
         order = np.argsort(codes, kind="stable")  # stable: rows stay ascending within a code
-        counts = np.bincount(codes, minlength=len(col.vocab))
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        return cls(offsets, rows[order].astype(np.int32))
+        elements, owners = _list_elements(col, (STR,))
+        list_codes, list_rows = _distinct_pairs(col.lists.str_code[elements] if elements.size else elements, owners)
+        return cls(_csr_offsets(codes, len(col.vocab)), rows[order].astype(np.int32),
+                   _csr_offsets(list_codes, len(col.vocab)), list_rows.astype(np.int32))
 
-    def _spans(self, codes: np.ndarray) -> Spans:
+    def _spans(self, codes: np.ndarray, with_lists: bool) -> Spans:
         codes = codes[codes < self.offsets.size - 1]
-        return Spans(self.rows, self.offsets[codes], self.offsets[codes + 1], row_sorted=True)
+        spans = Spans(self.rows, self.offsets[codes], self.offsets[codes + 1], row_sorted=True)
+        if not with_lists or self.list_offsets.size == 1:
+            return spans
+        codes = codes[codes < self.list_offsets.size - 1]
+        return spans.plus(Spans(self.list_rows, self.list_offsets[codes], self.list_offsets[codes + 1], True, False))
 
     def equal(self, col: Column | None, strings: set[str]) -> Spans:
         found = [] if col is None else [col.vocab_index.get(s) for s in strings]
-        return self._spans(np.array([c for c in found if c is not None], np.int64))
+        return self._spans(np.array([c for c in found if c is not None], np.int64), with_lists=True)
 
     def range(self, col: Column | None, bounds: list[tuple[str, Any]]) -> Spans:
         if col is None:
-            return self._spans(np.zeros(0, np.int64))
+            return self._spans(np.zeros(0, np.int64), with_lists=False)
 
         def within(s: str) -> bool:
             return all(_RANGE_OPS[op](s, operand) for op, operand in bounds)
 
         lut = col.string_lut(lambda vocab: np.fromiter((within(s) for s in vocab), bool, len(vocab)))
-        return self._spans(np.flatnonzero(lut[:-1]))
+        return self._spans(np.flatnonzero(lut[:-1]), with_lists=False)  # a list never matches a range
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"offsets": self.offsets, "rows": self.rows}
+        return {"offsets": self.offsets, "rows": self.rows, "list_offsets": self.list_offsets,
+                "list_rows": self.list_rows}
+
+
+def _csr_offsets(codes: np.ndarray, vocab_size: int) -> np.ndarray:
+    counts = np.bincount(codes, minlength=vocab_size) if codes.size else np.zeros(vocab_size, np.int64)
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
 
 
 class RangeIndex:
     """Numeric rows sorted by value (see the module docstring)."""
 
     KIND = "range"
+    ARRAYS = ("values", "rows", "list_values", "list_rows")
 
-    def __init__(self, values: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, rows: np.ndarray, list_values: np.ndarray | None = None,
+                 list_rows: np.ndarray | None = None) -> None:
         self.values, self.rows = values, rows
+        #: The list part (equality only): numeric list elements sorted by value, with their rows.
+        self.list_values = np.zeros(0) if list_values is None else list_values
+        self.list_rows = np.zeros(0, np.int32) if list_rows is None else list_rows
 
     @classmethod
     def build(cls, col: Column | None, n: int) -> "RangeIndex":
@@ -171,11 +232,18 @@ class RangeIndex:
         rows = np.flatnonzero((kind == INT) | (kind == FLOAT) | (kind == BIG_INT))
         values = col.num[rows]
         order = np.argsort(values, kind="stable")
-        return cls(np.ascontiguousarray(values[order]), rows[order].astype(np.int32))
+        elements, owners = _list_elements(col, (INT, FLOAT))
+        list_values, list_rows = _distinct_pairs(col.lists.num[elements] if elements.size else np.zeros(0), owners)
+        return cls(np.ascontiguousarray(values[order]), rows[order].astype(np.int32),
+                   np.ascontiguousarray(list_values), list_rows.astype(np.int32))
 
     def equal(self, numbers: list[float]) -> Spans:
         want = np.unique(np.asarray(numbers, np.float64))
-        return Spans(self.rows, np.searchsorted(self.values, want, "left"), np.searchsorted(self.values, want, "right"))
+        spans = Spans(self.rows, np.searchsorted(self.values, want, "left"), np.searchsorted(self.values, want, "right"))
+        if not self.list_values.size:
+            return spans
+        return spans.plus(Spans(self.list_rows, np.searchsorted(self.list_values, want, "left"),
+                                np.searchsorted(self.list_values, want, "right"), True, False))
 
     def range(self, bounds: list[tuple[str, Any]]) -> Spans:
         """The one span of values within every bound (``$gte a`` and ``$lt b`` together: a between)."""
@@ -189,7 +257,7 @@ class RangeIndex:
         return Spans(self.rows, [lo], [max(lo, hi)])
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"values": self.values, "rows": self.rows}
+        return {"values": self.values, "rows": self.rows, "list_values": self.list_values, "list_rows": self.list_rows}
 
 
 _CLASSES = {cls.KIND: cls for cls in (KeywordIndex, RangeIndex)}
@@ -239,9 +307,8 @@ class PayloadIndexes:
         by_field = {}
         for i, entry in enumerate(meta):
             ix_cls = _CLASSES[entry["kind"]]
-            parts = [arrays[f"{i}.{key}"] for key in ("offsets", "rows")] if ix_cls is KeywordIndex else \
-                [arrays[f"{i}.{key}"] for key in ("values", "rows")]
-            by_field[entry["field"]] = ix_cls(*parts)
+            # arrays absent from an index stored before list parts existed: its segment has no list rows
+            by_field[entry["field"]] = ix_cls(*(arrays.get(f"{i}.{key}") for key in ix_cls.ARRAYS))
         return cls(by_field)
 
 
