@@ -9,7 +9,9 @@ in lists, and those rows are rare.
 
 Layout (arrays ``rows``, ``offsets``, ``kind``, ``num``, ``str``): row ``rows[i]`` holds the
 elements ``offsets[i]:offsets[i+1]``; ``rows`` ascends, because a store writes rows in order (a
-merge's ``take`` gathers lists in output order). 12 bytes per list row, 13 per element.
+merge's ``take`` gathers lists in output order). Stored, a column whose lists hold no number
+leaves out ``num`` and one with no string ``str`` (read back as a constant, zero-stride array):
+12 bytes per list row, and 5 bytes per string element or 9 per number.
 """
 from __future__ import annotations
 
@@ -148,15 +150,22 @@ class ListColumn:
     def to_arrays(self, n: int) -> dict[str, np.ndarray]:
         m = int(np.searchsorted(self.rows[: self.m], n))  # rows below the store's length
         e = int(self.offsets[m])
-        return {"rows": self.rows[:m], "offsets": self.offsets[: m + 1], "kind": self.kind[:e],
-                "num": self.num[:e], "str": self.str_code[:e]}
+        kind = self.kind[:e]
+        out = {"rows": self.rows[:m].astype(np.int32), "offsets": self.offsets[: m + 1], "kind": kind}
+        if np.isin(kind, (INT, FLOAT)).any():
+            out["num"] = self.num[:e]
+        if (kind == STR).any():
+            out["str"] = self.str_code[:e]
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ListColumn":
         out = cls()
-        out.rows, out.offsets = arrays["rows"], arrays["offsets"]
-        out.kind, out.num, out.str_code = arrays["kind"], arrays["num"], arrays["str"]
+        out.rows, out.offsets, out.kind = arrays["rows"], arrays["offsets"], arrays["kind"]
         out.m, out.e = int(out.rows.shape[0]), int(out.kind.shape[0])
+        # a part left out held no value of its type: NaN / no string for every element, no memory
+        out.num = arrays["num"] if "num" in arrays else np.broadcast_to(np.float64(np.nan), (out.e,))
+        out.str_code = arrays["str"] if "str" in arrays else np.broadcast_to(np.int32(-1), (out.e,))
         return out
 
 

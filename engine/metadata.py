@@ -358,7 +358,8 @@ class MetadataStore:
             col.complex_rows = {int(r): v for r, v in field["complex"]}
             col.big_ints = {int(r): int(v) for r, v in field["big"]}
             if f"{i}.l.rows" in arrays:
-                col.lists = ListColumn.from_arrays({k: arrays[f"{i}.l.{k}"] for k in ListColumn.ARRAYS})
+                col.lists = ListColumn.from_arrays({k: arrays[f"{i}.l.{k}"] for k in ListColumn.ARRAYS
+                                                    if f"{i}.l.{k}" in arrays})
             out.columns[field["name"]] = col
         return out
 

@@ -270,8 +270,12 @@ class PayloadIndexes:
         self.by_field = by_field
 
     @classmethod
-    def build(cls, config: PayloadIndexConfig, meta: MetadataStore, n: int) -> "PayloadIndexes":
-        return cls({name: _CLASSES[kind].build(meta.column(name), n) for name, kind in config.fields})
+    def build(cls, config: PayloadIndexConfig, meta: MetadataStore, n: int,
+              reuse: dict[str, "KeywordIndex | RangeIndex"] | None = None) -> "PayloadIndexes":
+        """Every declared field's index over rows ``0..n-1``; those in ``reuse`` of the declared kind are kept."""
+        reuse = reuse or {}
+        return cls({name: reuse[name] if name in reuse and reuse[name].KIND == kind
+                    else _CLASSES[kind].build(meta.column(name), n) for name, kind in config.fields})
 
     def kinds(self) -> dict[str, str]:
         return {name: ix.KIND for name, ix in self.by_field.items()}
@@ -315,14 +319,14 @@ class PayloadIndexes:
 # ------------------------------------------------------------------ segments
 def attach_payload_indexes(seg: "Segment", config: PayloadIndexConfig | None,
                            stored: PayloadIndexes | None = None) -> None:
-    """Give a segment its collection's config and, when sealed, its indexes: the stored ones when
-    they are the declared ones, else built from its columns."""
+    """Give a segment its collection's config and, when sealed, its indexes: each declared field's
+    stored index when it has the declared kind, else one built from its columns (a stored index
+    of a field no longer declared, after ``drop_payload_index``, is left unused)."""
     seg.payload_config = config
-    if config is not None and stored is not None and stored.kinds() == config.to_options():
-        seg.payload_indexes = stored
-    elif seg.sealed:
-        seg.payload_indexes = None
-        ensure_payload_indexes(seg)
+    seg.payload_indexes = None
+    if config is None or not seg.sealed:
+        return
+    seg.payload_indexes = PayloadIndexes.build(config, seg.meta, seg.n, None if stored is None else stored.by_field)
 
 
 def ensure_payload_indexes(seg: "Segment") -> PayloadIndexes | None:
