@@ -328,10 +328,9 @@ class In(Node):
 
     def _lookup(self, store, indexes):
         """``(index spans, complex rows that match)``, or None when the indexes cannot answer."""
-        if any(v is None or isinstance(v, bool) for v in self.values):
-            return None  # null/missing and booleans are not indexed
         col = store.column(self.field)
-        spans = indexes.equal(self.field, col, self._strings(), self._numbers())
+        spans = indexes.equal(self.field, col, self._strings(), self._numbers(),
+                              {v for v in self.values if isinstance(v, bool)}, any(v is None for v in self.values))
         if spans is None:
             return None
         extra = [] if col is None else [r for r, v in col.complex_rows.items()
@@ -406,6 +405,23 @@ class Exists(Node):
         col = store.column(self.field)
         present = np.zeros(_size(store, sel), bool) if col is None else _at(col.kind, sel, len(store)) != MISSING
         return present if self.want else ~present
+
+    def estimate(self, store, indexes):
+        missing = indexes.missing(self.field)
+        if missing is None:
+            return None
+        return missing.count if not self.want else len(store) - missing.count
+
+    def index_rows(self, store, indexes):
+        missing = indexes.missing(self.field)
+        if missing is None:
+            return None
+        rows = missing.rows()
+        if not self.want:
+            return rows
+        present = np.ones(len(store), bool)
+        present[rows] = False
+        return np.flatnonzero(present)
 
     def matches(self, payload):
         return (resolve_path(payload, self.field) is not _MISSING) == self.want

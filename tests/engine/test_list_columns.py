@@ -19,7 +19,8 @@ complex_list = st.sampled_from([[["x"]], [{"k": 1}, "x"], [2 ** 60, 1], [[1, 2],
 list_value = st.one_of(st.lists(scalar, max_size=6), st.lists(st.sampled_from(["x", "y"]), min_size=2, max_size=4))
 value = st.one_of(list_value, list_value, list_value, scalar, complex_list)
 payload = st.dictionaries(st.sampled_from(FIELDS), value, max_size=3)
-CONFIGS = [{"a": "keyword", "b": "range"}, {"a": "range", "b": "keyword", "c": "keyword"}]
+CONFIGS = [{"a": "keyword", "b": "range", "c": "bool"}, {"a": "range", "b": "bool", "c": "keyword"},
+           {"a": "bool", "b": "keyword"}]
 
 
 def _store(rows):
@@ -122,3 +123,21 @@ def test_list_fields_through_a_durable_collection(tmp_path, config):
             assert col.count(flt) == len(want)
         got = col.get(ids=[1, 2, 3])
         assert [r.metadata for r in got] == [rows[1], rows[2], rows[3]]
+
+
+def test_null_missing_and_booleans_through_the_indexes():
+    """Each kind answers null / missing / $exists from its own rows; a bool index answers booleans
+    (scalars and list elements); the planner gets counts for all of them."""
+    rows = [{"f": True}, {"f": [False, None]}, {"f": None}, {}, {"f": "s"}, {"f": [True]}, {"f": 1}, {"g": 1}]
+    store = _store(rows)
+    for kind in ("keyword", "range", "bool"):
+        indexes = PayloadIndexes.build(PayloadIndexConfig.from_options({"f": kind}), store, len(rows))
+        for flt in ({"f": None}, {"f": {"$exists": False}}, {"f": {"$exists": True}}, {"f": {"$in": [None]}}):
+            node = compile_filter(flt)
+            want = [i for i, r in enumerate(rows) if reference(flt, r)]
+            assert node.estimate(store, indexes) >= len(want)
+            assert node.index_rows(store, indexes).tolist() == want, (kind, flt)
+    indexes = PayloadIndexes.build(PayloadIndexConfig.from_options({"f": "bool"}), store, len(rows))
+    for flt, want in (({"f": True}, [0, 5]), ({"f": False}, [1]), ({"f": {"$in": [True, None]}}, [0, 1, 2, 3, 5, 7])):
+        assert compile_filter(flt).index_rows(store, indexes).tolist() == want
+    assert compile_filter({"f": 1}).estimate(store, indexes) is None  # a number: not what a bool index holds
