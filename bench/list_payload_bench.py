@@ -39,16 +39,6 @@ def _payloads(start: int, stop: int) -> list[dict]:
     return out
 
 
-def _status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("RssAnon", "RssFile"):
-                out[name] = int(value.split()[0]) * 1024
-    return out
-
-
 def build(path: str, n: int, dim: int, indexed: bool, batch: int = 10_000) -> dict:
     import shoal
 
@@ -82,11 +72,12 @@ def _families(rng: np.random.Generator) -> dict[str, list[dict]]:
 
 def reopen(path: str, dim: int) -> dict:
     import shoal
+    from shoal.bench.capacity import rss_split
 
     warm = shoal.Database().create_collection("warm", dim=dim, metric="l2")  # kernels compiled before measuring
     warm.upsert([1, 2], np.zeros((2, dim), np.float32), [{"tags": ["a"]}, {"tags": "b"}])
     warm.search(np.zeros(dim, np.float32), k=1, filter={"tags": "a"})
-    base = _status()
+    base = rss_split()
     t0 = time.perf_counter()
     db = shoal.Database(path, read_only=True)
     col = db.get_collection("lists")
@@ -108,7 +99,7 @@ def reopen(path: str, dim: int) -> dict:
                 col.search(q, k=10, filter=flt)
             searches.append((time.process_time() - t) / (CALLS - half) * 1e3)
         out["count_ms"][family], out["search_ms"][family] = min(counts), min(searches)
-    after = _status()
+    after = rss_split()
     out["rss_anon_per_row"] = (after["RssAnon"] - base["RssAnon"]) / n - 4 * dim  # beyond the raw vectors
     out["rss_file_per_row"] = (after["RssFile"] - base["RssFile"]) / n
     db.close()
