@@ -34,14 +34,15 @@ def _declared(shard: "Shard") -> dict[str, str]:
 
 def create_payload_index(shard: "Shard", field: str, kind: str) -> bool:
     """Index ``field`` as ``kind`` in every segment; False when it already is (nothing changes)."""
-    declared = _declared(shard)
-    config = PayloadIndexConfig.from_options({**declared, field: kind})  # validates the name and kind
-    if declared.get(field) == kind:
-        return False
-    if field in declared:
-        raise InvalidArgumentError(f"field {field!r} already has a {declared[field]} payload index; "
-                                   f"drop_payload_index({field!r}) first to index it as {kind}")
-    with shard.optimizer.merging:
+    PayloadIndexConfig.from_options({field: kind})  # validates the name and kind before waiting
+    with shard.optimizer.merging:  # also orders declarations: each starts from the last one committed
+        declared = _declared(shard)
+        config = PayloadIndexConfig.from_options({**declared, field: kind})
+        if declared.get(field) == kind:
+            return False
+        if field in declared:
+            raise InvalidArgumentError(f"field {field!r} already has a {declared[field]} payload index; "
+                                       f"drop_payload_index({field!r}) first to index it as {kind}")
         with shard.lock.read():
             shard.check_open()
             sealed = [s for s in shard.segments if s.sealed]
@@ -96,14 +97,14 @@ def _commit(shard: "Shard", config: PayloadIndexConfig | None, built: dict) -> N
 
 def drop_payload_index(shard: "Shard", field: str) -> None:
     """Stop indexing ``field`` (PayloadIndexNotFoundError when it is not indexed)."""
-    declared = _declared(shard)
-    if field not in declared:
-        raise PayloadIndexNotFoundError(
-            f"collection {shard.name!r} has no payload index on {field!r}"
-            + (f"; indexed fields: {', '.join(sorted(declared))}" if declared else "; it has none"))
-    rest = {k: v for k, v in declared.items() if k != field}
-    config = PayloadIndexConfig.from_options(rest) if rest else None
     with shard.optimizer.merging:
+        declared = _declared(shard)
+        if field not in declared:
+            raise PayloadIndexNotFoundError(
+                f"collection {shard.name!r} has no payload index on {field!r}"
+                + (f"; indexed fields: {', '.join(sorted(declared))}" if declared else "; it has none"))
+        rest = {k: v for k, v in declared.items() if k != field}
+        config = PayloadIndexConfig.from_options(rest) if rest else None
         with shard.lock.write():
             shard.check_open()
             _commit(shard, config, {})

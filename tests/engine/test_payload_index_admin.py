@@ -174,3 +174,16 @@ def test_kill_9_during_a_build_leaves_the_index_present_or_absent(tmp_path, mome
         col = db.get_collection("c")
         col.create_payload_index("tag", "keyword")
         assert {str(f): col.count(f) for f in FILTERS} == want
+
+
+def test_concurrent_declarations_each_start_from_the_last_commit():
+    col = Collection("c", **OPTS, _flush_rows=500)
+    _fill(col, 1500)
+    threads = [threading.Thread(target=col.create_payload_index, args=args)
+               for args in (("tag", "keyword"), ("year", "range"), ("g", "range"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert col.describe()["payload_indexes"] == {"g": "range", "tag": "keyword", "year": "range"}
+    assert all(set(s.payload_indexes.by_field) == {"g", "tag", "year"} for s in _segments(col))
