@@ -112,8 +112,6 @@ def _check_value(value: Any, where: str, depth: int) -> Any:
     raise InvalidArgumentError(f"{where}: unsupported type {type(value).__name__}; use str, int, float, bool, None, list or dict")
 
 
-
-
 class Column:
     """Typed arrays for one field across the rows of a store (``capacity`` rows allocated)."""
 
@@ -123,7 +121,7 @@ class Column:
         self.str_code = np.full(capacity, -1, np.int32)
         self.vocab: list[str] = []
         self.vocab_index: dict[str, int] = {}
-        #: Rows holding a list or dict (COMPLEX) or a big int (BIG_INT): their exact value.
+        #: Rows holding a dict or a list of non-scalars (COMPLEX) or a big int (BIG_INT): their exact value.
         self.complex_rows: dict[int, Any] = {}
         self.big_ints: dict[int, int] = {}
         #: Rows holding a list of scalars (LIST), through offsets; None until one does.
