@@ -25,6 +25,7 @@ from .hybrid import hybrid_search
 from .lexical import LexicalConfig
 from .ids import check_ids, check_unique
 from .metadata import check_metadata
+from .payload_index_admin import create_payload_index, drop_payload_index
 from .metrics import check_metric, prepare, scores_from_distances
 from .optimizer import OptimizerConfig
 from .payload_index import PayloadIndexConfig
@@ -283,6 +284,18 @@ class Collection(RecordAPI, SearchModes):
         ext, metadata, vectors = self._shard.records(internal, want_meta, want_vectors)
         return QueryResult(ext, d.astype(np.float32, copy=False),
                            scores_from_distances(d, self.metric).astype(np.float32, copy=False), metadata, vectors)
+
+    def create_payload_index(self, field: str, kind: str) -> bool:
+        """Index payload ``field`` as ``kind`` ("keyword" or "range", see ``engine.payload_index``) in
+        every segment, durably; searches go on meanwhile. Returns False when it already was."""
+        changed = create_payload_index(self._shard, field, kind)
+        self.payload_indexes = self._shard.layout.payload_indexes
+        return changed
+
+    def drop_payload_index(self, field: str) -> None:
+        """Stop indexing payload ``field`` (``PayloadIndexNotFoundError`` when it is not indexed)."""
+        drop_payload_index(self._shard, field)
+        self.payload_indexes = self._shard.layout.payload_indexes
 
     def describe(self) -> dict[str, Any]:
         """Name, shape, index configuration and storage state (segments, indexing, optimizer)."""

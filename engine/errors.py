@@ -56,6 +56,10 @@ class IdNotFoundError(NotFoundError):
     """One or more ids are not stored in the collection."""
 
 
+class PayloadIndexNotFoundError(NotFoundError):
+    """``drop_payload_index`` of a field that has no payload index."""
+
+
 class AlreadyExistsError(ShoalError):
     """Something with that name already exists."""
 

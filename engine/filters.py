@@ -38,7 +38,7 @@ import json
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from .errors import FilterError
 from .metadata import BIG_INT, FALSE, FLOAT, INT, MISSING, NULL, TRUE, MetadataStore
 
 if TYPE_CHECKING:
+    from .list_column import ListColumn
     from .payload_index import PayloadIndexes
 
 
@@ -108,6 +109,23 @@ def _sparse_at(rows: Any, sel: np.ndarray | None, n: int) -> Iterator[tuple[int,
     pos = np.minimum(np.searchsorted(sel, wanted), sel.size - 1)
     hit = sel[pos] == wanted
     return zip(pos[hit].tolist(), wanted[hit].tolist())
+
+
+def _list_rows_matching(lists: "ListColumn", sel: np.ndarray | None, out: np.ndarray,
+                        element_mask: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Set ``out`` (a mask over all rows, or over ``sel``) where a row's list has an element that
+    ``element_mask(kind, num, str_code)`` accepts: vectorised over the elements, no per-row Python."""
+    if sel is None:
+        e = lists.e
+        match = lists.any_per_list(element_mask(lists.kind[:e], lists.num[:e], lists.str_code[:e]))
+        out[lists.rows[: lists.m][match]] = True
+        return
+    hit, positions = lists.positions(sel)
+    if positions.size:
+        elements, _ = lists.elements_of(positions)
+        match = lists.any_per_list(element_mask(lists.kind[elements], lists.num[elements],
+                                                lists.str_code[elements]), positions)
+        out[np.flatnonzero(hit)[match]] = True
 
 
 def _is_num(kind: np.ndarray) -> np.ndarray:
@@ -275,25 +293,31 @@ class In(Node):
     def _column_mask(self, store, sel):
         n = len(store)
         col = store.column(self.field)
-        want_null = any(v is None for v in self.values)
         if col is None:
-            return np.full(_size(store, sel), want_null)
-        kind = _at(col.kind, sel, n)
-        out = np.zeros(kind.shape[0], bool)
-        nums = self._numbers()
-        if nums:
-            out |= _is_num(kind) & np.isin(_at(col.num, sel, n), nums)
+            return np.full(_size(store, sel), any(v is None for v in self.values))
         strs = self._strings()
-        if strs:
-            lut = col.string_lut(lambda vocab: np.fromiter((s in strs for s in vocab), bool, len(vocab)))
-            out |= lut[_at(col.str_code, sel, n)]
-        for b in {v for v in self.values if isinstance(v, bool)}:
-            out |= kind == (TRUE if b else FALSE)
-        if want_null:
-            out |= (kind == NULL) | (kind == MISSING)
+        lut = col.string_lut(lambda vocab: np.fromiter((s in strs for s in vocab), bool, len(vocab))) if strs else None
+        out = self._scalar_mask(_at(col.kind, sel, n), _at(col.num, sel, n), _at(col.str_code, sel, n), lut)
+        if col.lists is not None:  # a list matches when any element does
+            _list_rows_matching(col.lists, sel, out, lambda k, x, c: self._scalar_mask(k, x, c, lut))
         for pos, row in _sparse_at(col.complex_rows, sel, n):
             if any(_value_equal(col.complex_rows[row], v) for v in self.values):
                 out[pos] = True
+        return out
+
+    def _scalar_mask(self, kind: np.ndarray, num: np.ndarray, code: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+        """Equality of encoded scalars (a column's rows or a list's elements) with any operand;
+        ``lut`` marks the operand strings in the column's vocabulary. A missing row is null here."""
+        out = np.zeros(kind.shape[0], bool)
+        nums = self._numbers()
+        if nums:
+            out |= _is_num(kind) & np.isin(num, nums)
+        if lut is not None:
+            out |= lut[code]
+        for b in {v for v in self.values if isinstance(v, bool)}:
+            out |= kind == (TRUE if b else FALSE)
+        if any(v is None for v in self.values):
+            out |= (kind == NULL) | (kind == MISSING)
         return out
 
     def _numbers(self) -> list[float]:
@@ -304,10 +328,9 @@ class In(Node):
 
     def _lookup(self, store, indexes):
         """``(index spans, complex rows that match)``, or None when the indexes cannot answer."""
-        if any(v is None or isinstance(v, bool) for v in self.values):
-            return None  # null/missing and booleans are not indexed
         col = store.column(self.field)
-        spans = indexes.equal(self.field, col, self._strings(), self._numbers())
+        spans = indexes.equal(self.field, col, self._strings(), self._numbers(),
+                              {v for v in self.values if isinstance(v, bool)}, any(v is None for v in self.values))
         if spans is None:
             return None
         extra = [] if col is None else [r for r, v in col.complex_rows.items()
@@ -382,6 +405,23 @@ class Exists(Node):
         col = store.column(self.field)
         present = np.zeros(_size(store, sel), bool) if col is None else _at(col.kind, sel, len(store)) != MISSING
         return present if self.want else ~present
+
+    def estimate(self, store, indexes):
+        missing = indexes.missing(self.field)
+        if missing is None:
+            return None
+        return missing.count if not self.want else len(store) - missing.count
+
+    def index_rows(self, store, indexes):
+        missing = indexes.missing(self.field)
+        if missing is None:
+            return None
+        rows = missing.rows()
+        if not self.want:
+            return rows
+        present = np.ones(len(store), bool)
+        present[rows] = False
+        return np.flatnonzero(present)
 
     def matches(self, payload):
         return (resolve_path(payload, self.field) is not _MISSING) == self.want

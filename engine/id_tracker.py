@@ -52,10 +52,13 @@ class _IntMap:
     def lookup(self, query: np.ndarray) -> np.ndarray:
         return idmap.lookup(self.keys, self.values, self.state, query, np.empty(query.shape[0], np.int64))
 
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` keys without another rehash (the table stays at most half full)."""
+        if 2 * (self.count + self.tombstones + more) > self.keys.shape[0]:
+            self._rehash(max(2 * (self.count + more), _INITIAL_SLOTS))
+
     def insert(self, keys: np.ndarray, values: np.ndarray) -> None:
-        need = self.count + self.tombstones + keys.shape[0]
-        if 2 * need > self.keys.shape[0]:
-            self._rehash(max(2 * (self.count + keys.shape[0]), _INITIAL_SLOTS))
+        self.reserve(keys.shape[0])
         added, reused = idmap.insert(self.keys, self.values, self.state, keys, values)
         self.count += added
         self.tombstones -= reused
@@ -128,6 +131,11 @@ class IdTracker:
             self._ints.insert(keys, internal[pos])
         for i in other:
             self._others[ids[i]] = int(internal[i])
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` int ids at once (opening a collection: one table for every segment's
+        ids instead of a rehash of all earlier ones at each segment)."""
+        self._ints.reserve(more)
 
     def assign_rows(self, ids: "SegmentIds", rows: np.ndarray, base: int) -> None:
         """Point the ids of a segment's live ``rows`` at ``base + row`` (bulk, no Python object per int id)."""

@@ -1,11 +1,13 @@
 """Columnar metadata: one typed column per field, so filters run as numpy operations and a
 payload dict is built only for the rows a call returns.
 
-Per field, a row holds a ``kind`` (missing, null, false, true, float, int, string, complex,
-big int) and its value: numbers in a float64 array, strings as codes into the column's
-vocabulary. Lists and nested objects (``complex``), and ints beyond float64's exact range
-(their float is kept for range filters), are kept as Python values for the few rows that
-have them, and matched row by row (equality on a list field matches any element).
+Per field, a row holds a ``kind`` (missing, null, false, true, float, int, string, list,
+complex, big int) and its value: numbers in a float64 array, strings as codes into the column's
+vocabulary. Lists of scalars are stored through offsets in the same encoding
+(``engine.list_column``), so filters over them stay numpy operations. Nested objects, lists
+holding objects, lists or big ints (``complex``), and ints beyond float64's exact range (their
+float is kept for range filters), are kept as Python values for the few rows that have them,
+and matched row by row (equality on a list field matches any element).
 Each row's key order is a code into a table of key tuples (``shapes``), so a payload
 comes back with its keys in the order they were written.
 
@@ -26,6 +28,8 @@ import numpy as np
 
 from .echo import shorten
 from .errors import InvalidArgumentError
+from .list_column import ListColumn, scalar_list_kinds
+from .metadata_kinds import BIG_INT, COMPLEX, EXACT_FLOAT_INT, FALSE, FLOAT, INT, LIST, MISSING, NULL, STR, TRUE
 from .small_arrays import all_are, all_same
 
 JSONScalar = (str, int, float, bool, type(None))
@@ -108,12 +112,6 @@ def _check_value(value: Any, where: str, depth: int) -> Any:
     raise InvalidArgumentError(f"{where}: unsupported type {type(value).__name__}; use str, int, float, bool, None, list or dict")
 
 
-#: Per-row kinds of a column (int8).
-MISSING, NULL, FALSE, TRUE, FLOAT, INT, STR, COMPLEX, BIG_INT = range(9)
-#: Ints of larger magnitude than this lose precision as float64: their exact value is kept aside.
-EXACT_FLOAT_INT = 2 ** 53
-
-
 class Column:
     """Typed arrays for one field across the rows of a store (``capacity`` rows allocated)."""
 
@@ -123,9 +121,11 @@ class Column:
         self.str_code = np.full(capacity, -1, np.int32)
         self.vocab: list[str] = []
         self.vocab_index: dict[str, int] = {}
-        #: Rows holding a list or dict (COMPLEX) or a big int (BIG_INT): their exact value.
+        #: Rows holding a dict or a list of non-scalars (COMPLEX) or a big int (BIG_INT): their exact value.
         self.complex_rows: dict[int, Any] = {}
         self.big_ints: dict[int, int] = {}
+        #: Rows holding a list of scalars (LIST), through offsets; None until one does.
+        self.lists: ListColumn | None = None
 
     def grow(self, capacity: int) -> None:
         for name, fill in (("kind", MISSING), ("num", np.nan), ("str_code", -1)):
@@ -153,8 +153,13 @@ class Column:
             self.str_code[row] = self._code(value)
             self.kind[row] = STR
         else:
-            self.kind[row] = COMPLEX
-            self.complex_rows[row] = value
+            kinds = scalar_list_kinds(value) if isinstance(value, list) else None
+            if kinds is None:
+                self.kind[row] = COMPLEX
+                self.complex_rows[row] = value
+                return
+            self._list_part().append(row, value, kinds, self._code)
+            self.kind[row] = LIST
 
     def values(self, rows: np.ndarray) -> list[Any]:
         """The stored values at ``rows`` as they were written (None where the field is missing)."""
@@ -166,7 +171,15 @@ class Column:
                 return [vocab[c] for c in self.str_code[rows].tolist()]
             nums = self.num[rows]
             return (nums.astype(np.int64) if first == INT else nums).tolist()
-        return [self._value(int(r), int(k)) for r, k in zip(rows.tolist(), kinds.tolist())]
+        lists = iter(self._lists_at(rows[kinds == LIST]))
+        return [next(lists) if k == LIST else self._value(int(r), int(k))
+                for r, k in zip(rows.tolist(), kinds.tolist())]
+
+    def _lists_at(self, rows: np.ndarray) -> list[list[Any]]:
+        if not rows.size:
+            return []
+        _, positions = self.lists.positions(rows)
+        return self.lists.values(positions, self.vocab)
 
     def _value(self, row: int, kind: int) -> Any:
         if kind == INT:
@@ -197,6 +210,15 @@ class Column:
         self.str_code[start:start + m] = codes[src.str_code[:m]]
         self.complex_rows.update({start + r: v for r, v in src.complex_rows.items() if r < m})
         self.big_ints.update({start + r: v for r, v in src.big_ints.items() if r < m})
+        if src.lists is not None:
+            held = src.lists.rows[: src.lists.m]
+            positions = np.arange(int(np.searchsorted(held, m)))
+            self._list_part().append_from(src.lists, positions, held[positions] + start, codes)
+
+    def _list_part(self) -> ListColumn:
+        if self.lists is None:
+            self.lists = ListColumn()
+        return self.lists
 
     def _code(self, value: str) -> int:
         code = self.vocab_index.get(value)
@@ -215,6 +237,10 @@ class Column:
             if sparse:
                 at = {int(r): i for i, r in enumerate(rows.tolist()) if r in sparse}
                 target.update({i: sparse[r] for r, i in at.items()})
+        if self.lists is not None:
+            hit, positions = self.lists.positions(rows)
+            if positions.size:
+                out._list_part().append_from(self.lists, positions, np.flatnonzero(hit), None)
         return out
 
 
@@ -307,6 +333,8 @@ class MetadataStore:
         fields = []
         for i, (key, col) in enumerate(self.columns.items()):
             arrays[f"{i}.kind"], arrays[f"{i}.num"], arrays[f"{i}.str"] = col.kind[:n], col.num[:n], col.str_code[:n]
+            if col.lists is not None:
+                arrays.update({f"{i}.l.{k}": a for k, a in col.lists.to_arrays(n).items()})
             fields.append({"name": key, "vocab": col.vocab,
                            "complex": [[r, v] for r, v in col.complex_rows.items() if r < n],
                            "big": [[r, str(v)] for r, v in col.big_ints.items() if r < n]})
@@ -327,6 +355,9 @@ class MetadataStore:
             col.vocab_index = {v: j for j, v in enumerate(col.vocab)}
             col.complex_rows = {int(r): v for r, v in field["complex"]}
             col.big_ints = {int(r): int(v) for r, v in field["big"]}
+            if f"{i}.l.rows" in arrays:
+                col.lists = ListColumn.from_arrays({k: arrays[f"{i}.l.{k}"] for k in ListColumn.ARRAYS
+                                                    if f"{i}.l.{k}" in arrays})
             out.columns[field["name"]] = col
         return out
 

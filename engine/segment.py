@@ -180,6 +180,10 @@ class Segment:
                 self._masks.popitem(last=False)
         return mask, count
 
+    def forget_masks(self) -> None:
+        """Drop cached filter answers (the segment's payload indexes changed: found another way now)."""
+        self._masks.clear()
+
     def filter_source(self, key: str | None) -> str:
         """How the last ``match`` of filter ``key`` found its rows: "payload index" or "scan"."""
         hit = self._cached(key)

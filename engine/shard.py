@@ -120,6 +120,7 @@ class Shard:
         file and offset, unless ``repair`` skips it.
         """
         sealed = []
+        self.tracker.reserve(sum(int(np.count_nonzero(data.live)) for data in stored))
         for data in stored:
             seg = Segment.restore(self._next_slot, self.layout.dim, self.layout.exact, data.vectors, data.norms,
                                   data.live, *rows_of(data), data.index)

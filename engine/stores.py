@@ -30,8 +30,8 @@ import numpy as np
 
 from ..storage.io_errors import storage_errors
 from ..storage.manifest import NAME as MANIFEST, read_manifest, write_manifest
-from ..storage.segment_files import (SegmentData, open_index, open_vectors, read_segment, write_segment,
-                                     write_tombstones)
+from ..storage.segment_files import (SegmentData, open_index, open_vectors, read_segment, write_payload_index_file,
+                                     write_segment, write_tombstones)
 from ..storage.wal import OP_DELETE, OP_UPSERT, Record, WriteAheadLog, fsync_dir, read_log, write_header
 from .disk_vectors import arrays_on_disk
 from .errors import CorruptionError, FailedPreconditionError, InvalidArgumentError, ReadOnlyError, StorageError
@@ -87,7 +87,11 @@ def _stored_part(data: SegmentData, prefix: str) -> dict[str, np.ndarray]:
 
 
 def payload_indexes_of(data: SegmentData) -> PayloadIndexes | None:
-    """A stored segment's payload indexes (memory-mapped), or None when it was written without them."""
+    """A stored segment's payload indexes (memory-mapped): its side file's when it has one
+    (indexes declared later), else its rows file's; None when it was written without them."""
+    if data.payload_index_file is not None:
+        arrays, meta = data.payload_index_file
+        return PayloadIndexes.from_arrays(arrays, meta["payload_indexes"])
     meta = data.row_meta.get("payload_indexes")
     return None if meta is None else PayloadIndexes.from_arrays(_stored_part(data, "x."), meta)
 
@@ -105,6 +109,13 @@ def rows_of(data: SegmentData) -> tuple[SegmentIds, MetadataStore]:
         meta = MetadataStore.from_arrays(_stored_part(data, "p."), data.row_meta["payload"])
     ids.kill(np.flatnonzero(~live))
     return ids, meta
+
+
+def _changed(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``changes`` applied (a None value removes the key)."""
+    out = {k: v for k, v in doc.items() if k not in changes}
+    out.update({k: v for k, v in changes.items() if v is not None})
+    return out
 
 
 def write_snapshot(dest: Path, doc: dict[str, Any], segments: list[Segment], last_seq: int) -> None:
@@ -146,6 +157,15 @@ class MemoryStore:
         pass
 
     def abandon_merge(self) -> None:
+        pass
+
+    def write_payload_indexes(self, seg: Segment, indexes: PayloadIndexes) -> tuple[None, PayloadIndexes]:
+        return None, indexes
+
+    def commit_config(self, segments: list[Segment], changes: dict[str, Any]) -> None:
+        self.doc = _changed(self.doc, changes)
+
+    def abandon_side_files(self) -> None:
         pass
 
     def snapshot(self, dest: Path, segments: list[Segment]) -> None:
@@ -290,6 +310,39 @@ class DiskStore:
         with self._dirs:
             self._in_progress.clear()
 
+    def write_payload_indexes(self, seg: Segment, indexes: PayloadIndexes) -> tuple[dict[str, Any], PayloadIndexes]:
+        """A sealed segment's payload indexes as a side file (outside the shard's lock; kept from
+        orphan removal until ``commit_config``); returns the manifest entry that names it and the
+        indexes memory-mapped from it."""
+        self._writable()
+        arrays, meta = indexes.to_arrays()
+        entry, mapped = write_payload_index_file(self.dir, seg.disk, arrays, {"payload_indexes": meta},
+                                                 self.doc["generation"] + 1)
+        with self._dirs:
+            self._in_progress.add(f"{entry['dir']}/{entry['pidx']}")
+        return entry, PayloadIndexes.from_arrays(mapped, meta)
+
+    def commit_config(self, segments: list[Segment], changes: dict[str, Any]) -> None:
+        """Commit a configuration change (keys set, or removed when None) with the sealed segments'
+        current entries, in one manifest write; side files written for it stop being in progress."""
+        self._writable()
+        doc = self.doc
+        self.doc = _changed(doc, changes)
+        try:
+            self._commit(segments, doc["checkpoint"])
+        except BaseException:
+            self.doc = doc
+            raise
+        with self._dirs:
+            self._in_progress = {name for name in self._in_progress if "/" not in name}
+
+    def abandon_side_files(self) -> None:
+        """Remove side files written for a configuration change that was not committed."""
+        with self._dirs:
+            for name in [n for n in self._in_progress if "/" in n]:
+                (self.dir / name).unlink(missing_ok=True)
+                self._in_progress.discard(name)
+
     def _new_segment_dir(self, in_progress: bool = False) -> Path:
         with self._dirs:
             number = self._next_dir
@@ -324,7 +377,7 @@ class DiskStore:
                 continue
             if path.is_dir() and path.name in keep:
                 for f in path.iterdir():
-                    if f.name not in keep[path.name]:
+                    if f.name not in keep[path.name] and f"{path.name}/{f.name}" not in busy:
                         f.unlink()
             elif path.is_dir():
                 shutil.rmtree(path)

@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 
 from ..engine.collection import INCLUDE_FIELDS
+from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError
 from ..engine.ids import check_ids, check_unique
 from ..engine.metadata import check_metadata
@@ -71,6 +72,13 @@ def remote(gen: Callable[..., Steps]) -> Callable[..., Any]:
 
     method.steps = gen  # type: ignore[attr-defined]
     return method
+
+
+def _text(value: Any, name: str) -> str:
+    """A string argument (a protobuf string field would raise a raw TypeError on anything else)."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a string, got {shorten(value)}")
+    return value
 
 
 def _include_flags(include: Iterable[str]) -> dict[str, bool]:
@@ -582,7 +590,22 @@ class RemoteCollectionBase(_Driven):
         return {"name": info.name, "dim": info.dim, "metric": info.metric, "index": info.index,
                 "index_options": convert.metadata_from_proto(info.index_options),
                 "metadata": convert.metadata_from_proto(info.metadata), "count": info.count,
-                "segments": info.segments, "backend": info.backend}
+                "segments": info.segments, "backend": info.backend,
+                "payload_indexes": convert.metadata_from_proto(info.payload_indexes) or None}
+
+    @remote
+    def create_payload_index(self, field: str, kind: str) -> Steps:
+        """Index payload ``field`` as ``kind`` ("keyword" or "range") on the server, durably (see
+        ``Collection.create_payload_index``); returns False when it already was."""
+        request = collections_pb2.PayloadIndexRequest(collection=self.name, field=_text(field, "field"),
+                                                      kind=_text(kind, "kind"))
+        return (yield Rpc("collections", "CreatePayloadIndex", request, False)).changed
+
+    @remote
+    def drop_payload_index(self, field: str) -> Steps:
+        """Stop indexing payload ``field`` (``PayloadIndexNotFoundError`` when it is not indexed)."""
+        request = collections_pb2.PayloadIndexRequest(collection=self.name, field=_text(field, "field"))
+        yield Rpc("collections", "DropPayloadIndex", request, False)
 
     @remote
     def flush(self) -> Steps:

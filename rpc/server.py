@@ -61,6 +61,7 @@ from ..storage.io_errors import storage_errors
 from ..engine.results import QueryResult
 from . import convert
 from .service_extras import CollectionsExtras, PointsExtras, SearchExtras
+from .payload_index_service import PayloadIndexMethods
 from .call_pool import CallPool
 from .pipeline import Forward, Registrar
 from .status import handle_errors
@@ -104,7 +105,7 @@ def _optional_filter(msg: Any) -> dict[str, Any] | None:
     return convert.filter_from_proto(msg.filter) if msg.HasField("filter") else None
 
 
-class CollectionsServicer(CollectionsExtras, service_pb2_grpc.CollectionsServicer):
+class CollectionsServicer(CollectionsExtras, PayloadIndexMethods, service_pb2_grpc.CollectionsServicer):
     def __init__(self, state: ServerState) -> None:
         self.db = state.db
 
@@ -114,7 +115,8 @@ class CollectionsServicer(CollectionsExtras, service_pb2_grpc.CollectionsService
         return collections_pb2.CollectionInfo(
             name=d["name"], dim=d["dim"], metric=d["metric"], index=d["index"],
             index_options=convert.metadata_to_proto(d["index_options"]), count=d["count"],
-            segments=d["segments"], backend=d["backend"], metadata=convert.metadata_to_proto(d.get("metadata")))
+            segments=d["segments"], backend=d["backend"], metadata=convert.metadata_to_proto(d.get("metadata")),
+            payload_indexes=convert.metadata_to_proto(d.get("payload_indexes")))
 
     @handle_errors
     def Create(self, request, context):

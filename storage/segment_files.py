@@ -27,6 +27,10 @@ from .wal import fsync_dir
 
 VECTORS, NORMS, ROWS, LEGACY_ROWS, INDEX = "vectors.npy", "norms.npy", "rows.bin", "rows.json", "index.bin"
 ROWS_KIND, ROWS_VERSION = "ROWS", 1
+#: Payload indexes declared after a segment was written (``create_payload_index``): a side file
+#: ``pidx-<generation>.bin`` named by the segment's manifest entry (``"pidx"``), preferred to the
+#: indexes inside its rows file.
+PIDX_KIND, PIDX_VERSION = "PIDX", 1
 POSTINGS = "postings.bin"  # inverted indexes of text/sparse fields (index.inverted)
 _CHUNK = 1 << 22
 
@@ -49,6 +53,8 @@ class SegmentData:
     legacy_rows: dict[str, list[Any]] | None = None
     #: Field name -> ``index.inverted.InvertedIndex`` (collections with text or sparse fields).
     postings: dict[str, Any] | None = None
+    #: ``(arrays, meta)`` of the segment's payload-index side file, when its entry names one.
+    payload_index_file: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
 
 
 def file_crc(path: Path) -> int:
@@ -120,6 +126,23 @@ def write_tombstones(directory: Path, entry: dict[str, Any], live: np.ndarray, g
     entry["tomb"], entry["dead"] = name, int(dead.sum())
 
 
+def write_payload_index_file(directory: Path, entry: dict[str, Any], arrays: dict[str, np.ndarray],
+                             meta: dict[str, Any], generation: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Write a sealed segment's payload indexes as a side file (fsynced); returns a new manifest
+    entry naming it in place of any earlier one (the caller's manifest commit makes it the
+    segment's) and the arrays read back memory-mapped. Until that commit the file is an orphan
+    that the next writable open removes, so a crash leaves the old state whole."""
+    name = f"pidx-{generation:08d}.bin"
+    path = directory / entry["dir"] / name
+    with storage_errors(path, "write payload indexes"):
+        write_arrays(path, PIDX_KIND, PIDX_VERSION, arrays, meta)
+        fsync_dir(path.parent)
+        _, _, mapped = read_arrays(path, PIDX_KIND, PIDX_VERSION, mmap=True, verify=False)
+        files = {k: v for k, v in entry["files"].items() if k != entry.get("pidx")}
+        files[name] = [path.stat().st_size, file_crc(path)]
+    return dict(entry, files=files, pidx=name), mapped
+
+
 def _checked(path: Path, expect: list[int], verify: bool) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: listed in the manifest but missing")
@@ -173,4 +196,8 @@ def read_segment(directory: Path, entry: dict[str, Any], dim: int, backend: Any,
         return SegmentData(vectors, norms, live, {}, {}, index, json.loads(paths[LEGACY_ROWS].read_bytes()), postings)
     # The whole file's CRC was checked above (when verifying): no second pass over the arrays.
     _, meta, arrays = read_arrays(paths[ROWS], ROWS_KIND, ROWS_VERSION, mmap=True, verify=False)
-    return SegmentData(vectors, norms, live, arrays, meta, index, postings=postings)
+    side = None
+    if entry.get("pidx") is not None:
+        _, side_meta, side_arrays = read_arrays(paths[entry["pidx"]], PIDX_KIND, PIDX_VERSION, mmap=True, verify=False)
+        side = (side_arrays, side_meta)
+    return SegmentData(vectors, norms, live, arrays, meta, index, postings=postings, payload_index_file=side)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shoal.rpc.v1 import types_pb2 as shoal_dot_rpc_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshoal/rpc/v1/collections.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xcd\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12\r\n\x05\x63ount\x18\x06 \x01(\x04\x12\x10\n\x08segments\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12$\n\x08metadata\x18\t \x01(\x0b\x32\x12.shoal.v1.Metadata\"\xa4\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12$\n\x08metadata\x18\x06 \x01(\x0b\x32\x12.shoal.v1.Metadata\"\xa9\x01\n\x1cGetOrCreateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12$\n\x08metadata\x18\x06 \x01(\x0b\x32\x12.shoal.v1.Metadata\"9\n\x17RenameCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08new_name\x18\x02 \x01(\t\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"(\n\x17ListCollectionsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eshoal/rpc/v1/collections.proto\x12\x08shoal.v1\x1a\x18shoal/rpc/v1/types.proto\"\xfa\x01\n\x0e\x43ollectionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12\r\n\x05\x63ount\x18\x06 \x01(\x04\x12\x10\n\x08segments\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12$\n\x08metadata\x18\t \x01(\x0b\x32\x12.shoal.v1.Metadata\x12+\n\x0fpayload_indexes\x18\n \x01(\x0b\x32\x12.shoal.v1.Metadata\"\xa4\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12$\n\x08metadata\x18\x06 \x01(\x0b\x32\x12.shoal.v1.Metadata\"\xa9\x01\n\x1cGetOrCreateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12)\n\rindex_options\x18\x05 \x01(\x0b\x32\x12.shoal.v1.Metadata\x12$\n\x08metadata\x18\x06 \x01(\x0b\x32\x12.shoal.v1.Metadata\"9\n\x17RenameCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08new_name\x18\x02 \x01(\t\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListCollectionsRequest\"(\n\x17ListCollectionsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"F\n\x13PayloadIndexRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"O\n\x14PayloadIndexResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\x12&\n\x04info\x18\x02 \x01(\x0b\x32\x18.shoal.v1.CollectionInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.rpc.v1.collections_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COLLECTIONINFO']._serialized_start=71
-  _globals['_COLLECTIONINFO']._serialized_end=276
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=279
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=443
-  _globals['_GETORCREATECOLLECTIONREQUEST']._serialized_start=446
-  _globals['_GETORCREATECOLLECTIONREQUEST']._serialized_end=615
-  _globals['_RENAMECOLLECTIONREQUEST']._serialized_start=617
-  _globals['_RENAMECOLLECTIONREQUEST']._serialized_end=674
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=676
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=712
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=714
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=738
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=740
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=780
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=782
-  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=819
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=821
-  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=845
+  _globals['_COLLECTIONINFO']._serialized_end=321
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=324
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=488
+  _globals['_GETORCREATECOLLECTIONREQUEST']._serialized_start=491
+  _globals['_GETORCREATECOLLECTIONREQUEST']._serialized_end=660
+  _globals['_RENAMECOLLECTIONREQUEST']._serialized_start=662
+  _globals['_RENAMECOLLECTIONREQUEST']._serialized_end=719
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=721
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=757
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=759
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=783
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=785
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=825
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_start=827
+  _globals['_DROPCOLLECTIONREQUEST']._serialized_end=864
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=866
+  _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=890
+  _globals['_PAYLOADINDEXREQUEST']._serialized_start=892
+  _globals['_PAYLOADINDEXREQUEST']._serialized_end=962
+  _globals['_PAYLOADINDEXRESPONSE']._serialized_start=964
+  _globals['_PAYLOADINDEXRESPONSE']._serialized_end=1043
 # @@protoc_insertion_point(module_scope)

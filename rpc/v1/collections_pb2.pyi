@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "index_options", "count", "segments", "backend", "metadata")
+    __slots__ = ("name", "dim", "metric", "index", "index_options", "count", "segments", "backend", "metadata", "payload_indexes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class CollectionInfo(_message.Message):
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -27,7 +28,8 @@ class CollectionInfo(_message.Message):
     segments: int
     backend: str
     metadata: _types_pb2.Metadata
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., count: _Optional[int] = ..., segments: _Optional[int] = ..., backend: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
+    payload_indexes: _types_pb2.Metadata
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., index_options: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., count: _Optional[int] = ..., segments: _Optional[int] = ..., backend: _Optional[str] = ..., metadata: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ..., payload_indexes: _Optional[_Union[_types_pb2.Metadata, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dim", "metric", "index", "index_options", "metadata")
@@ -94,3 +96,21 @@ class DropCollectionRequest(_message.Message):
 class DropCollectionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PayloadIndexRequest(_message.Message):
+    __slots__ = ("collection", "field", "kind")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    field: str
+    kind: str
+    def __init__(self, collection: _Optional[str] = ..., field: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class PayloadIndexResponse(_message.Message):
+    __slots__ = ("changed", "info")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    info: CollectionInfo
+    def __init__(self, changed: _Optional[bool] = ..., info: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...

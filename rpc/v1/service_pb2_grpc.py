@@ -67,6 +67,16 @@ class CollectionsStub:
                 request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.SerializeToString,
                 response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
                 _registered_method=True)
+        self.CreatePayloadIndex = channel.unary_unary(
+                '/shoal.v1.Collections/CreatePayloadIndex',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.FromString,
+                _registered_method=True)
+        self.DropPayloadIndex = channel.unary_unary(
+                '/shoal.v1.Collections/DropPayloadIndex',
+                request_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.SerializeToString,
+                response_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.FromString,
+                _registered_method=True)
 
 
 class CollectionsServicer:
@@ -108,6 +118,18 @@ class CollectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePayloadIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropPayloadIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +162,16 @@ def add_CollectionsServicer_to_server(servicer, server):
                     servicer.Rename,
                     request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.FromString,
                     response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.SerializeToString,
+            ),
+            'CreatePayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePayloadIndex,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.SerializeToString,
+            ),
+            'DropPayloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropPayloadIndex,
+                    request_deserializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.FromString,
+                    response_serializer=shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +336,60 @@ class Collections:
             '/shoal.v1.Collections/Rename',
             shoal_dot_rpc_dot_v1_dot_collections__pb2.RenameCollectionRequest.SerializeToString,
             shoal_dot_rpc_dot_v1_dot_collections__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Collections/CreatePayloadIndex',
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropPayloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Collections/DropPayloadIndex',
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexRequest.SerializeToString,
+            shoal_dot_rpc_dot_v1_dot_collections__pb2.PayloadIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -103,3 +103,15 @@ def test_assign_rows_points_a_segments_live_ids_at_base_plus_row() -> None:
     t.assign_rows(seg, np.array([0, 1, 3, 4]), base)
     assert t.lookup([7, "s", "t", 11, 9]).tolist() == [base, base + 1, base + 3, base + 4, -1]
     assert len(t) == 4
+
+
+def test_reserve_makes_room_for_every_id_at_once():
+    """Opening a collection reserves the table for all its segments' ids: no rehash per segment."""
+    tracker = IdTracker()
+    tracker.reserve(5000)
+    slots = tracker._ints.keys.shape[0]
+    assert slots >= 10000
+    for start in range(0, 5000, 1000):
+        tracker.assign(list(range(start, start + 1000)), np.arange(start, start + 1000))
+    assert tracker._ints.keys.shape[0] == slots and len(tracker) == 5000
+    assert tracker.lookup([0, 4999, 5000]).tolist() == [0, 4999, -1]

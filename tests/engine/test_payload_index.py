@@ -16,7 +16,8 @@ from shoal.engine.metadata import MetadataStore
 from shoal.engine.payload_index import INDEX_MAX_FRACTION, PayloadIndexConfig, PayloadIndexes
 from tests.engine.test_filters import CASES, ROWS, filters, payload, reference
 
-CONFIGS = [{"a": "keyword", "b": "range"}, {"a": "range", "b": "keyword", "c": "keyword"}]
+CONFIGS = [{"a": "keyword", "b": "range"}, {"a": "range", "b": "keyword", "c": "keyword"},
+           {"a": "bool", "b": "keyword", "c": "range"}]
 
 
 def _indexed(rows, config):
@@ -41,9 +42,10 @@ def test_index_answers_equal_the_scan(rows, flt, config, data):
     assert node.mask_at(store, subset).tolist() == node.mask(store)[subset].tolist()
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_fixed_cases_through_the_indexes(config):
-    """Every operator on every kind of value; the indexes answer a good share of them."""
+@pytest.mark.parametrize("config, least", list(zip(CONFIGS, (15, 15, 8))), ids=str)
+def test_fixed_cases_through_the_indexes(config, least):
+    """Every operator on every kind of value; the indexes answer a good share of them (most cases
+    are on field a: a bool index answers only its boolean, null and $exists ones)."""
     store, indexes = _indexed(ROWS, config)
     answered = 0
     for flt in CASES:
@@ -52,7 +54,7 @@ def test_fixed_cases_through_the_indexes(config):
             continue
         answered += 1
         assert node.index_rows(store, indexes).tolist() == [i for i, r in enumerate(ROWS) if reference(flt, r)], flt
-    assert answered >= 15
+    assert answered >= least
 
 
 def test_subset_evaluation_of_nested_paths():
