@@ -14,7 +14,7 @@ from shoal.rpc.v1 import points_pb2, types_pb2
 def test_forms_round_trip_and_mixed_ids_use_the_general_form() -> None:
     req = points_pb2.UpsertRequest()
     convert.fill_upsert_ids(req, [3, 1, 2])
-    assert list(req.int_ids) == [3, 1, 2] and not req.ids and convert.upsert_ids_from_proto(req) == [3, 1, 2]
+    assert list(req.int_ids) == [3, 1, 2] and not req.ids and convert.upsert_ids_from_proto(req).tolist() == [3, 1, 2]
     mixed = points_pb2.UpsertRequest()
     convert.fill_upsert_ids(mixed, [1, "b", np.int64(5)])
     assert not mixed.int_ids and convert.upsert_ids_from_proto(mixed) == [1, "b", 5]
@@ -56,5 +56,26 @@ def test_served_upserts_in_both_forms_store_the_same_records() -> None:
             with pytest.raises(errors.InvalidArgumentError, match="64 bits"):
                 col.upsert([1000], x[:1], [{"big": 2 ** 70}])
             assert col.count() == 121
+    finally:
+        server.stop(0)
+
+
+def test_streamed_upsert_sends_plain_rows_as_given_and_checks_every_row_before_the_first_chunk() -> None:
+    server = build_server(shoal.Database(), "127.0.0.1", 0)
+    try:
+        with shoal.Client(f"127.0.0.1:{server.port}", timeout=20, batch_size=40) as c:
+            col = c.create_collection("p", dim=3, metric="l2")
+            x = np.random.default_rng(1).standard_normal((100, 3))
+            meta = [{"z": i, "a": "x", "m": None} for i in range(100)]  # unsorted keys: sent unsorted
+            meta[5] = {"np": np.int64(5), "t": (1, 2)}  # not plain: converted by the full check
+            assert col.upsert(np.arange(100), x, meta) == 100
+            got = col.get([0, 5]).metadata
+            assert got == [{"a": "x", "m": None, "z": 0}, {"np": 5, "t": [1, 2]}]
+            assert list(got[0]) == ["a", "m", "z"]  # stored with sorted keys, as embedded
+            bad = [{"i": i} for i in range(100)]
+            bad[90] = {"$bad": 1}  # in the third chunk: refused before the first is sent
+            with pytest.raises(errors.InvalidArgumentError, match=r"metadata\[90\]"):
+                col.upsert(np.arange(200, 300), x, bad)
+            assert col.count() == 100
     finally:
         server.stop(0)
