@@ -517,7 +517,8 @@ class RemoteCollectionBase(_Driven):
             batch.group_by = group_by
         request = search_pb2.SearchRequest(collection=self.name, batches=[batch],
                                            include_metadata="metadata" in include,
-                                           include_vectors="vector" in include, explain=explain)
+                                           include_vectors="vector" in include, explain=explain,
+                                           packed_int_ids=True)
         response = yield Rpc("searcher", "Search", request, True)
         keep_meta = "metadata" in include
         results: list[QueryResult] | list[list[Group]]

@@ -79,3 +79,30 @@ def test_streamed_upsert_sends_plain_rows_as_given_and_checks_every_row_before_t
             assert col.count() == 100
     finally:
         server.stop(0)
+
+
+def test_search_answers_int_ids_packed_only_when_asked_and_all_ids_are_ints() -> None:
+    from shoal.rpc.v1 import search_pb2, service_pb2_grpc
+
+    server = build_server(shoal.Database(), "127.0.0.1", 0)
+    try:
+        with shoal.Client(f"127.0.0.1:{server.port}", timeout=20) as c:
+            col = c.create_collection("s", dim=2, metric="l2")
+            col.upsert([1, 2, 3], [[0, 0], [1, 0], [0, 1]])
+            res = col.search([0.1, 0], k=3)
+            assert res.ids == [1, 2, 3] and all(type(i) is int for i in res.ids)
+            stub = service_pb2_grpc.SearchStub(c._channel)
+
+            def ask(packed: bool) -> search_pb2.QueryHits:
+                batch = search_pb2.QueryBatch(vectors=convert.vectors_to_proto([0.1, 0]), k=3)
+                return stub.Search(search_pb2.SearchRequest(collection="s", batches=[batch], packed_int_ids=packed),
+                                   timeout=20).results[0]
+
+            assert list(ask(True).int_ids) == [1, 2, 3] and not ask(True).ids
+            assert [p.num for p in ask(False).ids] == [1, 2, 3] and not ask(False).int_ids  # other clients
+            col.upsert(["x"], [[0.1, 0]])  # a string id among the hits: the general form
+            hits = ask(True)
+            assert not hits.int_ids and hits.ids[0].str == "x"
+            assert col.search([0.1, 0], k=2).ids == ["x", 1]
+    finally:
+        server.stop(0)
