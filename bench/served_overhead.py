@@ -141,9 +141,10 @@ def one_per_request(target: str, name: str, k: int, params: dict[str, Any], q: n
             **latency_percentiles(lat)}
 
 
-#: grpcio settings that might lower the floor (``bench/grpc_echo.py`` flags), tried by ``--echo-sweep``.
+#: grpcio settings that might lower the floor (``bench/grpc_echo.py`` flags), tried by ``--echo-sweep``; the
+#: last holds the GIL for 100 µs per call, like a search: is grpcio's cost additive around real work?
 ECHO_VARIANTS = ("", "--executor threadpool", "--threads 1", "--threads 2", "--generic", "--max-concurrent 4",
-                 "--aio")
+                 "--aio", "--work-us 100")
 
 
 def echo_sweep(python: str, work: str, q: np.ndarray, rounds: int) -> list[dict[str, Any]]:
