@@ -89,6 +89,12 @@ def _flat_and_valid(meta: dict) -> bool:
     return True
 
 
+def is_plain_payload(meta: Any) -> bool:
+    """Whether ``check_metadata`` accepts ``meta`` as it is, up to key order (a flat dict of valid names and
+    plain values), decided without copying it: the SDK's check of a whole upsert before it streams (issue 27)."""
+    return type(meta) is dict and _flat_and_valid(meta)
+
+
 def _check_depth(depth: int, where: str) -> None:
     if depth > MAX_NESTING:
         raise InvalidArgumentError(f"{shorten(where, 200)}: dicts and lists nest deeper than {MAX_NESTING} levels, "

@@ -31,7 +31,7 @@ from ..engine.collection import INCLUDE_FIELDS
 from ..engine.echo import shorten
 from ..engine.errors import InvalidArgumentError
 from ..engine.ids import check_ids, check_unique
-from ..engine.metadata import check_metadata
+from ..engine.metadata import check_metadata, is_plain_payload
 from ..engine.multivector import check_records, is_set_batch
 from ..engine.records import MAX_PAGE, check_count, iter_records, check_cursor, check_include, check_keys, check_selection
 from ..engine.results import GetResult, Group, QueryResult, Record, ScrollPage
@@ -365,7 +365,8 @@ class RemoteCollectionBase(_Driven):
         metadata = list(metadata)
         if len(metadata) != n:
             raise InvalidArgumentError(f"got {len(metadata)} metadata entries for {n} ids; lengths must match")
-        return [check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+        # Only validity matters here (the server normalises what it stores): a plain row goes as it is.
+        return [m if is_plain_payload(m) else check_metadata(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
 
     def _upsert_request(self, ids: list[Any], vectors: Any, payloads: list[dict[str, Any]] | None
                         ) -> points_pb2.UpsertRequest:
@@ -524,7 +525,8 @@ class RemoteCollectionBase(_Driven):
             batch.group_by = group_by
         request = search_pb2.SearchRequest(collection=self.name, batches=[batch],
                                            include_metadata="metadata" in include,
-                                           include_vectors="vector" in include, explain=explain)
+                                           include_vectors="vector" in include, explain=explain,
+                                           packed_int_ids=True)
         response = yield Rpc("searcher", "Search", request, True)
         keep_meta = "metadata" in include
         results: list[QueryResult] | list[list[Group]]

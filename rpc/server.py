@@ -212,7 +212,7 @@ class SearchServicer(SearchExtras, service_pb2_grpc.SearchServicer):
                 if options.get("group_by"):
                     convert.groups_to_proto(res, response.grouped.add())
                 else:
-                    convert.query_result_to_proto(res, response.results.add())
+                    convert.query_result_to_proto(res, response.results.add(), request.packed_int_ids)
         return response
 
 

@@ -99,21 +99,23 @@ class RetrieverScores(_message.Message):
     def __init__(self, scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "batches", "include_metadata", "include_vectors", "explain")
+    __slots__ = ("collection", "batches", "include_metadata", "include_vectors", "explain", "packed_int_ids")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    PACKED_INT_IDS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     batches: _containers.RepeatedCompositeFieldContainer[QueryBatch]
     include_metadata: bool
     include_vectors: bool
     explain: bool
-    def __init__(self, collection: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[QueryBatch, _Mapping]]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
+    packed_int_ids: bool
+    def __init__(self, collection: _Optional[str] = ..., batches: _Optional[_Iterable[_Union[QueryBatch, _Mapping]]] = ..., include_metadata: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., explain: _Optional[bool] = ..., packed_int_ids: _Optional[bool] = ...) -> None: ...
 
 class QueryHits(_message.Message):
-    __slots__ = ("ids", "distances", "scores", "metadata", "vectors", "plan", "retrievers")
+    __slots__ = ("ids", "distances", "scores", "metadata", "vectors", "plan", "retrievers", "int_ids")
     IDS_FIELD_NUMBER: _ClassVar[int]
     DISTANCES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +123,7 @@ class QueryHits(_message.Message):
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
     RETRIEVERS_FIELD_NUMBER: _ClassVar[int]
+    INT_IDS_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedCompositeFieldContainer[_types_pb2.PointId]
     distances: _containers.RepeatedScalarFieldContainer[float]
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -128,7 +131,8 @@ class QueryHits(_message.Message):
     vectors: _types_pb2.Vectors
     plan: _containers.RepeatedCompositeFieldContainer[_types_pb2.Metadata]
     retrievers: _containers.RepeatedCompositeFieldContainer[RetrieverScores]
-    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., plan: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverScores, _Mapping]]] = ...) -> None: ...
+    int_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[_Union[_types_pb2.PointId, _Mapping]]] = ..., distances: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., vectors: _Optional[_Union[_types_pb2.Vectors, _Mapping]] = ..., plan: _Optional[_Iterable[_Union[_types_pb2.Metadata, _Mapping]]] = ..., retrievers: _Optional[_Iterable[_Union[RetrieverScores, _Mapping]]] = ..., int_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results", "grouped")

@@ -41,3 +41,16 @@ def test_collection_search_enforces_the_maximum(monkeypatch: pytest.MonkeyPatch)
     assert len(col.search(np.ones(4), DEFAULT_MAX_K)) == 5
     with pytest.raises(InvalidArgumentError, match="maximum k"):
         col.search(np.ones(4), 2 ** 31)
+
+
+def test_check_ids_takes_integer_arrays_whole_and_still_refuses_what_does_not_fit() -> None:
+    from shoal.engine.ids import check_ids
+    from shoal.engine.metadata import is_plain_payload
+
+    out = check_ids(np.array([3, -1, 2 ** 62], np.int64))
+    assert out == [3, -1, 2 ** 62] and all(type(i) is int for i in out)
+    assert check_ids(np.array([7, 8], np.uint8)) == [7, 8] and check_ids(np.array([], np.int64)) == []
+    with pytest.raises(InvalidArgumentError, match=r"ids\[1\].*64 bits"):
+        check_ids(np.array([1, 2 ** 63], np.uint64))
+    assert is_plain_payload({"b": 1, "a": None}) and not is_plain_payload({"a": float("nan")})
+    assert not is_plain_payload({"a": [1]}) and not is_plain_payload({"": 1}) and not is_plain_payload([])
