@@ -6,8 +6,9 @@
   through ``up_off``. Full-precision vectors stay in ``_x`` for building and re-ranking.
 * In-graph codes (``codes="sq8"``): the beam search evaluates neighbours on 8-bit codes
   (per-dimension offset and scale, fitted on the data and widened when later rows fall outside)
-  and re-scores its final beam at full precision, so results carry exact distances. ``"auto"``
-  turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``).
+  and re-scores its final beam at full precision, so results carry exact distances. ``"auto"`` (the
+  default) turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``); a saved
+  index keeps the walk it was built with.
 * Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph at
   full precision and choose their neighbours with the heuristic (writing only their own rows), then
   the reverse links are applied grouped by the row they change, so no row needs a lock. A batch is
@@ -64,13 +65,13 @@ GRAPH_MAX_EF = 2048
 #: GloVe-50, 400k rows, M=16, 2 cores: an unfiltered walk at ef=64 took 118 µs, an exact scan
 #: 4.9 ns per row, so 118 µs / 4.9 ns / (64 · 16) ≈ 24 (random access and heap upkeep per step).
 GRAPH_ROW_COST = 24.0
-#: ``codes="auto"`` walks on SQ8 codes from this dimension up. At 50-d the float walk wins since it
-#: prefetches whole vectors: 400k GloVe-50, same graph, same run as hnswlib (CPU time), one query per
-#: call 1.66-1.82x hnswlib against 0.99-1.07x for SQ8, batch (2 threads) 1.81-2.07x against 1.15-1.27x.
-#: At 384-d SQ8 wins (60k clustered synthetic rows, 92 MB of vectors, same graph): one query 1.25-1.32x
-#: hnswlib against 1.00-1.07x for the float walk, batch 1.46-1.57x against 1.10-1.13x. The crossover
-#: between 50 and 384 was not located: 128 is a guess.
-AUTO_SQ8_MIN_DIM = 128
+#: ``codes="auto"`` (the default) walks on SQ8 codes from this dimension up, on floats below. Same graph,
+#: both walks, same run, QPS at R@10 0.95 interpolated, SQ8 over float (one query per call / batch, CPU time;
+#: M=16, efC=200, 2 shared cores, round 5): GloVe-50 100k 0.63 / 0.66; clustered Gaussian 50k x 96-d
+#: 0.78 / 0.69, 128-d 0.78 / 0.81, 192-d 0.94 / 1.02, 256-d 1.05 / 1.09, 384-d 1.20 / 1.24; MiniLM
+#: 384-d docstrings 20k 1.38 / 1.67. The float walk prefetches whole vectors and needs no decode, so it
+#: wins while a vector is a few cache lines; SQ8 reads 4x fewer lines per step and wins from ~200-256-d.
+AUTO_SQ8_MIN_DIM = 256
 #: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
 #: since the last renumbering (O(n·M) each time, amortised by the doubling).
 REORDER_MIN_ROWS = 10_000
@@ -88,8 +89,8 @@ class HNSWIndex(Index):
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
     OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
                "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED,
-               # default "none": the float walk is ahead of the SQ8 walk at 50-d, in cache or not (issue 21)
-               "codes": Option(str, "none", choices=("auto", "sq8", "none"))}
+               # "auto": SQ8 walk from AUTO_SQ8_MIN_DIM dimensions, float walk below (issue 21)
+               "codes": Option(str, "auto", choices=("auto", "sq8", "none"))}
     M: int
     ef_construction: int
     ef_search: int
