@@ -225,6 +225,11 @@ class HNSWIndex(Index):
         self._sq_scale = np.maximum((hi - lo) / 255, np.float32(1e-30)).astype(np.float32)
         kernels.encode_sq8(self._x[:stop], self._sq_lo, self._sq_scale, self._g0[:stop], self._c0)
 
+    def _walk(self) -> tuple[np.ndarray, int]:
+        """What the kernels walk on, and where a code starts in its row: the uint8 graph rows (the kernels
+        walk on codes when given uint8) or the float vectors."""
+        return (self._g0, self._c0) if self._quant else (self._x, 0)
+
     def _visited(self, rows: int) -> np.ndarray:
         """Scratch for one call: ``rows`` visited rows over every node slot plus the epoch tag."""
         width = self._x.shape[0] + 1
@@ -269,8 +274,10 @@ class HNSWIndex(Index):
         cand_off = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
         sel_ids = np.empty((int(stored.sum()), self.M), np.int64)
         sel_cnt = np.zeros(sel_ids.shape[0], np.int64)
-        kernels.link_forward(self._x, batch, levels, self._links, self._up, self._up_off, self._entry,
-                             self._max_level, self.M, self._code, vis, self.ef_construction, cand_off, sel_ids, sel_cnt)
+        codes, c0 = self._walk()
+        kernels.link_forward(self._x, codes, c0, self._sq_lo, self._sq_scale, batch, levels, self._links, self._up,
+                             self._up_off, self._entry, self._max_level, self.M, self._code, vis, self.ef_construction,
+                             cand_off, sel_ids, sel_cnt)
         kernels.link_reverse(self._x, batch, levels, self._links, self._up, self._up_off, self._max_level, self.M,
                              self._code, cand_off, sel_ids, sel_cnt, 8 * numba.get_num_threads())
         top = int(np.argmax(levels))
@@ -316,8 +323,8 @@ class HNSWIndex(Index):
         out_ids = np.empty((q.shape[0], k), np.int64)
         kernel = kernels.search_serial if serial else kernels.search_batch
         try:
-            codes = self._g0 if self._quant else self._x  # the kernels walk on codes when given uint8
-            short = kernel(self._x, codes, self._c0 if self._quant else 0, self._sq_lo, self._sq_scale, q, self._links,
+            codes, c0 = self._walk()
+            short = kernel(self._x, codes, c0, self._sq_lo, self._sq_scale, q, self._links,
                            self._up, self._up_off, self._entry, self._max_level, ef, k, self._code, self._normalize,
                            table.labels, self._offset, vis, mask, use_filter, out_d, out_ids)
         finally:
