@@ -233,15 +233,16 @@ class HNSWIndex(Index):
     def _visited(self, rows: int) -> np.ndarray:
         """Scratch for one call: ``rows`` visited rows over every node slot plus the epoch tag."""
         width = self._x.shape[0] + 1
-        pool = self._scratch.setdefault(rows, [])
-        while pool:
+        pool = self._scratch.get(rows)
+        if pool is None:
+            pool = self._scratch.setdefault(rows, [])
+        while True:
             try:
-                vis = pool.pop()
-            except IndexError:  # another thread took the last one
-                break
+                vis = pool.pop()  # atomic: two threads never get the same one
+            except IndexError:  # empty, or another thread took the last one
+                return np.zeros((rows, width), kernels.VISITED_DTYPE)
             if vis.shape[1] >= width:
                 return vis
-        return np.zeros((rows, width), kernels.VISITED_DTYPE)
 
     def _return(self, vis: np.ndarray) -> None:
         self._scratch[vis.shape[0]].append(vis)
@@ -302,7 +303,7 @@ class HNSWIndex(Index):
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
+        ef = max(params.get("ef_search", self.ef_search), k)  # checked by search / the planner (search_checked)
         with self._lock.read():
             return self._search_locked(q, k, ef, allowed, report)
 
