@@ -406,15 +406,8 @@ def _rescore_beam(x, q, code, bd, bi, size):
     """Exact distances of the beam's nodes, re-sorted (ties by row): the heuristic needs them."""
     for j in range(size):
         bd[j] = _exact(x, bi[j], q, code)
-    for j in range(1, size):  # insertion sort: a walk on codes leaves the beam nearly in order
-        d, i = bd[j], bi[j]
-        p = j
-        while p > 0 and (bd[p - 1] > d or (bd[p - 1] == d and bi[p - 1] > i)):
-            bd[p] = bd[p - 1]
-            bi[p] = bi[p - 1]
-            p -= 1
-        bd[p] = d
-        bi[p] = i
+    for j in range(1, size):  # insertion sort in place: a walk on codes leaves the beam nearly in order
+        _top_insert(bd, bi, j, bd[j], bi[j])
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
