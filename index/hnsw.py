@@ -69,8 +69,9 @@ GRAPH_ROW_COST = 24.0
 #: both walks, same run, QPS at R@10 0.95 interpolated, SQ8 over float (one query per call / batch, CPU time;
 #: M=16, efC=200, 2 shared cores, round 5): GloVe-50 100k 0.63 / 0.66; clustered Gaussian 50k x 96-d
 #: 0.78 / 0.69, 128-d 0.78 / 0.81, 192-d 0.94-0.95 / 1.00-1.02, 256-d 1.05-1.09 / 1.09-1.10 (two runs),
-#: 384-d 1.20 / 1.24; MiniLM 384-d docstrings 20k 1.38 / 1.67. The float walk prefetches whole vectors and needs no decode, so it
-#: wins while a vector is a few cache lines; SQ8 reads 4x fewer lines per step and wins from ~200-256-d.
+#: 384-d 1.20 / 1.24; MiniLM 384-d docstrings 20k 1.38 / 1.67. The float walk prefetches whole vectors and
+#: needs no decode, so it wins while a vector is a few cache lines; SQ8 reads 4x fewer lines per step and
+#: wins from ~200-256-d.
 AUTO_SQ8_MIN_DIM = 256
 #: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
 #: since the last renumbering (O(n·M) each time, amortised by the doubling).
