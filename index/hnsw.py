@@ -9,8 +9,9 @@
   and re-scores its final beam at full precision, so results carry exact distances. ``"auto"`` (the
   default) turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``); a saved
   index keeps the walk it was built with.
-* Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph at
-  full precision and choose their neighbours with the heuristic (writing only their own rows), then
+* Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph (on the
+  codes a search walks, the beam then re-scored exactly) and choose their neighbours with the heuristic
+  on exact distances (writing only their own rows), then
   the reverse links are applied grouped by the row they change, so no row needs a lock. A batch is
   at most 1/16 of the graph, so nodes rarely miss a peer from their own batch. Levels come from a generator
   seeded with ``(seed, rows so far)``: the same adds in the same order give the same graph,
