@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--M", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--efs", default="10,16,24,32,48,64,96,128,192,256")
-    parser.add_argument("--peers", default="shoal-sq8,shoal-none,hnswlib,faiss")
+    parser.add_argument("--peers", default="shoal-sq8,shoal-none,hnswlib,faiss",
+                        help="shoal-auto is the default (codes='auto': shoal-sq8 from AUTO_SQ8_MIN_DIM, else shoal-none)")
     parser.add_argument("--passes", type=int, default=2, help="sweeps per ef, peers interleaved (range in the JSON)")
     parser.add_argument("--json", default=None, help="write the full results here")
     args = parser.parse_args(argv)
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.n is not None:
         kwargs["n"] = args.n
     data = load(args.data, **kwargs)
-    makers = {"shoal-sq8": lambda: ShoalPeer("sq8"), "shoal-none": lambda: ShoalPeer("none"),
+    makers = {"shoal-auto": lambda: ShoalPeer("auto"), "shoal-sq8": lambda: ShoalPeer("sq8"),
+              "shoal-none": lambda: ShoalPeer("none"),
               "hnswlib": HnswlibPeer, "faiss": FaissPeer}
     peers = [makers[name]() for name in args.peers.split(",")]
     out = run(data, peers, [int(e) for e in args.efs.split(",")], args.M, args.ef_construction, args.threads,

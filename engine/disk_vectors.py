@@ -1,6 +1,7 @@
 """Full-precision vectors on disk: ``create_collection(..., index="HNSW16", vectors_on_disk=True)``.
 
-An index that walks on compact codes (HNSW with ``codes="sq8"`` or ``"auto"``, ``SQ8``, ``PQ<m>``,
+An index that walks on compact codes (HNSW on SQ8 codes: ``codes="sq8"``, or the default ``"auto"``
+from ``AUTO_SQ8_MIN_DIM`` dimensions; ``SQ8``, ``PQ<m>``,
 ``IVF<n>,SQ8`` / ``IVF<n>,PQ<m>``) reads its full-precision copy of the vectors only to re-score
 its final candidates exactly. With this option that copy stays memory-mapped from the segment's
 index file instead of being read into memory; the graph or lists and the codes are loaded into
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..index.base import Index
-from ..index.hnsw import HNSWIndex
+from ..index.hnsw import AUTO_SQ8_MIN_DIM, HNSWIndex
 from ..index.quantized import QuantizedIndex
 from .errors import InvalidArgumentError
 
@@ -42,7 +43,8 @@ def check_vectors_on_disk(value: Any, template: Index, durable: bool) -> bool:
     if not walks_codes:
         raise InvalidArgumentError(
             f"vectors_on_disk needs an index that searches compact codes and re-scores on the full vectors "
-            f"(HNSW with codes='sq8', SQ8, PQ<m>, IVF<n>,SQ8 or IVF<n>,PQ<m>), not {type(template).__name__}"
+            f"(HNSW with codes='sq8' or 'auto' from {AUTO_SQ8_MIN_DIM}-d, SQ8, PQ<m>, IVF<n>,SQ8 or IVF<n>,PQ<m>), "
+            f"not {type(template).__name__}"
             + (f" with codes={template.codes!r} (a float walk at {template.dim}-d)" if isinstance(template, HNSWIndex) else ""))
     return True
 

@@ -6,10 +6,12 @@
   through ``up_off``. Full-precision vectors stay in ``_x`` for building and re-ranking.
 * In-graph codes (``codes="sq8"``): the beam search evaluates neighbours on 8-bit codes
   (per-dimension offset and scale, fitted on the data and widened when later rows fall outside)
-  and re-scores its final beam at full precision, so results carry exact distances. ``"auto"``
-  turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``).
-* Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph at
-  full precision and choose their neighbours with the heuristic (writing only their own rows), then
+  and re-scores its final beam at full precision, so results carry exact distances. ``"auto"`` (the
+  default) turns them on where they measured faster at equal recall (``AUTO_SQ8_MIN_DIM``); a saved
+  index keeps the walk it was built with.
+* Build in batches, both phases parallel (Numba ``prange``): new nodes search the current graph (on the
+  codes a search walks, the beam then re-scored exactly) and choose their neighbours with the heuristic
+  on exact distances (writing only their own rows), then
   the reverse links are applied grouped by the row they change, so no row needs a lock. A batch is
   at most 1/16 of the graph, so nodes rarely miss a peer from their own batch. Levels come from a generator
   seeded with ``(seed, rows so far)``: the same adds in the same order give the same graph,
@@ -64,13 +66,14 @@ GRAPH_MAX_EF = 2048
 #: GloVe-50, 400k rows, M=16, 2 cores: an unfiltered walk at ef=64 took 118 µs, an exact scan
 #: 4.9 ns per row, so 118 µs / 4.9 ns / (64 · 16) ≈ 24 (random access and heap upkeep per step).
 GRAPH_ROW_COST = 24.0
-#: ``codes="auto"`` walks on SQ8 codes from this dimension up. At 50-d the float walk wins since it
-#: prefetches whole vectors: 400k GloVe-50, same graph, same run as hnswlib (CPU time), one query per
-#: call 1.66-1.82x hnswlib against 0.99-1.07x for SQ8, batch (2 threads) 1.81-2.07x against 1.15-1.27x.
-#: At 384-d SQ8 wins (60k clustered synthetic rows, 92 MB of vectors, same graph): one query 1.25-1.32x
-#: hnswlib against 1.00-1.07x for the float walk, batch 1.46-1.57x against 1.10-1.13x. The crossover
-#: between 50 and 384 was not located: 128 is a guess.
-AUTO_SQ8_MIN_DIM = 128
+#: ``codes="auto"`` (the default) walks on SQ8 codes from this dimension up, on floats below. Same graph,
+#: both walks, same run, QPS at R@10 0.95 interpolated, SQ8 over float (one query per call / batch, CPU time;
+#: M=16, efC=200, 2 shared cores, round 5): GloVe-50 100k 0.63 / 0.66; clustered Gaussian 50k x 96-d
+#: 0.78 / 0.69, 128-d 0.78 / 0.81, 192-d 0.94-0.95 / 1.00-1.02, 256-d 1.05-1.09 / 1.09-1.10 (two runs),
+#: 384-d 1.20 / 1.24; MiniLM 384-d docstrings 20k 1.38 / 1.67. The float walk prefetches whole vectors and
+#: needs no decode, so it wins while a vector is a few cache lines; SQ8 reads 4x fewer lines per step and
+#: wins from ~200-256-d.
+AUTO_SQ8_MIN_DIM = 256
 #: Graphs from this many rows up are renumbered breadth-first after an add that at least doubles them
 #: since the last renumbering (O(n·M) each time, amortised by the doubling).
 REORDER_MIN_ROWS = 10_000
@@ -88,8 +91,8 @@ class HNSWIndex(Index):
     POOL_FREE_BELOW = 3  # one or two queries run search_serial
     OPTIONS = {"M": Option(int, 16, 2, MAX_M), "ef_construction": Option(int, 200, 1, MAX_EF),
                "ef_search": Option(int, 64, 1, MAX_EF), "seed": SEED,
-               # default "none": the float walk is ahead of the SQ8 walk at 50-d, in cache or not (issue 21)
-               "codes": Option(str, "none", choices=("auto", "sq8", "none"))}
+               # "auto": SQ8 walk from AUTO_SQ8_MIN_DIM dimensions, float walk below (issue 21)
+               "codes": Option(str, "auto", choices=("auto", "sq8", "none"))}
     M: int
     ef_construction: int
     ef_search: int
@@ -228,18 +231,24 @@ class HNSWIndex(Index):
         self._sq_scale = np.maximum((hi - lo) / 255, np.float32(1e-30)).astype(np.float32)
         kernels.encode_sq8(self._x[:stop], self._sq_lo, self._sq_scale, self._g0[:stop], self._c0)
 
+    def _walk(self) -> tuple[np.ndarray, int]:
+        """What the kernels walk on, and where a code starts in its row: the uint8 graph rows (the kernels
+        walk on codes when given uint8) or the float vectors."""
+        return (self._g0, self._c0) if self._quant else (self._x, 0)
+
     def _visited(self, rows: int) -> np.ndarray:
         """Scratch for one call: ``rows`` visited rows over every node slot plus the epoch tag."""
         width = self._x.shape[0] + 1
-        pool = self._scratch.setdefault(rows, [])
-        while pool:
+        pool = self._scratch.get(rows)
+        if pool is None:
+            pool = self._scratch.setdefault(rows, [])
+        while True:
             try:
-                vis = pool.pop()
-            except IndexError:  # another thread took the last one
-                break
+                vis = pool.pop()  # atomic: two threads never get the same one
+            except IndexError:  # empty, or another thread took the last one
+                return np.zeros((rows, width), kernels.VISITED_DTYPE)
             if vis.shape[1] >= width:
                 return vis
-        return np.zeros((rows, width), kernels.VISITED_DTYPE)
 
     def _return(self, vis: np.ndarray) -> None:
         self._scratch[vis.shape[0]].append(vis)
@@ -272,8 +281,10 @@ class HNSWIndex(Index):
         cand_off = np.concatenate([[0], np.cumsum(stored)[:-1]]).astype(np.int64)
         sel_ids = np.empty((int(stored.sum()), self.M), np.int64)
         sel_cnt = np.zeros(sel_ids.shape[0], np.int64)
-        kernels.link_forward(self._x, batch, levels, self._links, self._up, self._up_off, self._entry,
-                             self._max_level, self.M, self._code, vis, self.ef_construction, cand_off, sel_ids, sel_cnt)
+        codes, c0 = self._walk()
+        kernels.link_forward(self._x, codes, c0, self._sq_lo, self._sq_scale, batch, levels, self._links, self._up,
+                             self._up_off, self._entry, self._max_level, self.M, self._code, vis, self.ef_construction,
+                             cand_off, sel_ids, sel_cnt)
         kernels.link_reverse(self._x, batch, levels, self._links, self._up, self._up_off, self._max_level, self.M,
                              self._code, cand_off, sel_ids, sel_cnt, 8 * numba.get_num_threads())
         top = int(np.argmax(levels))
@@ -298,7 +309,7 @@ class HNSWIndex(Index):
 
     def _search(self, q: np.ndarray, k: int, params: dict[str, Any],
                 allowed: np.ndarray | None, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        ef = max(positive_int_param(params, "ef_search", self.ef_search, MAX_EF), k)
+        ef = max(params.get("ef_search", self.ef_search), k)  # checked by search / the planner (search_checked)
         with self._lock.read():
             return self._search_locked(q, k, ef, allowed, report)
 
@@ -319,8 +330,8 @@ class HNSWIndex(Index):
         out_ids = np.empty((q.shape[0], k), np.int64)
         kernel = kernels.search_serial if serial else kernels.search_batch
         try:
-            codes = self._g0 if self._quant else self._x  # the kernels walk on codes when given uint8
-            short = kernel(self._x, codes, self._c0 if self._quant else 0, self._sq_lo, self._sq_scale, q, self._links,
+            codes, c0 = self._walk()
+            short = kernel(self._x, codes, c0, self._sq_lo, self._sq_scale, q, self._links,
                            self._up, self._up_off, self._entry, self._max_level, ef, k, self._code, self._normalize,
                            table.labels, self._offset, vis, mask, use_filter, out_d, out_ids)
         finally:

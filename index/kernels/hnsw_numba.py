@@ -401,39 +401,52 @@ def _add_reverse(x, e, node, d_en, nbr, row, mmax, code, tmp_ids, tmp_d, sel):
     nbr[row, 0] = kept
 
 
+@nb.njit(cache=True, fastmath=True)
+def _rescore_beam(x, q, code, bd, bi, size):
+    """Exact distances of the beam's nodes, re-sorted (ties by row): the heuristic needs them."""
+    for j in range(size):
+        bd[j] = _exact(x, bi[j], q, code)
+    for j in range(1, size):  # insertion sort in place: a walk on codes leaves the beam nearly in order
+        _top_insert(bd, bi, j, bd[j], bi[j])
+
+
 @nb.njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def link_forward(x, nodes, levels, links, up, up_off, entry, max_level, m, code, visited, ef, cand_off,
-                 sel_ids, sel_cnt):
-    """Phase 1 of a batch insert, in parallel: each new node searches the graph at full precision (the
-    neighbour selection needs exact distances), keeps up to ``m`` neighbours per level with the heuristic
-    and writes them into its own rows. No node of the batch is reachable yet (nothing links to it), so
-    every thread reads the graph as it was before the batch and writes only rows nobody else reads.
+def link_forward(x, codes, c0, lo, scale, nodes, levels, links, up, up_off, entry, max_level, m, code, visited, ef,
+                 cand_off, sel_ids, sel_cnt):
+    """Phase 1 of a batch insert, in parallel: each new node searches the graph, keeps up to ``m``
+    neighbours per level with the heuristic and writes them into its own rows. No node of the batch is
+    reachable yet (nothing links to it), so every thread reads the graph as it was before the batch and
+    writes only rows nobody else reads. The search walks on ``codes`` as a query does (SQ8 when the index
+    walks codes, else ``codes = x``); the beam is re-scored exactly before the heuristic, which compares
+    exact distances only.
 
     Node b's choice at level l also goes to row ``cand_off[b] + l`` of ``sel_ids`` for :func:`link_reverse`.
     """
     nb_nodes = nodes.shape[0]
     nthreads = visited.shape[0]
     dummy = np.zeros(1, np.bool_)
-    no_f = np.zeros(0, np.float32)
     for t in nb.prange(nthreads):
         bd = np.empty(ef, np.float32)
         bi = np.empty(ef, np.int64)
         bexp = np.empty(ef, np.bool_)
         keep = np.empty(m, np.int64)
+        qa = np.empty(x.shape[1], np.float32)
         vis = visited[t]
         for b in range(t, nb_nodes, nthreads):
             node = nodes[b]
             q = x[node]
+            base = _encode_query(q, lo, scale, code, qa) if _on_codes(codes) else np.float32(0.0)
             cur = entry
-            curd = _exact(x, cur, q, code)
+            curd = _dist(x, codes, c0, cur, q, qa, scale, base, code)
             top = min(levels[b], max_level)
             for level in range(max_level, top, -1):
-                cur, curd = _greedy(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, curd, level,
-                                    up, up_off)
+                cur, curd = _greedy(x, codes, c0, q, qa, scale, base, code, cur, curd, level, up, up_off)
             for level in range(top, -1, -1):
                 tag = _next_tag(vis)
-                size = _beam_search(x, x, 0, q, no_f, no_f, np.float32(0.0), code, cur, level, links,
+                size = _beam_search(x, codes, c0, q, qa, scale, base, code, cur, level, links,
                                     up, up_off, vis, tag, bd, bi, bexp, dummy, False)
+                if _on_codes(codes):
+                    _rescore_beam(x, q, code, bd, bi, size)
                 kept = _select_heuristic(x, bi, bd, size, m, code, keep)
                 nbr = links if level == 0 else up
                 r = node if level == 0 else up_off[node] + level - 1

@@ -47,8 +47,8 @@ def test_same_answers_with_vectors_mapped(tmp_path, index, options):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"index": "flat"}, "searches compact codes"),
-    ({"index": "HNSW8"}, "codes='none'"),
-    ({"index": "HNSW8", "codes": "auto"}, "codes='auto' \\(a float walk at 16-d\\)"),  # auto: SQ8 from 128-d only
+    ({"index": "HNSW8", "codes": "none"}, "codes='none'"),
+    ({"index": "HNSW8"}, "codes='auto' \\(a float walk at 16-d\\)"),  # the default auto: SQ8 from 256-d only
     ({"index": "SQ8", "vectors_on_disk": "yes"}, "true or false"),
 ])
 def test_refused_where_it_cannot_work(tmp_path, kwargs, message):

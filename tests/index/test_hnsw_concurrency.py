@@ -69,3 +69,41 @@ def test_codes_saved_and_widened(tmp_path, data):
     np.testing.assert_array_equal(loaded._g0, index._g0[:4000])
     np.testing.assert_array_equal(loaded._sq_scale, index._sq_scale)
     np.testing.assert_array_equal(loaded.search(q, 5)[1], index.search(q, 5)[1])
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_default_auto_walks_codes_from_the_crossover_dimension_with_the_recall_floor(metric):
+    """The default ``codes="auto"`` walks floats below ``AUTO_SQ8_MIN_DIM`` and SQ8 codes from it, keeping
+    the recall floor at the default ef (the exact re-rank) and exact distances in the results."""
+    from shoal.index.hnsw import AUTO_SQ8_MIN_DIM
+
+    assert not HNSWIndex(AUTO_SQ8_MIN_DIM - 1, metric).walks_codes
+    rng = np.random.default_rng(5)
+    dim = AUTO_SQ8_MIN_DIM + 128
+    centers = rng.normal(size=(20, dim)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 20, 3000)] + rng.normal(size=(3000, dim))).astype(np.float32)
+    q = x[rng.integers(0, 3000, 40)] + rng.normal(size=(40, dim)).astype(np.float32) * 0.5
+    index = HNSWIndex(dim, metric, M=8, ef_construction=60)
+    assert index.codes == "auto" and index.walks_codes
+    index.add(x, np.arange(3000))
+    d, i = index.search(q, 10)
+    exact = np.stack([reference_distances(q[r:r + 1], x, metric)[0] for r in range(q.shape[0])])
+    truth = np.argsort(exact, axis=1, kind="stable")[:, :10]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i.tolist(), truth.tolist())]) >= 0.95
+    np.testing.assert_allclose(d, np.take_along_axis(exact, i, axis=1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("codes, walks", [("none", False), ("sq8", True), ("auto", True)])
+def test_a_saved_index_keeps_its_walk(tmp_path, codes, walks):
+    """A file records the walk it was built with: ``codes="none"`` at a dimension where the default would
+    walk codes loads as a float walk, and the codes option reads back as saved."""
+    from shoal.index.hnsw import AUTO_SQ8_MIN_DIM
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, AUTO_SQ8_MIN_DIM)).astype(np.float32)
+    index = HNSWIndex(AUTO_SQ8_MIN_DIM, "l2", M=8, ef_construction=40, codes=codes)
+    index.add(x, np.arange(300))
+    index.save(tmp_path / "h.idx")
+    loaded = load_index(tmp_path / "h.idx")
+    assert (loaded.codes, loaded.walks_codes) == (codes, walks)
+    np.testing.assert_array_equal(loaded.search(x[:5], 5)[1], index.search(x[:5], 5)[1])

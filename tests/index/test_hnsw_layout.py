@@ -21,9 +21,9 @@ def data():
 
 
 def _build(x: np.ndarray, reorder_from: int, monkeypatch: pytest.MonkeyPatch, metric: str = "l2",
-           labels: np.ndarray | None = None) -> HNSWIndex:
+           labels: np.ndarray | None = None, codes: str = "auto") -> HNSWIndex:
     monkeypatch.setattr(hnsw_module, "REORDER_MIN_ROWS", reorder_from)
-    index = HNSWIndex(x.shape[1], metric, M=8, ef_construction=40, seed=3)
+    index = HNSWIndex(x.shape[1], metric, M=8, ef_construction=40, seed=3, codes=codes)
     index.add(x, np.arange(x.shape[0]) if labels is None else labels)
     return index
 
@@ -34,16 +34,18 @@ def _edges(index: HNSWIndex) -> set[tuple[int, int]]:
     return {(int(labels[r]), int(labels[v])) for r in range(n) for v in links[r, 1:1 + links[r, 0]]}
 
 
-def test_graph_is_well_formed_and_independent_of_thread_count(data, monkeypatch):
-    """Reverse links are applied row by row in batch order on any number of threads: same graph."""
+@pytest.mark.parametrize("codes", ["none", "sq8"])
+def test_graph_is_well_formed_and_independent_of_thread_count(data, monkeypatch, codes):
+    """Reverse links are applied row by row in batch order on any number of threads: same graph, whether
+    the build walks floats or (``codes="sq8"``) the codes a search walks."""
     x, _ = data
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = _build(x, 10**9, monkeypatch)
+        one = _build(x, 10**9, monkeypatch, codes=codes)
     finally:
         numba.set_num_threads(before)
-    many = _build(x, 10**9, monkeypatch)
+    many = _build(x, 10**9, monkeypatch, codes=codes)
     np.testing.assert_array_equal(one._g0[:x.shape[0]], many._g0[:x.shape[0]])
     np.testing.assert_array_equal(one._up[:one._up_used], many._up[:many._up_used])
     links = many._links[:x.shape[0]]
