@@ -18,7 +18,7 @@ from ..index.base import Index
 from ..index.exact import ExactSearcher
 from ..index.factory import make_index
 from .backend import Backend, get_backend
-from .disk_vectors import check_vectors_on_disk
+from .disk_vectors import check_vectors_on_disk, disk_walk_options
 from .errors import InvalidArgumentError
 from .filters import keyed_filter
 from .hybrid import hybrid_search
@@ -106,8 +106,12 @@ class Collection(RecordAPI, SearchModes):
         self.backend = get_backend(backend)
         self.index_spec = resolve_index_spec(index, self.dim, self.metric)
         self.index_options = dict(index_options)
+        self._disk_walk: dict[str, Any] = {}
         #: An empty index of the collection's family: validates options now and search params per call.
         self._template = make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
+        self._disk_walk = disk_walk_options(vectors_on_disk, self._template)
+        if self._disk_walk:
+            self._template = make_index(self.index_spec, self.dim, self.metric, **self._index_kwargs())
         flush_rows = MEMORY_FLUSH_ROWS if _flush_rows is None else _flush_rows
         self.optimizer_config = OptimizerConfig.from_options(optimizer)
         self.planner_config = PlannerConfig.from_options(planner)
@@ -132,7 +136,7 @@ class Collection(RecordAPI, SearchModes):
                 **({"vectors_on_disk": True} if self.vectors_on_disk else {})}
 
     def _index_kwargs(self) -> dict[str, Any]:
-        return {**self.index_options, "backend": self.backend}
+        return {**self.index_options, **self._disk_walk, "backend": self.backend}
 
     def _new_index(self) -> Index | None:
         # exact indices are a scan the segment does itself, unless they replace it (k-d tree)

@@ -1,7 +1,7 @@
 """Full-precision vectors on disk: ``create_collection(..., index="HNSW16", vectors_on_disk=True)``.
 
-An index that walks on compact codes (HNSW on SQ8 codes: ``codes="sq8"``, or the default ``"auto"``
-from ``AUTO_SQ8_MIN_DIM`` dimensions; ``SQ8``, ``PQ<m>``,
+An index that walks on compact codes (HNSW on SQ8 codes: ``codes="sq8"``, or the default ``"auto"``,
+which walks codes at every dimension when the vectors are on disk; ``SQ8``, ``PQ<m>``,
 ``IVF<n>,SQ8`` / ``IVF<n>,PQ<m>``) reads its full-precision copy of the vectors only to re-score
 its final candidates exactly. With this option that copy stays memory-mapped from the segment's
 index file instead of being read into memory; the graph or lists and the codes are loaded into
@@ -20,13 +20,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..index.base import Index
-from ..index.hnsw import AUTO_SQ8_MIN_DIM, HNSWIndex
+from ..index.hnsw import HNSWIndex
 from ..index.quantized import QuantizedIndex
 from .errors import InvalidArgumentError
 
 #: The array every code-walking family saves its full-precision vectors under (HNSW ``_x``,
 #: the quantized families' re-ranking copy): the one left on disk.
 ON_DISK_ARRAYS = ("vectors",)
+
+
+def disk_walk_options(value: Any, template: Index) -> dict[str, Any]:
+    """Index options the option implies: HNSW's default ``codes="auto"`` walks SQ8 codes at every
+    dimension when the vectors are on disk (a float walk would read the mapped vectors at every
+    step), so a collection keeps the walk it was created with whatever ``AUTO_SQ8_MIN_DIM`` is."""
+    if value is True and isinstance(template, HNSWIndex) and template.codes == "auto" and not template.walks_codes:
+        return {"codes": "sq8"}
+    return {}
 
 
 def check_vectors_on_disk(value: Any, template: Index, durable: bool) -> bool:
@@ -43,7 +52,7 @@ def check_vectors_on_disk(value: Any, template: Index, durable: bool) -> bool:
     if not walks_codes:
         raise InvalidArgumentError(
             f"vectors_on_disk needs an index that searches compact codes and re-scores on the full vectors "
-            f"(HNSW with codes='sq8' or 'auto' from {AUTO_SQ8_MIN_DIM}-d, SQ8, PQ<m>, IVF<n>,SQ8 or IVF<n>,PQ<m>), "
+            f"(HNSW with codes='sq8' or 'auto', SQ8, PQ<m>, IVF<n>,SQ8 or IVF<n>,PQ<m>), "
             f"not {type(template).__name__}"
             + (f" with codes={template.codes!r} (a float walk at {template.dim}-d)" if isinstance(template, HNSWIndex) else ""))
     return True

@@ -48,7 +48,6 @@ def test_same_answers_with_vectors_mapped(tmp_path, index, options):
 @pytest.mark.parametrize("kwargs, message", [
     ({"index": "flat"}, "searches compact codes"),
     ({"index": "HNSW8", "codes": "none"}, "codes='none'"),
-    ({"index": "HNSW8"}, "codes='auto' \\(a float walk at 16-d\\)"),  # the default auto: SQ8 from 256-d only
     ({"index": "SQ8", "vectors_on_disk": "yes"}, "true or false"),
 ])
 def test_refused_where_it_cannot_work(tmp_path, kwargs, message):
@@ -56,6 +55,16 @@ def test_refused_where_it_cannot_work(tmp_path, kwargs, message):
         with pytest.raises(InvalidArgumentError, match=message):
             db.create_collection("c", dim=16, **{"vectors_on_disk": True, **kwargs})
         assert db.list_collections() == []
+
+
+def test_auto_walks_codes_when_the_vectors_are_on_disk(tmp_path):
+    """The default codes='auto' floats below AUTO_SQ8_MIN_DIM, but with the vectors on disk it walks
+    codes at any dimension (created and reopened alike), with the stored options unchanged."""
+    for _ in range(2):
+        with shoal.Database(tmp_path / "db") as db:
+            col = db.get_or_create_collection("c", dim=16, index="HNSW8", vectors_on_disk=True)
+            assert col._template.walks_codes and col._new_index().walks_codes
+            assert "codes" not in col.describe().get("index_options", {})
 
 
 def test_needs_a_durable_database():
