@@ -160,17 +160,26 @@ def _add_term(offsets, rows, impacts, dense_slot, dense_pos, t, w, cand, score, 
 
 
 @nb.njit(cache=True, nogil=True)
-def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, terms, weights, allowed,
+def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_terms, q_weights, allowed, base,
                 out_d, out_i, acc, seen, seen64, bits, touched, cand, score, heap):
-    """One query; ``acc``, ``seen`` and ``bits`` are the caller's zeroed scratch, zeroed again on return."""
-    m = terms.shape[0]
+    """One query into its result heap ``out_d, out_i`` (``base + row`` ids); ``acc``, ``seen`` and
+    ``bits`` are the caller's zeroed scratch, zeroed again on return."""
+    terms = np.empty(q_terms.shape[0], np.int64)  # the terms this segment has (-1: absent here), non-empty lists
+    weights = np.empty(q_terms.shape[0])
+    m = 0
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        if t >= 0 and offsets[t + 1] > offsets[t]:
+            terms[m] = t
+            weights[m] = q_weights[j]
+            m += 1
+    if m == 0:
+        return
     k = out_d.shape[0]
     ub = np.zeros(m)
     prunable = True
     for j in range(m):
         t = terms[j]
-        if offsets[t + 1] == offsets[t]:
-            continue
         hi = weights[j] * imp_max[t]
         lo = weights[j] * imp_min[t]
         if lo > hi:
@@ -182,9 +191,10 @@ def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos,
     rest = np.zeros(m + 1)  # rest[j]: the bounds of terms order[j:] summed
     for j in range(m - 1, -1, -1):
         rest[j] = rest[j + 1] + ub[order[j]]
-    theta = -np.inf
+    # the k-th best score so far (earlier segments of the collection, same statistics), -inf until k are kept
+    theta = -out_d[0] if out_i[0] >= 0 else -np.inf
     j = 0
-    while j < m:  # phase 1: whole lists into the accumulator
+    while j < m and not (prunable and rest[j] * _SLACK < theta):  # phase 1: whole lists into the accumulator
         o = order[j]
         t = terms[o]
         w = weights[o]
@@ -200,8 +210,6 @@ def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos,
                 _sift_min(heap, 0, a)
         theta = max(theta, heap[0])
         j += 1
-        if prunable and rest[j] * _SLACK < theta:
-            break
     if j < m:  # phase 2: the remaining terms, for the rows that can still reach theta, in row order
         scanned = j
         for jj in range(scanned):
@@ -241,32 +249,62 @@ def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos,
             nc += allowed[d]
             acc[d] = 0.0
             seen[d] = 0
-    theta = _kth_value(score, nc, heap)  # the ordered heap (ties to the lower row) only sees the k best
+    theta = _kth_value(score, nc, heap)  # the ordered heap (ties to the lower id) only sees the k best
     for c in range(nc):
         if score[c] >= theta:
-            heap_push(out_d, out_i, -score[c], cand[c])
-    heap_sort(out_d, out_i)
+            heap_push(out_d, out_i, -score[c], base + cand[c])
 
 
-def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, k):
-    """Per query ``q`` (terms ``q_terms[q_off[q]:q_off[q+1]]``, weights ``q_weights``): the k best
-    ``(-score, row)``, ascending; score = sum of ``weight * impacts[posting]``.
+def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, base,
+         out_d, out_i):
+    """Add one segment's best ``(-score, base + row)`` to each query's k slots ``out_d[q], out_i[q]``
+    (a max-heap per query, ``(inf, -1)`` where empty; :func:`finish` sorts them once every segment
+    is in); query ``q`` has terms ``q_terms[q_off[q]:q_off[q+1]]`` (local term numbers, -1 where
+    the segment lacks one) with weights ``q_weights``; score = sum of ``weight * impacts[posting]``.
 
+    The slots carry the k-th best score of the earlier segments, which starts this one's pruning
+    threshold: statistics are collection-wide, so a later segment only scores what can still enter.
     ``allowed``: rows that may be returned (live and passing the filter), one per row.
-    Slots past the matching documents are ``(inf, -1)``. ``dense_slot[t]`` is term t's
-    row of ``dense_pos`` (row -> position in its list, -1 if absent) or -1. Batches under
-    ``SERIAL_BATCH`` run on the calling thread without waking Numba's pool (``engine.threads``).
+    ``dense_slot[t]`` is term t's row of ``dense_pos`` (row -> position in its list, -1 if absent)
+    or -1. Batches under ``SERIAL_BATCH`` run on the calling thread without waking Numba's pool
+    (``engine.threads``).
     """
     nq = q_off.shape[0] - 1
-    out_d = np.full((nq, k), np.inf, np.float64)
-    out_i = np.full((nq, k), -1, np.int64)
-    args = (offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
+    args = (offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, base,
             out_d, out_i)
     if nq < SERIAL_BATCH:
-        _run_queries(*args, 0, 1, *_thread_scratch(allowed.shape[0]), np.empty(k))
+        _run_queries(*args, 0, 1, *_thread_scratch(allowed.shape[0]), np.empty(out_d.shape[1]))
     else:  # the thread count is read here: inside a kernel it defeats caching
         _run_parallel(*args, min(nq, nb.get_num_threads()))
-    return out_d, out_i
+
+
+@nb.njit(cache=True, nogil=True)
+def empty_results(nq, k):
+    """``(out_d, out_i)`` for ``topk``: every slot ``(inf, -1)``."""
+    return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def finish(out_d, out_i):
+    """Each query's heap (``topk``) -> its hits best first, in place: ``out_d`` becomes the scores
+    (-inf in empty slots, which come last), ties to the lower id. Returns the hits per query."""
+    counts = np.zeros(out_d.shape[0], np.int64)
+    for q in range(out_d.shape[0]):
+        heap_sort(out_d[q], out_i[q])
+        for j in range(out_d.shape[1]):
+            out_d[q, j] = -out_d[q, j]
+            counts[q] += out_i[q, j] >= 0
+    return counts
+
+
+@nb.njit(cache=True, nogil=True)
+def idf_weights(df, docs, slots, counts):
+    """Per query term: its count times BM25's idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` of its key."""
+    out = np.empty(slots.shape[0])
+    for j in range(slots.shape[0]):
+        d = df[slots[j]]
+        out[j] = counts[j] * np.log1p((docs - d + 0.5) / (d + 0.5))
+    return out
 
 
 _LOCAL = threading.local()
@@ -291,7 +329,7 @@ def _scratch(n):
 
 @nb.njit(cache=True, nogil=True)
 def _run_queries(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
-                 out_d, out_i, first, step, acc, seen, bits, touched, cand, score, heap):
+                 base, out_d, out_i, first, step, acc, seen, bits, touched, cand, score, heap):
     """Queries ``first, first + step, ...`` with one set of scratch arrays (of at least as many rows)."""
     n = allowed.shape[0]
     seen = seen[: -(-n // 8) * 8]
@@ -299,16 +337,16 @@ def _run_queries(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos
     for q in range(first, q_off.shape[0] - 1, step):
         s, e = q_off[q], q_off[q + 1]
         _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_terms[s:e], q_weights[s:e],
-                    allowed, out_d[q], out_i[q], acc, seen, seen.view(np.uint64), bits, touched, cand, score, heap)
+                    allowed, base, out_d[q], out_i[q], acc, seen, seen.view(np.uint64), bits, touched, cand, score, heap)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def _run_parallel(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
-                  out_d, out_i, workers):
+                  base, out_d, out_i, workers):
     for w in nb.prange(workers):  # one set of scratch per worker, reused by its queries
         acc, seen, bits, touched, cand, score = _scratch(allowed.shape[0])
         _run_queries(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights,
-                     allowed, out_d, out_i, w, workers, acc, seen, bits, touched, cand, score, np.empty(out_d.shape[1]))
+                     allowed, base, out_d, out_i, w, workers, acc, seen, bits, touched, cand, score, np.empty(out_d.shape[1]))
 
 
 @nb.njit(cache=True, inline="always")
