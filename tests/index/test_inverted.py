@@ -185,6 +185,14 @@ def test_scratch_reuse_across_indexes_of_different_sizes(rng):
             assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
 
 
+def test_thread_scratch_grows_to_every_row_of_a_larger_index():
+    """``seen`` is rounded up to 8 rows: an index a few rows larger must still get a larger accumulator."""
+    bm25_numba._LOCAL.scratch = None
+    assert bm25_numba._thread_scratch(5001)[0].shape[0] == 5001
+    acc, seen, *_ = bm25_numba._thread_scratch(5005)
+    assert acc.shape[0] >= 5005 and seen.shape[0] >= 5005
+
+
 def test_version_1_postings_files_still_load(rng, tmp_path):
     """Version 1 also stored per-block bounds (of the document-at-a-time kernel): they are ignored."""
     from shoal.index.inverted import KIND
