@@ -22,7 +22,8 @@ collection path (``upsert`` + ``flush``; ``search(text=[...])`` in one batch and
 query per call) against bm25s (``method="lucene"``, same k1/b, tokens from the same
 tokenizer; numpy and numba backends; batch on all threads and one tokenised query per
 call on one thread, as Shoal runs a one-query call), same process, same data, same
-threads, query passes interleaved, best of ``--repeat`` rounds. ``--speed-corpus sources``
+threads, query passes interleaved, best of ``--repeat`` rounds, also as CPU time per query
+(``cpu_ratio_*``: the peer's CPU per query over ours, > 1 is faster). ``--speed-corpus sources``
 takes every docstring paragraph of the ``.py`` files of the standard library and
 site-packages instead (~265k, read with ``ast``).
 Run: ``python -m shoal.bench.hybrid_retrieval [--json out.json]``.
@@ -292,10 +293,15 @@ def speed(docs: list[str], queries: list[str], k: int, repeat: int, k1: float, b
     for n, fn in passes.values():  # compile / warm every path
         fn()
     best = {name: np.inf for name in passes}
+    cpu = {name: np.inf for name in passes}
     for _ in range(repeat):
         for name, (n, fn) in passes.items():
+            c0 = time.process_time()
             best[name] = min(best[name], best_seconds(fn, 1))
+            cpu[name] = min(cpu[name], time.process_time() - c0)
     out.update({name: n / best[name] for name, (n, _) in passes.items()})
+    # CPU time of the process (every thread) per query, best round: steadier than QPS on a shared machine
+    out.update({f"{name}_cpu_us_per_query": 1e6 * cpu[name] / n for name, (n, _) in passes.items()})
     # agreement: the same top-k scores (ids may differ only among tied scores; bm25s scores in float32)
     ours = col.search(text=queries, k=k, include=())
     theirs = passes["bm25s_numpy_qps"][1]()
@@ -304,6 +310,8 @@ def speed(docs: list[str], queries: list[str], k: int, repeat: int, k1: float, b
     for mode, suffix in (("batch", ""), ("one_per_call", "_one_per_call")):
         for name in peers:
             out[f"qps_ratio_{mode}_vs_bm25s_{name}"] = out[f"shoal_qps_{mode}"] / out[f"bm25s_{name}_qps{suffix}"]
+            out[f"cpu_ratio_{mode}_vs_bm25s_{name}"] = (out[f"bm25s_{name}_qps{suffix}_cpu_us_per_query"]
+                                                        / out[f"shoal_qps_{mode}_cpu_us_per_query"])
     out["index_ratio_vs_bm25s"] = out["shoal_index_rows_per_s"] / out["bm25s_index_rows_per_s"]
     return out
 

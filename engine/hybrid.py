@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .collection import Collection
 
 
+_DEFAULT_FUSION = FusionParams.from_options("rrf", None)
+
+
 def _batch(value: Any, single_type: Any, what: str) -> tuple[list[Any], bool]:
     """``(items, single)``: one query or a list of them."""
     if isinstance(value, single_type):
@@ -89,10 +92,10 @@ def hybrid_search(col: "Collection", queries: Any, k: int, filter: Any, params: 
         raise InvalidArgumentError(f"queries, text and sparse must hold the same number of queries, got "
                                    f"{[n for n, _ in shapes]}")
     nq, single = shapes[0][0], all(s for _, s in shapes)
-    fusion = FusionParams.from_options(fusion, fusion_params)
+    fusion = _DEFAULT_FUSION if fusion == "rrf" and fusion_params is None else FusionParams.from_options(
+        fusion, fusion_params)
     n_retrievers = len(lexical) + (dense is not None)
-    depth = k if n_retrievers == 1 else max(k, fusion.prefetch or 10 * k)
-    check_k(depth)
+    depth = k if n_retrievers == 1 else check_k(max(k, fusion.prefetch or 10 * k))
     node, key = _filter(filter)
     params = col._template.check_params(params) if dense is not None else {}
     want_meta, want_vectors = "metadata" in include, "vector" in include
@@ -104,20 +107,39 @@ def hybrid_search(col: "Collection", queries: Any, k: int, filter: Any, params: 
             d, internal, _ = shard.search(dense, depth, node, key, params)
             found.append(("dense", np.where(internal >= 0, scores_from_distances(d, col.metric), -np.inf), internal))
         for name, query in lexical:
-            scores, internal = search_postings(col.lexical, shard.segments, query, depth, node, key, col.backend)
+            scores, internal, hits = search_postings(col.lexical, shard.segments, query, depth, node, key,
+                                                     col.backend)
             found.append((name, scores, internal))
+        if n_retrievers == 1:
+            return _own_results(shard, name, scores, internal, hits, want_meta, want_vectors, single)
         rows = []
         for qi in range(nq):
             lists = {}
             for name, scores, internal in found:
                 keep = internal[qi] >= 0
                 lists[name] = (internal[qi][keep], scores[qi][keep])
-            if n_retrievers == 1:
-                ((name, (ids, scores)),) = lists.items()
-                per_hit = [{name: float(s)} for s in scores.tolist()]
-            else:
-                ids, scores, per_hit = fuse(fusion, lists, k)
+            ids, scores, per_hit = fuse(fusion, lists, k)
             ext, metadata, vectors = shard.records(ids, want_meta, want_vectors)
             scores = scores.astype(np.float32)
             rows.append(QueryResult(ext, -scores, scores, metadata, vectors, retrievers=per_hit))
+    return rows[0] if single else rows
+
+
+def _own_results(shard: Any, name: str, scores: np.ndarray, internal: np.ndarray, hits: np.ndarray, want_meta: bool,
+                 want_vectors: bool, single: bool) -> QueryResult | list[QueryResult]:
+    """One retriever's own top-k as results, the batch at once: one ``records`` call for every hit
+    (each query's ``hits`` are a prefix of its row)."""
+    counts = hits.tolist()
+    flat = internal[0, :counts[0]] if single else internal[internal >= 0]
+    ext, metadata, vectors = shard.records(flat, want_meta, want_vectors)
+    as32 = scores.astype(np.float32)
+    dist = -as32
+    rows, start = [], 0
+    for qi, n in enumerate(counts):
+        end = start + n
+        rows.append(QueryResult(ext[start:end], dist[qi, :n], as32[qi, :n],
+                                None if metadata is None else metadata[start:end],
+                                None if vectors is None else vectors[start:end],
+                                retrievers=[{name: s} for s in scores[qi, :n].tolist()]))
+        start = end
     return rows[0] if single else rows

@@ -35,35 +35,43 @@ class ImpactCache:
         self._impacts = np.empty(rows.shape[0])
         self._max = np.zeros(terms)
         self._min = np.zeros(terms)
-        self._valid = np.zeros(terms, bool)
-        self._params: tuple[float, float, float] | None = None
+        # per list: impacts valid under ``_params`` and dense map made if due; one more slot, always
+        # True, is what an absent term (-1) reads
+        self._ready = np.zeros(terms + 1, bool)
+        self._ready[terms] = True
+        self._params: tuple[float, ...] | None = None
         self._slot = np.full(terms, -1, np.int32)
         self._dense = np.zeros((0, doclen.shape[0]), np.int32)
+        self._handout = (self._impacts, self._max, self._min, self._slot, self._dense)
         self._lock = threading.Lock()
 
     def prepare(self, terms: np.ndarray, bm25: tuple[float, float, float] | None, kernels: Any
                 ) -> tuple[np.ndarray, ...]:
-        """``(impacts, max, min, dense_slot, dense_pos)`` valid for the lists of ``terms`` under
-        ``bm25 = (k1, b, avgdl)`` (None: sparse values). The arrays handed out are never resized
-        or re-slotted in place, so a kernel running beside a later ``prepare`` reads a consistent set."""
+        """``(impacts, max, min, dense_slot, dense_pos)`` valid for the lists of ``terms`` (local term
+        numbers, -1 for none) under ``bm25 = (k1, b, avgdl)`` (None: sparse values). The arrays handed
+        out are never resized or re-slotted in place, so a kernel running beside a later ``prepare``
+        reads a consistent set.
+
+        Once a query's lists are ready this takes no lock: ``_ready`` is only set after the lists are
+        written, and the parameters change only with a write to the collection, which waits for every
+        search to leave (so no search reads lists being recomputed for another avgdl)."""
+        params = () if bm25 is None else bm25
+        if self._params == params and self._ready[terms].all():
+            return self._handout
         with self._lock:
-            if bm25 is None:
-                if self._params != ():
+            if self._params != params:
+                self._ready[:-1] = False
+                self._params = params
+                if bm25 is None:
                     self._impacts[:] = self._values
                     kernels.list_bounds(self._offsets, self._impacts, self._max, self._min)
-                    self._params = ()
-            else:
-                if self._params != bm25:
-                    self._valid[:] = False
-                    self._params = bm25
-                stale = ~self._valid[terms]
-                if stale.any():
-                    need = np.unique(terms[stale])
-                    kernels.bm25_impacts(self._offsets, self._rows, self._values, self._doclen, need, *bm25,
-                                         self._impacts, self._max, self._min)
-                    self._valid[need] = True
-            self._add_dense(terms, kernels)
-            return self._impacts, self._max, self._min, self._slot, self._dense
+            need = np.unique(terms[~self._ready[terms]])
+            if bm25 is not None and need.size:
+                kernels.bm25_impacts(self._offsets, self._rows, self._values, self._doclen, need, *bm25,
+                                     self._impacts, self._max, self._min)
+            self._add_dense(need, kernels)
+            self._ready[need] = True
+            return self._handout
 
     def _add_dense(self, terms: np.ndarray, kernels: Any) -> None:
         n = self._doclen.shape[0]
@@ -71,7 +79,7 @@ class ImpactCache:
         missing = (df * DENSE_FRACTION >= n) & (self._slot[terms] < 0)
         if not missing.any():
             return
-        new = np.unique(terms[missing])
+        new = terms[missing]
         first = self._dense.shape[0]
         dense = np.empty((first + new.size, n), np.int32)
         dense[:first] = self._dense
@@ -80,3 +88,4 @@ class ImpactCache:
         slot = self._slot.copy()
         slot[new] = slots
         self._dense, self._slot = dense, slot
+        self._handout = (self._impacts, self._max, self._min, slot, dense)

@@ -24,6 +24,7 @@ postings (impacts under the live avgdl, list bounds, dense maps) is cached per i
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class InvertedIndex:
     doclen: np.ndarray
     present: np.ndarray
     _impacts: ImpactCache | None = field(default=None, init=False, repr=False, compare=False)
+    _ids: dict[Any, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, keys: np.ndarray, key_of_posting: np.ndarray, rows: np.ndarray, values: np.ndarray,
@@ -76,12 +78,20 @@ class InvertedIndex:
     def n(self) -> int:
         return int(self.doclen.shape[0])
 
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Local term number of each key, -1 where this segment lacks it."""
-        if not self.keys.size or not keys.size:
-            return np.full(keys.size, -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
-        return np.where(self.keys[pos] == keys, pos, -1)
+    def lookup(self, keys: Sequence[Any]) -> np.ndarray:
+        """Local term number of each key (str or int), -1 where this segment lacks it.
+
+        Through a dict key -> number made on first use (as bm25s's vocabulary): a query's few
+        keys cost a hash each, where ``searchsorted`` on the unicode key array cost ~10 us a call
+        in numpy overhead. Memory: ~100 bytes per distinct key."""
+        ids = self._ids
+        if ids is None:
+            with _CACHE_LOCK:
+                if self._ids is None:
+                    self._ids = dict(zip(self.keys.tolist(), range(self.keys.size)))
+                ids = self._ids
+        get = ids.get
+        return np.fromiter([get(key, -1) for key in keys], np.int64, len(keys))
 
     def impacts(self) -> ImpactCache:
         """The scoring data the kernels read (``index.impacts``), made on first use."""

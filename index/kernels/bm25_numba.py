@@ -26,7 +26,13 @@ ties to the lower row. It needs every contribution >= 0 (so scores only grow and
 ``theta`` is a lower bound): always true of BM25; a sparse query with a contribution of
 either sign scores every list (exhaustive). The hot loops avoid data-dependent branches
 and loop-carried dependencies (measured: a branchy candidate test and an appended
-touched list cost 2x).
+touched list cost 2x; a per-row ``seen`` byte, set in phase 1 and scanned when every list
+was added, cost ~7 % of a query against building those candidates by the same bitmap).
+
+A collection's segments are scored one call each into the same result heaps (``topk``,
+then ``finish``): BM25's statistics are collection-wide, so the k-th score kept from the
+segments before is a valid ``theta`` to start the next one with, and a later segment only
+scores what can still enter (no merge step either).
 
 Measured on 41k docstring paragraphs with 2,000 docstring summaries as queries (~37k
 postings per query; issue 22): phase 1 adds ~4.1k postings, ~1.9k candidates, ~2.1k
@@ -78,19 +84,6 @@ def _sift_min(heap, pos, v):
         heap[pos] = heap[child]
         pos = child
     heap[pos] = v
-
-
-@nb.njit(cache=True, inline="always")
-def _collect(seen, seen64, touched):
-    """The rows marked in ``seen`` (bytes, read 8 at a time through ``seen64``) into ``touched``, ascending."""
-    nt = 0
-    for i in range(seen64.shape[0]):
-        if seen64[i] != 0:
-            base = i * 8
-            for r in range(base, base + 8):
-                touched[nt] = r
-                nt += seen[r]
-    return nt
 
 
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
@@ -160,17 +153,26 @@ def _add_term(offsets, rows, impacts, dense_slot, dense_pos, t, w, cand, score, 
 
 
 @nb.njit(cache=True, nogil=True)
-def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, terms, weights, allowed,
-                out_d, out_i, acc, seen, seen64, bits, touched, cand, score, heap):
-    """One query; ``acc``, ``seen`` and ``bits`` are the caller's zeroed scratch, zeroed again on return."""
-    m = terms.shape[0]
+def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_terms, q_weights, allowed, base,
+                out_d, out_i, acc, bits, cand, score, heap):
+    """One query into its result heap ``out_d, out_i`` (``base + row`` ids); ``acc`` and
+    ``bits`` are the caller's zeroed scratch, zeroed again on return."""
+    terms = np.empty(q_terms.shape[0], np.int64)  # the terms this segment has (-1: absent here), non-empty lists
+    weights = np.empty(q_terms.shape[0])
+    m = 0
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        if t >= 0 and offsets[t + 1] > offsets[t]:
+            terms[m] = t
+            weights[m] = q_weights[j]
+            m += 1
+    if m == 0:
+        return
     k = out_d.shape[0]
     ub = np.zeros(m)
     prunable = True
     for j in range(m):
         t = terms[j]
-        if offsets[t + 1] == offsets[t]:
-            continue
         hi = weights[j] * imp_max[t]
         lo = weights[j] * imp_min[t]
         if lo > hi:
@@ -182,9 +184,10 @@ def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos,
     rest = np.zeros(m + 1)  # rest[j]: the bounds of terms order[j:] summed
     for j in range(m - 1, -1, -1):
         rest[j] = rest[j + 1] + ub[order[j]]
-    theta = -np.inf
+    # the k-th best score so far (earlier segments of the collection, same statistics), -inf until k are kept
+    theta = -out_d[0] if out_i[0] >= 0 else -np.inf
     j = 0
-    while j < m:  # phase 1: whole lists into the accumulator
+    while j < m and not (prunable and rest[j] * _SLACK < theta):  # phase 1: whole lists into the accumulator
         o = order[j]
         t = terms[o]
         w = weights[o]
@@ -195,78 +198,98 @@ def _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos,
             d = rows[p]
             a = acc[d] + w * impacts[p]
             acc[d] = a
-            seen[d] = 1
             if a > heap[0] and allowed[d]:
                 _sift_min(heap, 0, a)
         theta = max(theta, heap[0])
         j += 1
-        if prunable and rest[j] * _SLACK < theta:
-            break
-    if j < m:  # phase 2: the remaining terms, for the rows that can still reach theta, in row order
-        scanned = j
-        for jj in range(scanned):
-            t = terms[order[jj]]
-            for p in range(offsets[t], offsets[t + 1]):
-                d = rows[p]  # branch-free: the test is a coin flip
-                keep = allowed[d] & ((acc[d] + rest[j]) * _SLACK >= theta)
-                bits[d >> 6] |= np.uint64(keep) << np.uint64(d & 63)
-        nc = _drain_bits(bits, cand)
-        for c in range(nc):
-            score[c] = acc[cand[c]]
-        while j < m:
-            if nc > k:  # theta from the candidates' partial scores, then drop those that cannot reach it
-                theta = max(theta, _kth_value(score, nc, heap))
-                keep = 0
-                for c in range(nc):
-                    cand[keep] = cand[c]
-                    score[keep] = score[c]
-                    keep += (score[c] + rest[j]) * _SLACK >= theta
-                nc = keep
-            # (at most k left: they are the top k, and only their scores are still needed)
-            o = order[j]
-            _add_term(offsets, rows, impacts, dense_slot, dense_pos, terms[o], weights[o], cand, score, nc)
-            j += 1
-        for jj in range(scanned):  # reset the scratch the lists of phase 1 wrote
-            t = terms[order[jj]]
-            for p in range(offsets[t], offsets[t + 1]):
-                acc[rows[p]] = 0.0
-                seen[rows[p]] = 0
-    else:
-        nt = _collect(seen, seen64, touched)
-        nc = 0
-        for c in range(nt):
-            d = touched[c]
-            cand[nc] = d
-            score[nc] = acc[d]
-            nc += allowed[d]
-            acc[d] = 0.0
-            seen[d] = 0
-    theta = _kth_value(score, nc, heap)  # the ordered heap (ties to the lower row) only sees the k best
+    # the rows that can still reach theta, in row order, from a bitmap of phase 1's postings (once every
+    # list is in: those reaching theta, a lower bound of the k-th score only when no contribution is
+    # negative); then the accumulator is reset, the candidates' partial scores being in ``score``
+    scanned = j
+    floor = rest[j]
+    lowest = theta if prunable else -np.inf
+    for jj in range(scanned):
+        t = terms[order[jj]]
+        for p in range(offsets[t], offsets[t + 1]):
+            d = rows[p]  # branch-free: the test is a coin flip
+            keep = allowed[d] & ((acc[d] + floor) * _SLACK >= lowest)
+            bits[d >> 6] |= np.uint64(keep) << np.uint64(d & 63)
+    nc = _drain_bits(bits, cand)
+    for c in range(nc):
+        score[c] = acc[cand[c]]
+    for jj in range(scanned):
+        t = terms[order[jj]]
+        for p in range(offsets[t], offsets[t + 1]):
+            acc[rows[p]] = 0.0
+    while j < m:  # phase 2: the remaining terms, for the candidates only
+        if nc > k:  # theta from the candidates' partial scores, then drop those that cannot reach it
+            theta = max(theta, _kth_value(score, nc, heap))
+            keep = 0
+            for c in range(nc):
+                cand[keep] = cand[c]
+                score[keep] = score[c]
+                keep += (score[c] + rest[j]) * _SLACK >= theta
+            nc = keep
+        # (at most k left: they are the top k, and only their scores are still needed)
+        o = order[j]
+        _add_term(offsets, rows, impacts, dense_slot, dense_pos, terms[o], weights[o], cand, score, nc)
+        j += 1
+    theta = _kth_value(score, nc, heap)  # the ordered heap (ties to the lower id) only sees the k best
     for c in range(nc):
         if score[c] >= theta:
-            heap_push(out_d, out_i, -score[c], cand[c])
-    heap_sort(out_d, out_i)
+            heap_push(out_d, out_i, -score[c], base + cand[c])
 
 
-def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, k):
-    """Per query ``q`` (terms ``q_terms[q_off[q]:q_off[q+1]]``, weights ``q_weights``): the k best
-    ``(-score, row)``, ascending; score = sum of ``weight * impacts[posting]``.
+def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, base,
+         out_d, out_i):
+    """Add one segment's best ``(-score, base + row)`` to each query's k slots ``out_d[q], out_i[q]``
+    (a max-heap per query, ``(inf, -1)`` where empty; :func:`finish` sorts them once every segment
+    is in); query ``q`` has terms ``q_terms[q_off[q]:q_off[q+1]]`` (local term numbers, -1 where
+    the segment lacks one) with weights ``q_weights``; score = sum of ``weight * impacts[posting]``.
 
+    The slots carry the k-th best score of the earlier segments, which starts this one's pruning
+    threshold: statistics are collection-wide, so a later segment only scores what can still enter.
     ``allowed``: rows that may be returned (live and passing the filter), one per row.
-    Slots past the matching documents are ``(inf, -1)``. ``dense_slot[t]`` is term t's
-    row of ``dense_pos`` (row -> position in its list, -1 if absent) or -1. Batches under
-    ``SERIAL_BATCH`` run on the calling thread without waking Numba's pool (``engine.threads``).
+    ``dense_slot[t]`` is term t's row of ``dense_pos`` (row -> position in its list, -1 if absent)
+    or -1. Batches under ``SERIAL_BATCH`` run on the calling thread without waking Numba's pool
+    (``engine.threads``).
     """
     nq = q_off.shape[0] - 1
-    out_d = np.full((nq, k), np.inf, np.float64)
-    out_i = np.full((nq, k), -1, np.int64)
-    args = (offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
+    args = (offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, base,
             out_d, out_i)
     if nq < SERIAL_BATCH:
-        _run_queries(*args, 0, 1, *_thread_scratch(allowed.shape[0]), np.empty(k))
+        _run_queries(*args, 0, 1, *_thread_scratch(allowed.shape[0]), np.empty(out_d.shape[1]))
     else:  # the thread count is read here: inside a kernel it defeats caching
         _run_parallel(*args, min(nq, nb.get_num_threads()))
-    return out_d, out_i
+
+
+@nb.njit(cache=True, nogil=True)
+def empty_results(nq, k):
+    """``(out_d, out_i)`` for ``topk``: every slot ``(inf, -1)``."""
+    return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def finish(out_d, out_i):
+    """Each query's heap (``topk``) -> its hits best first, in place: ``out_d`` becomes the scores
+    (-inf in empty slots, which come last), ties to the lower id. Returns the hits per query."""
+    counts = np.zeros(out_d.shape[0], np.int64)
+    for q in range(out_d.shape[0]):
+        heap_sort(out_d[q], out_i[q])
+        for j in range(out_d.shape[1]):
+            out_d[q, j] = -out_d[q, j]
+            counts[q] += out_i[q, j] >= 0
+    return counts
+
+
+@nb.njit(cache=True, nogil=True)
+def idf_weights(df, docs, slots, counts):
+    """Per query term: its count times BM25's idf ``log(1 + (N - df + 0.5) / (df + 0.5))`` of its key."""
+    out = np.empty(slots.shape[0])
+    for j in range(slots.shape[0]):
+        d = df[slots[j]]
+        out[j] = counts[j] * np.log1p((docs - d + 0.5) / (d + 0.5))
+    return out
 
 
 _LOCAL = threading.local()
@@ -274,41 +297,38 @@ _LOCAL = threading.local()
 
 def _thread_scratch(n: int) -> tuple[np.ndarray, ...]:
     """This thread's scratch for ``n`` rows, kept between calls: a fresh 300 KB accumulator per query
-    costs its page faults (~40 us of a ~100 us query). The kernel leaves it zeroed. ~25 bytes a row."""
+    costs its page faults (~40 us of a ~100 us query). The kernel leaves it zeroed. ~20 bytes a row."""
     scratch = getattr(_LOCAL, "scratch", None)
-    if scratch is None or scratch[1].shape[0] < n:
+    if scratch is None or scratch[0].shape[0] < n:  # acc: exactly n rows (bits are rounded up to 64)
         scratch = _LOCAL.scratch = _scratch(n)
     return scratch
 
 
 @nb.njit(cache=True, nogil=True)
 def _scratch(n):
-    """``(acc, seen, bits, touched, cand, score)`` for up to ``n`` rows, the first three zeroed."""
-    seen = np.zeros(-(-n // 8) * 8, np.uint8)
-    return (np.zeros(n), seen, np.zeros(-(-n // 64), np.uint64), np.empty(seen.shape[0], np.int32),
-            np.empty(n, np.int32), np.empty(n))
+    """``(acc, bits, cand, score)`` for up to ``n`` rows, the first two zeroed."""
+    return np.zeros(n), np.zeros(-(-n // 64), np.uint64), np.empty(n, np.int32), np.empty(n)
 
 
 @nb.njit(cache=True, nogil=True)
 def _run_queries(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
-                 out_d, out_i, first, step, acc, seen, bits, touched, cand, score, heap):
+                 base, out_d, out_i, first, step, acc, bits, cand, score, heap):
     """Queries ``first, first + step, ...`` with one set of scratch arrays (of at least as many rows)."""
     n = allowed.shape[0]
-    seen = seen[: -(-n // 8) * 8]
     bits = bits[: -(-n // 64)]
     for q in range(first, q_off.shape[0] - 1, step):
         s, e = q_off[q], q_off[q + 1]
         _query_topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_terms[s:e], q_weights[s:e],
-                    allowed, out_d[q], out_i[q], acc, seen, seen.view(np.uint64), bits, touched, cand, score, heap)
+                    allowed, base, out_d[q], out_i[q], acc, bits, cand, score, heap)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def _run_parallel(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed,
-                  out_d, out_i, workers):
+                  base, out_d, out_i, workers):
     for w in nb.prange(workers):  # one set of scratch per worker, reused by its queries
-        acc, seen, bits, touched, cand, score = _scratch(allowed.shape[0])
+        acc, bits, cand, score = _scratch(allowed.shape[0])
         _run_queries(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights,
-                     allowed, out_d, out_i, w, workers, acc, seen, bits, touched, cand, score, np.empty(out_d.shape[1]))
+                     allowed, base, out_d, out_i, w, workers, acc, bits, cand, score, np.empty(out_d.shape[1]))
 
 
 @nb.njit(cache=True, inline="always")

@@ -1,6 +1,6 @@
 """Exhaustive reference for ``bm25_numba``: score every posting of the query's terms, then select.
 
-Same signatures and results as the pruned kernels (ties to the lower row); the tests
+Same signatures and results as the pruned kernels (ties to the lower id); the tests
 check the two against each other, and ``backend="numpy"`` runs this path. ``topk``
 ignores the bounds and dense maps, which only serve pruning.
 """
@@ -9,24 +9,39 @@ from __future__ import annotations
 import numpy as np
 
 
-def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, k):
-    nq = q_off.shape[0] - 1
-    out_d = np.full((nq, k), np.inf, np.float64)
-    out_i = np.full((nq, k), -1, np.int64)
+def topk(offsets, rows, impacts, imp_max, imp_min, dense_slot, dense_pos, q_off, q_terms, q_weights, allowed, base,
+         out_d, out_i):
     n = allowed.shape[0]
-    for q in range(nq):
+    k = out_d.shape[1]
+    for q in range(q_off.shape[0] - 1):
         scores = np.zeros(n, np.float64)
         touched = np.zeros(n, bool)
         for j in range(q_off[q], q_off[q + 1]):
             t = q_terms[j]
+            if t < 0:  # a term this segment lacks
+                continue
             r = rows[offsets[t]:offsets[t + 1]]
             scores[r] += q_weights[j] * impacts[offsets[t]:offsets[t + 1]]  # rows are unique within a list
             touched[r] = True
         cand = np.flatnonzero(touched & allowed)
-        order = np.lexsort((cand, -scores[cand]))[:k]
-        out_d[q, :order.size] = -scores[cand[order]]
-        out_i[q, :order.size] = cand[order]
-    return out_d, out_i
+        d = np.concatenate([out_d[q], -scores[cand]])
+        ids = np.concatenate([out_i[q], cand + base])
+        order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), d))[:k]
+        out_d[q], out_i[q] = d[order], ids[order]
+
+
+def empty_results(nq, k):
+    return np.full((nq, k), np.inf), np.full((nq, k), -1, np.int64)
+
+
+def finish(out_d, out_i):
+    """``topk`` keeps each query's slots sorted already: only the sign changes."""
+    np.negative(out_d, out=out_d)
+    return (out_i >= 0).sum(axis=1)
+
+
+def idf_weights(df, docs, slots, counts):
+    return counts * np.log1p((docs - df + 0.5) / (df + 0.5))[slots]
 
 
 def _postings_of(offsets, terms):

@@ -45,24 +45,34 @@ def random_postings(rng, n_docs, vocab, sparse=False, positive=False):
     return builder, docs
 
 
-def run_topk(kernels, index, queries, allowed, mode, k):
-    """``kernels.topk`` with the impacts its own backend computed (a fresh cache per call)."""
+def run_topk(kernels, index, queries, allowed, mode, k, parts=1):
+    """``(-score, id)`` of ``kernels.topk`` with the impacts its own backend computed (a fresh cache per
+    call); ``parts`` > 1 scores the rows in that many calls, each allowing a slice of them, into one set
+    of heaps."""
     q_terms, q_weights, q_off = [], [], [0]
     for keys, weights in queries:
-        local = index.lookup(np.asarray(keys))
-        q_terms.append(local[local >= 0])
-        q_weights.append(np.asarray(weights, np.float64)[local >= 0])
-        q_off.append(q_off[-1] + int((local >= 0).sum()))
+        q_terms.append(index.lookup(list(keys)))  # -1: a term the index lacks (the kernel skips it)
+        q_weights.append(np.asarray(weights, np.float64))
+        q_off.append(q_off[-1] + len(keys))
     terms = np.concatenate(q_terms).astype(np.int64)
     bm25 = (1.2, 0.75, float(max(index.doclen.mean(), 1e-9))) if mode == 0 else None
     cache = ImpactCache(index.offsets, index.rows, index.values, index.doclen)
-    return kernels.topk(index.offsets, index.rows, *cache.prepare(terms, bm25, kernels), np.asarray(q_off, np.int64),
-                        terms, np.concatenate(q_weights), allowed, k)
+    out_d, out_i = np.full((len(queries), k), np.inf), np.full((len(queries), k), -1, np.int64)
+    for part in np.array_split(np.arange(index.n), parts):
+        part_allowed = np.zeros_like(allowed)
+        part_allowed[part] = allowed[part]
+        kernels.topk(index.offsets, index.rows, *cache.prepare(terms, bm25, kernels), np.asarray(q_off, np.int64),
+                     terms, np.concatenate(q_weights), part_allowed, 0, out_d, out_i)
+    kernels.finish(out_d, out_i)  # scores, best first
+    return -out_d, out_i
 
 
 @pytest.mark.parametrize("sparse", [False, True, "positive"])
 @pytest.mark.parametrize("k", [1, 10, 100])
-def test_pruned_topk_equals_exhaustive(rng, sparse, k):
+@pytest.mark.parametrize("parts", [1, 3])
+def test_pruned_topk_equals_exhaustive(rng, sparse, k, parts):
+    """Pruned == exhaustive; with ``parts`` calls into one set of heaps (as a collection's segments),
+    each call starts from the k-th score of the ones before."""
     builder, _ = random_postings(rng, 3000, 400, bool(sparse), positive=sparse == "positive")
     index = builder.freeze()
     queries = []
@@ -70,6 +80,8 @@ def test_pruned_topk_equals_exhaustive(rng, sparse, k):
         m = int(rng.integers(1, 7))
         terms = rng.choice(60, m, replace=False)  # common and rare terms alike
         keys = terms.tolist() if sparse else [f"w{t}" for t in terms.tolist()]
+        if m % 3 == 0:  # a key the index lacks
+            keys[-1] = 10**6 if sparse else "absent"
         # negative sparse weights: no pruning (exhaustive); positive ones and BM25: pruned
         weights = rng.normal(size=m) if sparse is True else rng.uniform(0.1, 5.0, m)
         queries.append((keys, weights))
@@ -77,7 +89,7 @@ def test_pruned_topk_equals_exhaustive(rng, sparse, k):
     mode = 1 if sparse else 0
     if k == 10:  # ties everywhere: equal tf and doc length give equal scores, broken by the lower row
         queries.append(([f"w{t}" for t in range(3)] if not sparse else [0, 1, 2], np.ones(3)))
-    d, i = run_topk(bm25_numba, index, queries, allowed, mode, k)
+    d, i = run_topk(bm25_numba, index, queries, allowed, mode, k, parts)
     ref_d, ref_i = run_topk(bm25_numpy, index, queries, allowed, mode, k)
     finite = np.isfinite(ref_d)
     assert (np.isfinite(d) == finite).all()
@@ -121,13 +133,14 @@ def test_merge_equals_building_from_the_kept_rows(rng, tmp_path):
 
 def test_lookup_and_empty_index():
     empty = InvertedIndex.empty("U", 3)
-    assert empty.lookup(np.array(["a"])).tolist() == [-1]
+    assert empty.lookup(["a"]).tolist() == [-1]
     b = PostingsBuilder("U")
     b.add(["b", "a"], [1, 2], 3.0)
     b.add(None, None)
     idx = b.freeze()
     assert idx.keys.tolist() == ["a", "b"] and idx.present.tolist() == [True, False]
-    assert idx.lookup(np.array(["b", "c", "a"])).tolist() == [1, -1, 0]
+    assert idx.lookup(["b", "c", "a"]).tolist() == [1, -1, 0]
+    assert idx.lookup(np.array(["b", "a"])).tolist() == [1, 0]  # numpy strings hash as str
 
 
 def test_impact_cache_follows_the_bm25_parameters_and_keeps_handed_out_arrays(rng):
@@ -170,6 +183,14 @@ def test_scratch_reuse_across_indexes_of_different_sizes(rng):
             ref_d, ref_i = run_topk(bm25_numpy, index, query, allowed, 0, 10)
             finite = np.isfinite(ref_d)
             assert_knn_equal(np.where(finite, d, 1e30), i, np.where(finite, ref_d, 1e30), ref_i, atol=1e-9)
+
+
+def test_thread_scratch_grows_to_every_row_of_a_larger_index():
+    """The bitmap is rounded up to 64 rows: an index a few rows larger must still get a larger accumulator."""
+    bm25_numba._LOCAL.scratch = None
+    assert bm25_numba._thread_scratch(5001)[0].shape[0] == 5001
+    acc, bits, cand, score = bm25_numba._thread_scratch(5005)
+    assert min(acc.shape[0], cand.shape[0], score.shape[0], bits.shape[0] * 64) >= 5005
 
 
 def test_version_1_postings_files_still_load(rng, tmp_path):
