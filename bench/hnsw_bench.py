@@ -122,23 +122,46 @@ class FaissPeer(Peer):
         return self.index.search(self._prep(q), k)[1]
 
 
+#: Every timed mode repeats its query set until it has run this long: 500 one-query calls take
+#: 10-20 ms, where thread start-up and the GIL's 5 ms switch interval would decide the 2-thread number.
+MIN_SECONDS = 0.3
+
+
+def _batch(peer: Peer, q: np.ndarray, k: int) -> tuple[np.ndarray, float, float]:
+    """Results, wall QPS and QPS per second of the process's CPU time (batch calls repeated)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    found, done = peer.batch(q, k), q.shape[0]
+    while time.perf_counter() - t0 < MIN_SECONDS:
+        peer.batch(q, k)
+        done += q.shape[0]
+    return found, done / (time.perf_counter() - t0), done / (time.process_time() - c0)
+
+
 def _single(peer: Peer, q: np.ndarray, k: int) -> tuple[np.ndarray, float, float]:
-    """Results, wall QPS and QPS per second of this thread's CPU time."""
+    """Results, wall QPS and QPS per second of this thread's CPU time (passes repeated)."""
     out = np.empty((q.shape[0], k), np.int64)
     t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(q.shape[0]):
         out[i] = peer.one(q[i:i + 1], k)[0]
-    return out, q.shape[0] / (time.perf_counter() - t0), q.shape[0] / (time.thread_time() - c0)
+    done = q.shape[0]
+    while time.perf_counter() - t0 < MIN_SECONDS:
+        for i in range(q.shape[0]):
+            peer.one(q[i:i + 1], k)
+        done += q.shape[0]
+    return out, done / (time.perf_counter() - t0), done / (time.thread_time() - c0)
 
 
-def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int) -> float:
-    """QPS of ``threads`` Python threads each making one-query calls over its share of ``q``."""
+def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int, single_qps: float) -> float:
+    """QPS of ``threads`` Python threads each making one-query calls over its share of ``q``, as many
+    passes as make the run last about ``MIN_SECONDS`` at ``threads`` times the one-thread rate."""
     start = threading.Barrier(threads + 1)
+    passes = max(1, int(np.ceil(MIN_SECONDS * single_qps * threads / q.shape[0])))
 
     def work(part: np.ndarray) -> None:
         start.wait()
-        for i in range(part.shape[0]):
-            peer.one(part[i:i + 1], k)
+        for _ in range(passes):
+            for i in range(part.shape[0]):
+                peer.one(part[i:i + 1], k)
 
     workers = [threading.Thread(target=work, args=(part,)) for part in np.array_split(q, threads)]
     for w in workers:
@@ -147,7 +170,7 @@ def _threaded(peer: Peer, q: np.ndarray, k: int, threads: int) -> float:
     t0 = time.perf_counter()
     for w in workers:
         w.join()
-    return q.shape[0] / (time.perf_counter() - t0)
+    return passes * q.shape[0] / (time.perf_counter() - t0)
 
 
 def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: int, threads: int,
@@ -179,11 +202,9 @@ def run(data: Any, peers: list[Peer], efs: list[int], m: int, ef_construction: i
         for _ in range(passes):
             for peer in peers:
                 peer.set_ef(max(ef, k))
-                t0, c0 = time.perf_counter(), time.process_time()
-                found = peer.batch(q, k)
-                batch, batch_cpu = q.shape[0] / (time.perf_counter() - t0), q.shape[0] / (time.process_time() - c0)
+                found, batch, batch_cpu = _batch(peer, q, k)
                 found_1, single, single_cpu = _single(peer, qs, k)
-                par = _threaded(peer, qs, k, threads)
+                par = _threaded(peer, qs, k, threads, single)
                 seen[peer.name].append({"recall": recall_at(found, truth), "batch": batch, "single": single,
                                         "recall_single": recall_at(found_1, truth[:single_n]), "threads": par,
                                         "batch_cpu": batch_cpu, "single_cpu": single_cpu})

@@ -219,3 +219,21 @@ def test_minilm_pydoc_loader_embeds_unit_vectors() -> None:
     data = datasets.load("minilm-pydoc", n=20, n_test=4)
     assert data.train.shape == (20, 384) and data.metric == "cosine"
     assert np.allclose(np.linalg.norm(data.train, axis=1), 1.0, atol=1e-3)
+
+
+def test_hnsw_bench_times_every_mode_long_enough(monkeypatch) -> None:
+    """The timed modes repeat their queries (a 50-query pass alone would take a few ms); the curve
+    has every mode and the 2-thread rate counts every pass its threads made."""
+    from shoal.bench import hnsw_bench
+    from shoal.bench.datasets import clustered
+
+    monkeypatch.setattr(hnsw_bench, "MIN_SECONDS", 0.05)
+    calls = []
+    peer = hnsw_bench.ShoalPeer("auto")
+    one = peer.one
+    monkeypatch.setattr(peer, "one", lambda q, k: calls.append(1) or one(q, k))
+    out = hnsw_bench.run(clustered(n=1500, dim=8, n_test=50), [peer], [16], m=8, ef_construction=32, threads=2,
+                         single_n=50)
+    (point,) = out["peers"]["shoal-auto"]["curve"]
+    assert point["recall"] > 0.5 and all(point[mode] > 0 for mode in hnsw_bench.MODES)
+    assert len(calls) > 2 * 50  # more than one pass each of the one-query and the threaded modes
