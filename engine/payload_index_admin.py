@@ -84,12 +84,12 @@ def _commit(shard: "Shard", config: PayloadIndexConfig | None, built: dict) -> N
             seg.disk = entry
         raise
     shard.layout = replace(shard.layout, payload_indexes=config)
+    kept = {} if config is None else config.to_options()
     for seg in shard.segments:
         seg.payload_config = config
         if id(seg) in built:
             seg.payload_indexes = built[id(seg)][1]
         elif seg.payload_indexes is not None:  # a drop: the remaining fields' indexes stay
-            kept = {} if config is None else config.to_options()
             seg.payload_indexes = PayloadIndexes({f: ix for f, ix in seg.payload_indexes.by_field.items() if f in kept}) \
                 if kept else None
         seg.forget_masks()  # cached filter answers were found another way

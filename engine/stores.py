@@ -187,7 +187,8 @@ class DiskStore:
         self.read_only = options.read_only
         self.wal: WriteAheadLog | None = None
         self._in_progress: set[str] = set()  # segment dirs a merge is writing outside the lock
-        self._dirs = threading.Lock()  # _next_dir and _in_progress, shared by seal and merge
+        self._side_files: set[str] = set()  # "seg-dir/pidx-….bin" written for a config change not yet committed
+        self._dirs = threading.Lock()  # _next_dir, _in_progress and _side_files, shared by seal, merge and admin
         self._next_dir = int(doc.get("next_segment", 1))
 
     # ----------------------------------------------------------------- create/open
@@ -319,7 +320,7 @@ class DiskStore:
         entry, mapped = write_payload_index_file(self.dir, seg.disk, arrays, {"payload_indexes": meta},
                                                  self.doc["generation"] + 1)
         with self._dirs:
-            self._in_progress.add(f"{entry['dir']}/{entry['pidx']}")
+            self._side_files.add(f"{entry['dir']}/{entry['pidx']}")
         return entry, PayloadIndexes.from_arrays(mapped, meta)
 
     def commit_config(self, segments: list[Segment], changes: dict[str, Any]) -> None:
@@ -334,14 +335,14 @@ class DiskStore:
             self.doc = doc
             raise
         with self._dirs:
-            self._in_progress = {name for name in self._in_progress if "/" not in name}
+            self._side_files.clear()
 
     def abandon_side_files(self) -> None:
         """Remove side files written for a configuration change that was not committed."""
         with self._dirs:
-            for name in [n for n in self._in_progress if "/" in n]:
+            for name in self._side_files:
                 (self.dir / name).unlink(missing_ok=True)
-                self._in_progress.discard(name)
+            self._side_files.clear()
 
     def _new_segment_dir(self, in_progress: bool = False) -> Path:
         with self._dirs:
@@ -371,7 +372,7 @@ class DiskStore:
         """Delete files and segment dirs the durable manifest does not reference."""
         keep = {e["dir"]: set(e["files"]) for e in self.doc["segments"]}
         with self._dirs:
-            busy = set(self._in_progress)
+            busy = self._in_progress | self._side_files
         for path in self.dir.iterdir():
             if path.name in (MANIFEST, WAL) or path.name.startswith(f"{WAL}.damaged-") or path.name in busy:
                 continue
