@@ -9,10 +9,18 @@ optimizer calls ``release_free_heap`` after each merge (a few milliseconds). Els
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
-_libc_name = ctypes.util.find_library("c")
-_trim = getattr(ctypes.CDLL(_libc_name), "malloc_trim", None) if _libc_name else None
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:
+    """glibc's ``malloc_trim`` from the symbols already loaded in this process (``dlopen(NULL)``:
+    no library search, which for ``ctypes.util.find_library`` runs ldconfig, ~17 ms on every import)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # a platform without dlopen(NULL)
+        return None
+
+
+_trim = _malloc_trim()
 
 
 def release_free_heap() -> bool:
